@@ -1,0 +1,304 @@
+//! Durable pull consumers: at-least-once delivery, effectively-once effects.
+//!
+//! Decision 2 of DESIGN.md. Every replica of a service pulls from the same
+//! durable consumer, so JetStream spreads the work and remembers progress
+//! across restarts. A message is acked only after its handler finished; a
+//! transient failure is NAKed with a delay (redelivered later), and a message
+//! that can never succeed — undecodable, of an unknown type, or still failing
+//! at the last allowed delivery — is copied to the dead-letter stream with the
+//! reason in its headers before it is terminated. Nothing is dropped.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+};
+use futures_util::StreamExt;
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    JetStream,
+    envelope::{ReceivedEvent, headers},
+    propagation,
+};
+
+/// The stream that keeps dead letters, and its subject prefix.
+pub const DEAD_LETTER_STREAM: &str = "DEADLETTERS";
+/// Dead letters are published on `deadletter.<stream>.<consumer>`.
+pub const DEAD_LETTER_SUBJECTS: &str = "deadletter.>";
+
+/// What a handler decided about one message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Handled (or nothing to do): ack it.
+    Done,
+    /// Failed for a reason that may pass: redeliver after `after`.
+    Retry {
+        /// How long JetStream waits before the redelivery.
+        after: Duration,
+        /// What failed, recorded if the message is finally dead-lettered.
+        reason: String,
+    },
+    /// Can never succeed: dead-letter it now.
+    Reject {
+        /// Why, recorded in the dead letter's headers.
+        reason: String,
+    },
+}
+
+/// Handles the messages of one durable consumer.
+///
+/// Handlers must be idempotent: a message can be delivered more than once
+/// (after a crash, an ack lost on the way, or an expired ack wait).
+pub trait EventHandler: Send + Sync + 'static {
+    /// Handles one message.
+    fn handle(&self, event: ReceivedEvent) -> impl Future<Output = Outcome> + Send;
+
+    /// Resolves when the handler can take more work.
+    ///
+    /// The consumer pulls nothing while this is pending, so a handler whose
+    /// downstream is known to be down (an open circuit breaker) leaves its
+    /// messages in the stream instead of burning their deliveries.
+    fn ready(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// How a durable consumer is configured.
+#[derive(Clone, Debug)]
+pub struct ConsumerSpec {
+    /// The stream it reads.
+    pub stream: String,
+    /// Its durable name, shared by every replica of the service.
+    pub durable: String,
+    /// The subjects it receives.
+    pub filter_subjects: Vec<String>,
+    /// How long a delivered message may stay unacked before redelivery.
+    pub ack_wait: Duration,
+    /// The number of deliveries after which a failing message is dead-lettered.
+    pub max_deliver: i64,
+    /// Redelivery delays for messages whose ack wait expired.
+    pub backoff: Vec<Duration>,
+    /// How many messages one replica handles at once.
+    pub concurrency: usize,
+}
+
+/// A durable pull consumer bound to a handler.
+pub struct DurableConsumer {
+    js: JetStream,
+    spec: ConsumerSpec,
+}
+
+impl DurableConsumer {
+    /// Binds `spec` on `js`. Nothing is created until [`DurableConsumer::run`].
+    pub fn new(js: JetStream, spec: ConsumerSpec) -> Self {
+        Self { js, spec }
+    }
+
+    async fn create(&self) -> Result<PullConsumer, String> {
+        let spec = &self.spec;
+        let stream = self
+            .js
+            .get_stream(&spec.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let config = pull::Config {
+            durable_name: Some(spec.durable.clone()),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            backoff: spec.backoff.clone(),
+            filter_subjects: spec.filter_subjects.clone(),
+            max_ack_pending: 10_000,
+            ..Default::default()
+        };
+        // Create-or-update, so a changed spec reaches an existing consumer.
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Pulls and handles messages until `shutdown` is cancelled, then finishes
+    /// and acks every message it holds before returning.
+    ///
+    /// Broker outages are waited out: the loop retries with a pause and never
+    /// returns an error.
+    pub async fn run<H: EventHandler>(self, handler: Arc<H>, shutdown: CancellationToken) {
+        let spec = Arc::new(self.spec.clone());
+        let limit = Arc::new(Semaphore::new(spec.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let pause = Duration::from_millis(500);
+        let mut consumer: Option<PullConsumer> = None;
+        while !shutdown.is_cancelled() {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = handler.ready() => {}
+            }
+            let pull = match &consumer {
+                Some(c) => c,
+                None => match self.create().await {
+                    Ok(c) => consumer.insert(c),
+                    Err(error) => {
+                        tracing::warn!(consumer = %spec.durable, %error, "cannot bind the durable consumer; retrying");
+                        sleep_or_cancel(pause, &shutdown).await;
+                        continue;
+                    }
+                },
+            };
+            // A short expiry bounds how long a shutdown waits for the batch
+            // in flight, whose messages are all handled before returning.
+            let batch = pull
+                .batch()
+                .max_messages(spec.concurrency.max(1) * 2)
+                .expires(Duration::from_millis(1000))
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(consumer = %spec.durable, %error, "pull request failed; retrying");
+                    consumer = None;
+                    sleep_or_cancel(pause, &shutdown).await;
+                    continue;
+                }
+            };
+            while let Some(message) = batch.next().await {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::warn!(consumer = %spec.durable, %error, "pull failed; retrying");
+                        sleep_or_cancel(pause, &shutdown).await;
+                        break;
+                    }
+                };
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
+                let handler = handler.clone();
+                let js = self.js.clone();
+                let spec = spec.clone();
+                tasks.spawn(async move {
+                    process(&js, &spec, handler.as_ref(), message).await;
+                    drop(permit);
+                });
+                // Reap finished tasks so the set does not grow.
+                while tasks.try_join_next().is_some() {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(duration) => {}
+    }
+}
+
+/// Handles one message and settles it: ack, NAK with delay, or dead letter.
+async fn process<H: EventHandler>(
+    js: &JetStream,
+    spec: &ConsumerSpec,
+    handler: &H,
+    message: jetstream::Message,
+) {
+    let (stream_sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(_) => (0, 1),
+    };
+    let headers = message.message.headers.clone().unwrap_or_default();
+    let event = ReceivedEvent {
+        subject: message.message.subject.to_string(),
+        payload: message.message.payload.clone(),
+        headers,
+        stream_sequence,
+        delivered,
+    };
+    let span = tracing::info_span!(
+        "nats.process",
+        otel.name = %format!("process {}", spec.durable),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.destination.name = %event.subject,
+        messaging.consumer.group.name = %spec.durable,
+        messaging.message.id = event.ce_id().unwrap_or_default(),
+        messaging.message.delivery_count = delivered,
+        cloudevents.event_type = event.ce_type().unwrap_or_default(),
+        otel.status_code = tracing::field::Empty,
+    );
+    propagation::set_parent(&span, propagation::extract(&event.headers));
+    async {
+        let outcome = handler.handle(event.clone()).await;
+        let settled = match outcome {
+            Outcome::Done => message.ack().await,
+            Outcome::Retry { after, reason } if delivered < spec.max_deliver => {
+                tracing::warn!(%reason, delivered, "handler failed; the message will be redelivered");
+                message.ack_with(AckKind::Nak(Some(after))).await
+            }
+            Outcome::Retry { reason, .. } => {
+                let reason = format!("still failing after {delivered} deliveries: {reason}");
+                dead_letter(js, spec, &message, &event, &reason).await
+            }
+            Outcome::Reject { reason } => dead_letter(js, spec, &message, &event, &reason).await,
+        };
+        if let Err(error) = settled {
+            // The message stays unacked and comes back after ack_wait.
+            tracing::warn!(%error, "could not settle a message; it will be redelivered");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Copies the message to the dead-letter stream with the reason, then
+/// terminates it. When the copy is not confirmed the message is NAKed instead,
+/// so it is never lost between the two streams.
+async fn dead_letter(
+    js: &JetStream,
+    spec: &ConsumerSpec,
+    message: &jetstream::Message,
+    event: &ReceivedEvent,
+    reason: &str,
+) -> Result<(), async_nats::Error> {
+    tracing::error!(%reason, subject = %event.subject, "dead-lettering a message");
+    tracing::Span::current().record("otel.status_code", "ERROR");
+    let mut dl_headers = event.headers.clone();
+    // The copy must not be de-duplicated against the original's id.
+    dl_headers.insert(
+        headers::MSG_ID,
+        format!("dl-{}-{}", spec.stream, event.stream_sequence).as_str(),
+    );
+    dl_headers.insert(headers::DEAD_LETTER_REASON, reason);
+    dl_headers.insert(headers::ORIGINAL_SUBJECT, event.subject.as_str());
+    dl_headers.insert(headers::ORIGINAL_STREAM, spec.stream.as_str());
+    dl_headers.insert(
+        headers::ORIGINAL_SEQUENCE,
+        event.stream_sequence.to_string().as_str(),
+    );
+    dl_headers.insert(headers::ORIGINAL_CONSUMER, spec.durable.as_str());
+    dl_headers.insert(headers::DELIVERY_COUNT, event.delivered.to_string().as_str());
+    let subject = format!("deadletter.{}.{}", spec.stream, spec.durable);
+    let stored = async {
+        js.publish_with_headers(subject, dl_headers, event.payload.clone())
+            .await?
+            .await?;
+        Ok::<_, async_nats::Error>(())
+    }
+    .await;
+    match stored {
+        Ok(()) => message.ack_with(AckKind::Term).await,
+        Err(error) => {
+            tracing::error!(%error, "could not store a dead letter; NAKing instead");
+            message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await
+        }
+    }
+}

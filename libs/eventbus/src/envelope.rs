@@ -1,0 +1,183 @@
+//! How an event is framed on the wire.
+//!
+//! CloudEvents binary content mode over NATS: the body is the protobuf-encoded
+//! payload message, and the attributes travel as `ce-*` headers, so any
+//! language decodes an event with the classes generated from `proto/` and
+//! routes it by `ce-type` without touching the body.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+/// The header names of the public event contract.
+pub mod headers {
+    /// JetStream de-duplication id; equal to `ce-id`.
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// CloudEvents spec version, always `1.0`.
+    pub const CE_SPECVERSION: &str = "ce-specversion";
+    /// CloudEvents id: unique per event, stable across redeliveries.
+    pub const CE_ID: &str = "ce-id";
+    /// CloudEvents source: the service that produced the event.
+    pub const CE_SOURCE: &str = "ce-source";
+    /// CloudEvents type: the full protobuf name of the payload message.
+    pub const CE_TYPE: &str = "ce-type";
+    /// CloudEvents time: when the event happened (RFC 3339).
+    pub const CE_TIME: &str = "ce-time";
+    /// CloudEvents subject: the aggregate id the event is about.
+    pub const CE_SUBJECT: &str = "ce-subject";
+    /// Content type of the body.
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// The body's content type: protobuf.
+    pub const PROTOBUF: &str = "application/protobuf";
+    /// Why a message was dead-lettered.
+    pub const DEAD_LETTER_REASON: &str = "Orderflow-Dead-Letter-Reason";
+    /// The subject a dead-lettered message was published on.
+    pub const ORIGINAL_SUBJECT: &str = "Orderflow-Original-Subject";
+    /// The stream a dead-lettered message came from.
+    pub const ORIGINAL_STREAM: &str = "Orderflow-Original-Stream";
+    /// The stream sequence of a dead-lettered message.
+    pub const ORIGINAL_SEQUENCE: &str = "Orderflow-Original-Sequence";
+    /// The durable consumer that gave up on a dead-lettered message.
+    pub const ORIGINAL_CONSUMER: &str = "Orderflow-Original-Consumer";
+    /// How many times a dead-lettered message was delivered.
+    pub const DELIVERY_COUNT: &str = "Orderflow-Delivery-Count";
+}
+
+/// An event ready to be appended: its subject, its id and its encoded payload.
+#[derive(Clone, Debug)]
+pub struct EventEnvelope {
+    /// The subject, which names the aggregate (`orders.<order_id>`).
+    pub subject: String,
+    /// The unique event id, used as `ce-id` and `Nats-Msg-Id`. Deterministic
+    /// per (aggregate, transition), so a retried append is de-duplicated.
+    pub id: String,
+    /// The aggregate id, used as `ce-subject`.
+    pub aggregate_id: String,
+    /// The full protobuf name of the payload.
+    pub ce_type: String,
+    /// The protobuf-encoded payload.
+    pub payload: Bytes,
+}
+
+impl EventEnvelope {
+    /// Frames a prost message. `ce-type` comes from the message's own
+    /// `prost::Name`, so the header can never disagree with the body.
+    pub fn new<M: prost::Message + prost::Name>(
+        subject: String,
+        id: String,
+        aggregate_id: String,
+        message: &M,
+    ) -> Self {
+        Self {
+            subject,
+            id,
+            aggregate_id,
+            ce_type: M::full_name(),
+            payload: Bytes::from(message.encode_to_vec()),
+        }
+    }
+
+    /// The NATS headers of this event, with the current trace context.
+    pub fn headers(&self, source: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(headers::MSG_ID, self.id.as_str());
+        map.insert(headers::CE_SPECVERSION, "1.0");
+        map.insert(headers::CE_ID, self.id.as_str());
+        map.insert(headers::CE_SOURCE, source);
+        map.insert(headers::CE_TYPE, self.ce_type.as_str());
+        map.insert(headers::CE_SUBJECT, self.aggregate_id.as_str());
+        map.insert(headers::CE_TIME, now_rfc3339().as_str());
+        map.insert(headers::CONTENT_TYPE, headers::PROTOBUF);
+        crate::propagation::inject_current(&mut map);
+        map
+    }
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+/// Why an event could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The message has no `ce-type` header.
+    #[error("the message has no ce-type header")]
+    MissingType,
+    /// The `ce-type` header names another message than the one expected.
+    #[error("ce-type is {actual}, expected {expected}")]
+    WrongType {
+        /// The header's value.
+        actual: String,
+        /// The expected full protobuf name.
+        expected: String,
+    },
+    /// The body is not a valid encoding of the message.
+    #[error("the body is not a valid {message}: {source}")]
+    Body {
+        /// The expected full protobuf name.
+        message: String,
+        /// The decoder's error.
+        source: prost::DecodeError,
+    },
+}
+
+/// An event as a consumer receives it.
+#[derive(Clone, Debug)]
+pub struct ReceivedEvent {
+    /// The subject it was published on.
+    pub subject: String,
+    /// All its headers.
+    pub headers: HeaderMap,
+    /// Its body.
+    pub payload: Bytes,
+    /// Its sequence in the stream.
+    pub stream_sequence: u64,
+    /// How many times it has been delivered to this consumer, from 1.
+    pub delivered: i64,
+}
+
+impl ReceivedEvent {
+    /// The `ce-type` header, when present.
+    pub fn ce_type(&self) -> Option<&str> {
+        self.headers.get(headers::CE_TYPE).map(|v| v.as_str())
+    }
+
+    /// The `ce-id` header, when present.
+    pub fn ce_id(&self) -> Option<&str> {
+        self.headers.get(headers::CE_ID).map(|v| v.as_str())
+    }
+
+    /// Whether this event's payload is a `M`.
+    pub fn is<M: prost::Name>(&self) -> bool {
+        self.ce_type() == Some(M::full_name().as_str())
+    }
+
+    /// Decodes the payload as `M`, checking `ce-type` first.
+    pub fn decode<M: prost::Message + prost::Name + Default>(&self) -> Result<M, DecodeError> {
+        decode_checked(&self.headers, &self.payload)
+    }
+}
+
+/// Decodes a payload as `M` after checking that `ce-type` names `M`.
+pub fn decode_checked<M: prost::Message + prost::Name + Default>(
+    headers_map: &HeaderMap,
+    payload: &[u8],
+) -> Result<M, DecodeError> {
+    let expected = M::full_name();
+    match headers_map.get(headers::CE_TYPE).map(|v| v.as_str()) {
+        None => return Err(DecodeError::MissingType),
+        Some(actual) if actual != expected => {
+            return Err(DecodeError::WrongType {
+                actual: actual.to_owned(),
+                expected,
+            });
+        }
+        Some(_) => {}
+    }
+    M::decode(payload).map_err(|source| DecodeError::Body {
+        message: expected,
+        source,
+    })
+}

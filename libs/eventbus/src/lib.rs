@@ -1,0 +1,66 @@
+//! orderflow's event plumbing on NATS JetStream.
+//!
+//! This is the only crate that talks to async-nats. It knows how an event is
+//! framed (protobuf body, CloudEvents binary-mode headers, `Nats-Msg-Id`, W3C
+//! trace context), how an event is committed (an acked publish with optimistic
+//! concurrency on the aggregate's own subject), how events are consumed
+//! (durable pull consumers with explicit acks, bounded redelivery and a
+//! dead-letter stream) and how list projections are kept (a KV bucket written
+//! with compare-and-set on the aggregate version).
+//!
+//! It knows nothing of orders or payments: the services give it subjects,
+//! ids and prost messages.
+#![forbid(unsafe_code)]
+
+pub mod consumer;
+pub mod envelope;
+pub mod propagation;
+pub mod store;
+pub mod view;
+
+pub use async_nats::{Client, jetstream::Context as JetStream};
+pub use consumer::{ConsumerSpec, DurableConsumer, EventHandler, Outcome};
+pub use envelope::{EventEnvelope, ReceivedEvent};
+pub use store::{AppendError, EventStore, LoadError, StreamSpec, StoredEvent, ensure_stream};
+pub use view::{ViewError, ViewStore};
+
+use std::time::Duration;
+
+/// Connects to NATS.
+///
+/// `urls` is the comma-separated list of the `NATS_URL` variable: with a
+/// cluster, the client picks any reachable server and follows the cluster's
+/// gossip afterwards. The client reconnects forever, so a broker outage is a
+/// period of `NOT_SERVING`, never a crash.
+pub async fn connect(urls: &str, name: &str) -> Result<Client, async_nats::ConnectError> {
+    let servers: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::ServerParse, e)
+        })?;
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        // Keep requests short while disconnected so callers answer UNAVAILABLE
+        // instead of hanging on a broker that is gone.
+        .request_timeout(Some(Duration::from_secs(5)))
+        .connect(servers)
+        .await
+}
+
+/// Builds the JetStream context every service uses.
+pub fn jetstream(client: Client) -> JetStream {
+    async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build(client)
+}
+
+/// Whether the client is connected right now; health reporting polls it.
+pub fn is_connected(client: &Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}

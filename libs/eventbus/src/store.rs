@@ -1,0 +1,241 @@
+//! Appending events (the commit) and reading an aggregate's last event (its
+//! current state).
+//!
+//! Decision 1 of DESIGN.md: the event is the commit. An append succeeds only
+//! when JetStream has acked it, and only when the aggregate's subject still
+//! ends at the sequence the caller read (`Nats-Expected-Last-Subject-Sequence`),
+//! so two writers can never both act on the same state. `Nats-Msg-Id` makes a
+//! retried append of the same event a no-op.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    ErrorCode,
+    context::{GetStreamErrorKind, PublishErrorKind, UpdateStreamErrorKind},
+    stream::{Config, DirectGetErrorKind, StorageType},
+};
+use bytes::Bytes;
+use tracing::Instrument;
+
+use crate::{JetStream, envelope::EventEnvelope};
+
+/// What a stream must look like.
+#[derive(Clone, Debug)]
+pub struct StreamSpec {
+    /// Stream name (`ORDERS`).
+    pub name: String,
+    /// Subjects it captures (`orders.>`).
+    pub subjects: Vec<String>,
+    /// Replicas in a cluster (1 on a single server).
+    pub replicas: usize,
+    /// How long `Nats-Msg-Id` de-duplicates retried appends.
+    pub duplicate_window: Duration,
+}
+
+/// Why a stream could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up JetStream stream {stream}: {message}")]
+pub struct EnsureStreamError {
+    stream: String,
+    message: String,
+}
+
+/// Creates the stream, or brings an existing one to `spec`.
+///
+/// async-nats' `get_or_create_stream` silently keeps an existing stream whose
+/// configuration differs, so the subjects, replicas and direct-get setting are
+/// compared and updated here.
+pub async fn ensure_stream(js: &JetStream, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
+    let err = |message: String| EnsureStreamError {
+        stream: spec.name.clone(),
+        message,
+    };
+    let wanted = Config {
+        name: spec.name.clone(),
+        subjects: spec.subjects.clone(),
+        storage: StorageType::File,
+        num_replicas: spec.replicas,
+        duplicate_window: spec.duplicate_window,
+        allow_direct: true,
+        ..Default::default()
+    };
+    match js.get_stream(&spec.name).await {
+        Ok(mut stream) => {
+            let info = stream.info().await.map_err(|e| err(e.to_string()))?;
+            let current = &info.config;
+            if current.subjects != wanted.subjects
+                || current.num_replicas != wanted.num_replicas
+                || current.duplicate_window != wanted.duplicate_window
+                || !current.allow_direct
+            {
+                let mut updated = current.clone();
+                updated.subjects = wanted.subjects;
+                updated.num_replicas = wanted.num_replicas;
+                updated.duplicate_window = wanted.duplicate_window;
+                updated.allow_direct = true;
+                js.update_stream(updated).await.map_err(|e| match e.kind() {
+                    UpdateStreamErrorKind::JetStream(j) => err(j.to_string()),
+                    _ => err(e.to_string()),
+                })?;
+            }
+            Ok(())
+        }
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                create(js, wanted).await.map_err(err)
+            }
+            _ => Err(err(e.to_string())),
+        },
+    }
+}
+
+async fn create(js: &JetStream, config: Config) -> Result<(), String> {
+    js.create_stream(config)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Why an append did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The aggregate changed since it was read: read again and decide again.
+    #[error("the aggregate changed concurrently (subject {subject})")]
+    Conflict {
+        /// The aggregate's subject.
+        subject: String,
+    },
+    /// JetStream did not confirm the append; it may or may not be stored.
+    /// Retrying with the same event id is safe (de-duplication).
+    #[error("JetStream did not confirm the append on {subject}: {message}")]
+    Unavailable {
+        /// The aggregate's subject.
+        subject: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Why an aggregate could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the last event of {subject}: {message}")]
+pub struct LoadError {
+    subject: String,
+    message: String,
+}
+
+/// The last event of an aggregate, with the sequence to expect on the next
+/// append.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// The stream sequence of the event.
+    pub sequence: u64,
+    /// The event's headers.
+    pub headers: async_nats::HeaderMap,
+    /// The event's body.
+    pub payload: Bytes,
+}
+
+/// One stream used as an event store.
+#[derive(Clone)]
+pub struct EventStore {
+    js: JetStream,
+    stream_name: String,
+    source: String,
+}
+
+impl EventStore {
+    /// An event store on `stream_name`; `source` is the `ce-source` of every
+    /// event this store appends.
+    pub fn new(js: JetStream, stream_name: impl Into<String>, source: impl Into<String>) -> Self {
+        let stream_name = stream_name.into();
+        Self {
+            js,
+            stream_name,
+            source: source.into(),
+        }
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &JetStream {
+        &self.js
+    }
+
+    /// Appends `event`, expecting the aggregate's subject to end at
+    /// `expected_sequence` (0: the aggregate has no event yet), and waits for
+    /// JetStream's ack. Returns the event's stream sequence.
+    pub async fn append(
+        &self,
+        event: &EventEnvelope,
+        expected_sequence: u64,
+    ) -> Result<u64, AppendError> {
+        let span = tracing::info_span!(
+            "nats.publish",
+            otel.name = %format!("publish {}", self.stream_name),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.operation.type = "send",
+            messaging.destination.name = %event.subject,
+            messaging.message.id = %event.id,
+            cloudevents.event_type = %event.ce_type,
+        );
+        async {
+            let publish = jetstream::message::PublishMessage::build()
+                .headers(event.headers(&self.source))
+                .payload(event.payload.clone())
+                .expected_last_subject_sequence(expected_sequence);
+            let unavailable = |message: String| AppendError::Unavailable {
+                subject: event.subject.clone(),
+                message,
+            };
+            let map = |kind: PublishErrorKind, message: String| match kind {
+                PublishErrorKind::WrongLastSequence => AppendError::Conflict {
+                    subject: event.subject.clone(),
+                },
+                _ => unavailable(message),
+            };
+            // The first await sends; the second waits for the ack. Without the
+            // second, nothing is known to be stored.
+            let ack = self
+                .js
+                .send_publish(event.subject.clone(), publish)
+                .await
+                .map_err(|e| map(e.kind(), e.to_string()))?
+                .await
+                .map_err(|e| map(e.kind(), e.to_string()))?;
+            Ok(ack.sequence)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Reads the last event on `subject`, or `None` when the aggregate has no
+    /// event. Served by any replica of the stream (direct get).
+    pub async fn load_last(&self, subject: &str) -> Result<Option<StoredEvent>, LoadError> {
+        let err = |message: String| LoadError {
+            subject: subject.to_owned(),
+            message,
+        };
+        // `get_stream_no_info` makes no request: it only builds the handle.
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream_name)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        match stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => Ok(Some(StoredEvent {
+                sequence: message.sequence,
+                headers: message.headers,
+                payload: message.payload,
+            })),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// Checks that the stream is reachable; health reporting calls this.
+    pub async fn ping(&self) -> bool {
+        self.js.get_stream(&self.stream_name).await.is_ok()
+    }
+}

@@ -1,0 +1,163 @@
+//! List projections kept in a JetStream KV bucket.
+//!
+//! Every replica of a service can answer list queries from the bucket, and a
+//! restart loses nothing. Each value is stamped with the aggregate's version,
+//! and writes are compare-and-set on the KV revision, so a stale or
+//! redelivered event never overwrites a newer state, even when two replicas
+//! project events of one aggregate at once.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull},
+    kv::{self, CreateErrorKind, UpdateErrorKind},
+};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::JetStream;
+
+/// Why a projection could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("projection {bucket}: {message}")]
+pub struct ViewError {
+    bucket: String,
+    message: String,
+}
+
+/// One KV bucket holding the latest version of every aggregate.
+#[derive(Clone)]
+pub struct ViewStore {
+    js: JetStream,
+    kv: kv::Store,
+    bucket: String,
+}
+
+impl ViewStore {
+    /// Opens the bucket, creating it when it does not exist.
+    pub async fn open(js: JetStream, bucket: &str, replicas: usize) -> Result<Self, ViewError> {
+        let err = |message: String| ViewError {
+            bucket: bucket.to_owned(),
+            message,
+        };
+        let kv = match js.get_key_value(bucket).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    history: 1,
+                    num_replicas: replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| err(e.to_string()))?,
+        };
+        Ok(Self {
+            js,
+            kv,
+            bucket: bucket.to_owned(),
+        })
+    }
+
+    fn err(&self, message: impl ToString) -> ViewError {
+        ViewError {
+            bucket: self.bucket.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Stores `value` at `key` unless the stored version is already `version`
+    /// or newer. Returns whether it wrote.
+    pub async fn upsert(&self, key: &str, version: u64, value: &[u8]) -> Result<bool, ViewError> {
+        let encoded = encode(version, value);
+        for _ in 0..16 {
+            match self.kv.entry(key).await.map_err(|e| self.err(e))? {
+                Some(entry) if entry.operation == kv::Operation::Put => {
+                    if decode(&entry.value).is_some_and(|(stored, _)| stored >= version) {
+                        return Ok(false);
+                    }
+                    match self.kv.update(key, encoded.clone(), entry.revision).await {
+                        Ok(_) => return Ok(true),
+                        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                        Err(e) => return Err(self.err(e)),
+                    }
+                }
+                _ => match self.kv.create(key, encoded.clone()).await {
+                    Ok(_) => return Ok(true),
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(self.err(e)),
+                },
+            }
+        }
+        Err(self.err(format!("key {key} kept changing; giving up this delivery")))
+    }
+
+    /// Reads the latest value of every key matching `pattern` (a KV key
+    /// pattern: `>` for all, `customer.*` ...), as (key, value) pairs.
+    ///
+    /// One ordered consumer delivers the last value per key; the read ends
+    /// when the consumer reports nothing pending.
+    pub async fn scan(&self, pattern: &str) -> Result<Vec<(String, Bytes)>, ViewError> {
+        let prefix = format!("$KV.{}.", self.bucket);
+        let stream = self
+            .js
+            .get_stream(format!("KV_{}", self.bucket))
+            .await
+            .map_err(|e| self.err(e))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: format!("{prefix}{pattern}"),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| self.err(e))?;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .map_err(|_| self.err("timed out reading the bucket"))?;
+            let Some(message) = next else { break };
+            let message = message.map_err(|e| self.err(e))?;
+            let pending = message.info().map(|i| i.pending).unwrap_or(0);
+            let deleted = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some();
+            if !deleted {
+                let key = message
+                    .subject
+                    .as_str()
+                    .strip_prefix(&prefix)
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some((_, value)) = decode(&message.payload) {
+                    out.push((key, Bytes::copy_from_slice(value)));
+                }
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn encode(version: u64, value: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(8 + value.len());
+    buf.extend_from_slice(&version.to_be_bytes());
+    buf.extend_from_slice(value);
+    buf.freeze()
+}
+
+fn decode(stored: &[u8]) -> Option<(u64, &[u8])> {
+    let (version, value) = stored.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*version), value))
+}

@@ -1,0 +1,43 @@
+//! The protobuf contract of orderflow, generated from `proto/` by `build.rs`.
+//!
+//! This crate is the only place that owns generated code: the services convert
+//! these types into their domain types at the gRPC edge (`grpc.rs`) and at the
+//! event edge (`events.rs`), and nowhere else.
+#![allow(missing_docs, clippy::doc_lazy_continuation, clippy::large_enum_variant)]
+
+/// `orderflow.money.v1`: the `google.type.Money`-shaped amount.
+pub mod money {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("orderflow.money.v1");
+    }
+}
+
+/// `orderflow.order.v1`: the order API and order events.
+pub mod order {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("orderflow.order.v1");
+    }
+}
+
+/// `orderflow.payment.v1`: the payment API and payment events.
+pub mod payment {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("orderflow.payment.v1");
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every file in `proto/`, for server
+/// reflection (grpcurl `list` / `describe`) and for tools that decode events
+/// dynamically.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/orderflow_descriptor.bin"));
+
+/// The full protobuf name of a message, used as the CloudEvents `ce-type` of
+/// events that carry it (`orderflow.order.v1.OrderCreated`, ...).
+///
+/// prost's `Name` trait provides it from the generated code, so the header can
+/// never disagree with the payload's schema.
+pub use prost::Name;
