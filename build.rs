@@ -22,7 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out_dir.join("orderflow_descriptor.bin"), fds.encode_to_vec())?;
+    fs::write(
+        out_dir.join("orderflow_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
     // Type names give every message `prost::Name`, whose full name is the
     // CloudEvents `ce-type` of the events that carry it.
     let mut config = tonic_prost_build::Config::new();

@@ -3,7 +3,11 @@
 //! This crate is the only place that owns generated code: the services convert
 //! these types into their domain types at the gRPC edge (`grpc.rs`) and at the
 //! event edge (`events.rs`), and nowhere else.
-#![allow(missing_docs, clippy::doc_lazy_continuation, clippy::large_enum_variant)]
+#![allow(
+    missing_docs,
+    clippy::doc_lazy_continuation,
+    clippy::large_enum_variant
+)]
 
 /// `orderflow.money.v1`: the `google.type.Money`-shaped amount.
 pub mod money {
@@ -41,3 +45,26 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// prost's `Name` trait provides it from the generated code, so the header can
 /// never disagree with the payload's schema.
 pub use prost::Name;
+
+/// Names of the event contract shared by both services: streams, subjects
+/// and consumer names. Other programs rely on them (DESIGN.md).
+pub mod contract {
+    /// The stream of order events.
+    pub const ORDERS_STREAM: &str = "ORDERS";
+    /// Subjects of the ORDERS stream.
+    pub const ORDERS_SUBJECTS: &str = "orders.>";
+    /// The stream of payment events.
+    pub const PAYMENTS_STREAM: &str = "PAYMENTS";
+    /// Subjects of the PAYMENTS stream.
+    pub const PAYMENTS_SUBJECTS: &str = "payments.>";
+
+    /// The subject of one order's events: `orders.<order_id>`.
+    pub fn order_subject(order_id: &str) -> String {
+        format!("orders.{order_id}")
+    }
+
+    /// The subject of one payment's events: `payments.<payment_id>`.
+    pub fn payment_subject(payment_id: &str) -> String {
+        format!("payments.{payment_id}")
+    }
+}

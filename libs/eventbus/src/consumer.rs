@@ -283,7 +283,10 @@ async fn dead_letter(
         event.stream_sequence.to_string().as_str(),
     );
     dl_headers.insert(headers::ORIGINAL_CONSUMER, spec.durable.as_str());
-    dl_headers.insert(headers::DELIVERY_COUNT, event.delivered.to_string().as_str());
+    dl_headers.insert(
+        headers::DELIVERY_COUNT,
+        event.delivered.to_string().as_str(),
+    );
     let subject = format!("deadletter.{}.{}", spec.stream, spec.durable);
     let stored = async {
         js.publish_with_headers(subject, dl_headers, event.payload.clone())

@@ -10,8 +10,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{
-    self,
-    ErrorCode,
+    self, ErrorCode,
     context::{GetStreamErrorKind, PublishErrorKind, UpdateStreamErrorKind},
     stream::{Config, DirectGetErrorKind, StorageType},
 };
@@ -74,10 +73,12 @@ pub async fn ensure_stream(js: &JetStream, spec: &StreamSpec) -> Result<(), Ensu
                 updated.num_replicas = wanted.num_replicas;
                 updated.duplicate_window = wanted.duplicate_window;
                 updated.allow_direct = true;
-                js.update_stream(updated).await.map_err(|e| match e.kind() {
-                    UpdateStreamErrorKind::JetStream(j) => err(j.to_string()),
-                    _ => err(e.to_string()),
-                })?;
+                js.update_stream(updated)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        UpdateStreamErrorKind::JetStream(j) => err(j.to_string()),
+                        _ => err(e.to_string()),
+                    })?;
             }
             Ok(())
         }

@@ -1,1 +1,17 @@
-//! stub
+//! What every orderflow service needs around its domain.
+//!
+//! - [`config`]: environment variables parsed once into typed settings, every
+//!   bad variable reported together, `--help` generated from the same table.
+//! - [`telemetry`]: the tracing subscriber (text or JSON logs) and the
+//!   OpenTelemetry SDK with optional OTLP export, flushed on shutdown.
+//! - [`server`]: the gRPC server bootstrap: the trace-context layer, health
+//!   (driven by a readiness check), reflection v1 and v1alpha, graceful stop.
+//! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation token.
+//!
+//! Nothing here knows about orders or payments.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,155 @@
+//! The gRPC server every service runs.
+//!
+//! One place assembles what all services serve besides their API: the
+//! trace-context layer (one SERVER span per call, child of the caller's
+//! trace), `grpc.health.v1.Health` driven by a readiness check, server
+//! reflection in both `grpc.reflection.v1` and `v1alpha` (grpcurl still asks
+//! v1alpha), and a graceful stop that finishes in-flight calls.
+
+use std::{future::Future, time::Duration};
+
+use orderflow_eventbus::propagation::TraceContextLayer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// The health service name that reports whether the process is alive, for
+/// liveness probes: it stays SERVING through broker outages, so Kubernetes
+/// never restarts a pod because NATS is down.
+pub const LIVENESS: &str = "liveness";
+
+/// Health of a service: the overall `""` and each API name follow readiness;
+/// `liveness` follows the process.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    services: Vec<String>,
+}
+
+impl Health {
+    /// Health for the given API service names (`orderflow.order.v1.OrderService`).
+    pub fn new(reporter: HealthReporter, services: &[&str]) -> Self {
+        Self {
+            reporter,
+            services: services.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// Sets `""` and every API service to SERVING or NOT_SERVING.
+    pub async fn set_ready(&self, ready: bool) {
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+        for service in &self.services {
+            self.reporter.set_service_status(service, status).await;
+        }
+    }
+
+    /// Polls `check` every `interval` and reports its answer, until
+    /// `shutdown`; then reports NOT_SERVING for good (liveness stays SERVING
+    /// until the process exits).
+    pub async fn watch<F, Fut>(self, interval: Duration, check: F, shutdown: CancellationToken)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        self.reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
+        let mut last = None;
+        loop {
+            let ready = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ready = check() => ready,
+            };
+            if last != Some(ready) {
+                if ready {
+                    tracing::info!("ready: reporting SERVING");
+                } else {
+                    tracing::warn!(
+                        "not ready (NATS or its streams unreachable): reporting NOT_SERVING"
+                    );
+                }
+                self.set_ready(ready).await;
+                last = Some(ready);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+        self.set_ready(false).await;
+    }
+}
+
+/// Creates the health service and its reporter; everything starts NOT_SERVING
+/// until the first readiness check passes.
+pub async fn health(
+    services: &[&str],
+) -> (
+    Health,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (reporter, server) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter, services);
+    health.set_ready(false).await;
+    (health, server)
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A descriptor set could not be registered for reflection.
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Adds health and reflection (over the given descriptor sets, plus health's
+/// own) to `routes`.
+pub fn with_platform_services(
+    routes: Routes,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    descriptor_sets: &[&'static [u8]],
+) -> Result<Routes, ServeError> {
+    let mut v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let mut v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for set in descriptor_sets {
+        v1 = v1.register_encoded_file_descriptor_set(set);
+        v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+    }
+    Ok(routes
+        .add_service(health)
+        .add_service(v1.build_v1()?)
+        .add_service(v1alpha.build_v1alpha()?))
+}
+
+/// Serves `routes` on `listener` until `shutdown`, then stops accepting and
+/// waits for in-flight calls to finish.
+pub async fn serve(
+    routes: Routes,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    tonic::transport::Server::builder()
+        // Why first: every call, including health and reflection, gets its
+        // SERVER span and the caller's trace context before anything else.
+        .layer(TraceContextLayer)
+        // Answer a stuck client instead of holding its stream forever.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Logs and traces, set up once per process.
+//!
+//! Logs go to stdout as text or JSON, filtered by `RUST_LOG`. Spans always
+//! carry real trace and span ids (so W3C context reaches NATS headers even
+//! with no collector); they are exported over OTLP only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, through the SDK's batch processor,
+//! whose bounded queue drops instead of blocking a request.
+
+use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{
+    Resource,
+    propagation::{BaggagePropagator, TraceContextPropagator},
+    trace::{Sampler, SdkTracerProvider},
+};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+};
+
+use crate::config::{LogFormat, OtlpProtocol, SamplerChoice, TelemetryConfig};
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+    /// The log filter is invalid.
+    #[error("invalid RUST_LOG: {0}")]
+    Filter(String),
+}
+
+/// Flushes telemetry on shutdown.
+#[must_use = "call shutdown() before exiting, or queued spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports what is queued and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("telemetry flush failed: {error}");
+        }
+    }
+}
+
+/// Installs the W3C trace-context and baggage propagators.
+///
+/// The global propagator is a no-op until this is called; tests call it too.
+pub fn install_propagator() {
+    global::set_text_map_propagator(opentelemetry::propagation::TextMapCompositePropagator::new(
+        vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ],
+    ));
+}
+
+fn sampler(choice: SamplerChoice) -> Sampler {
+    match choice {
+        SamplerChoice::AlwaysOn => Sampler::AlwaysOn,
+        SamplerChoice::AlwaysOff => Sampler::AlwaysOff,
+        SamplerChoice::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
+        SamplerChoice::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerChoice::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerChoice::ParentBasedTraceIdRatio(r) => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+        }
+    }
+}
+
+/// Builds the tracer provider: ids always, export only with an endpoint.
+///
+/// Must run inside the tokio runtime (the exporters spawn on it).
+pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
+    let resource = Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(sampler(config.sampler));
+    if let Some(endpoint) = &config.otlp_endpoint {
+        let exporter = match config.otlp_protocol {
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build(),
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{endpoint}/v1/traces"))
+                .build(),
+        }
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder.build())
+}
+
+/// Installs logging and tracing for the process.
+///
+/// The `RUST_LOG` filter applies to log lines only: spans of orderflow's own
+/// crates are always built at INFO so trace context keeps flowing when logs
+/// are quiet.
+pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    install_propagator();
+    let filter = EnvFilter::try_new(&config.log_filter)
+        .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let fmt = match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let (otel, provider) = if config.sdk_disabled {
+        (None, None)
+    } else {
+        let provider = tracer_provider(config)?;
+        let tracer = provider.tracer("orderflow");
+        global::set_tracer_provider(provider.clone());
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(LevelFilter::INFO);
+        (Some(layer), Some(provider))
+    };
+    // A second init (tests running services in one process) keeps the first.
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    Ok(Telemetry { provider })
+}
