@@ -58,6 +58,12 @@ pub mod contract {
     /// Subjects of the PAYMENTS stream.
     pub const PAYMENTS_SUBJECTS: &str = "payments.>";
 
+    /// Every stream of the contract, as `(name, subjects)`.
+    pub const STREAMS: &[(&str, &str)] = &[
+        (ORDERS_STREAM, ORDERS_SUBJECTS),
+        (PAYMENTS_STREAM, PAYMENTS_SUBJECTS),
+    ];
+
     /// The subject of one order's events: `orders.<order_id>`.
     pub fn order_subject(order_id: &str) -> String {
         format!("orders.{order_id}")

@@ -30,6 +30,13 @@ pub const DEAD_LETTER_STREAM: &str = "DEADLETTERS";
 /// Dead letters are published on `deadletter.<stream>.<consumer>`.
 pub const DEAD_LETTER_SUBJECTS: &str = "deadletter.>";
 
+/// The redelivery delay after `delivered` failed deliveries: 1 s doubling
+/// up to one minute.
+pub fn retry_delay(delivered: i64) -> Duration {
+    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
+    Duration::from_secs(2u64.pow(exponent)).min(Duration::from_secs(60))
+}
+
 /// What a handler decided about one message.
 #[derive(Debug)]
 pub enum Outcome {

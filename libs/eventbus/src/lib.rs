@@ -21,7 +21,10 @@ pub mod view;
 pub use async_nats::{Client, jetstream::Context as JetStream};
 pub use consumer::{ConsumerSpec, DurableConsumer, EventHandler, Outcome};
 pub use envelope::{EventEnvelope, ReceivedEvent};
-pub use store::{AppendError, EventStore, LoadError, StoredEvent, StreamSpec, ensure_stream};
+pub use store::{
+    AppendError, Appended, EventStore, LoadError, StoredEvent, StreamSpec, ensure_stream,
+    ensure_streams,
+};
 pub use view::{ViewError, ViewStore};
 
 use std::time::Duration;

@@ -91,6 +91,35 @@ pub async fn ensure_stream(js: &JetStream, spec: &StreamSpec) -> Result<(), Ensu
     }
 }
 
+/// Ensures the given `(name, subjects)` streams and the dead-letter stream,
+/// each with `replicas` replicas and a 10-minute de-duplication window.
+///
+/// Every service ensures every stream it writes or reads, so any of them may
+/// start first.
+pub async fn ensure_streams(
+    js: &JetStream,
+    streams: &[(&str, &str)],
+    replicas: usize,
+) -> Result<(), EnsureStreamError> {
+    let dead_letters = (
+        crate::consumer::DEAD_LETTER_STREAM,
+        crate::consumer::DEAD_LETTER_SUBJECTS,
+    );
+    for (name, subjects) in streams.iter().chain(std::iter::once(&dead_letters)) {
+        ensure_stream(
+            js,
+            &StreamSpec {
+                name: (*name).to_owned(),
+                subjects: vec![(*subjects).to_owned()],
+                replicas,
+                duplicate_window: Duration::from_secs(600),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn create(js: &JetStream, config: Config) -> Result<(), String> {
     js.create_stream(config)
         .await
@@ -116,6 +145,16 @@ pub enum AppendError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// A committed append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's stream sequence.
+    pub sequence: u64,
+    /// The event id was already stored within the de-duplication window:
+    /// this append changed nothing, and the stored event is the truth.
+    pub duplicate: bool,
 }
 
 /// Why an aggregate could not be read.
@@ -165,12 +204,12 @@ impl EventStore {
 
     /// Appends `event`, expecting the aggregate's subject to end at
     /// `expected_sequence` (0: the aggregate has no event yet), and waits for
-    /// JetStream's ack. Returns the event's stream sequence.
+    /// JetStream's ack.
     pub async fn append(
         &self,
         event: &EventEnvelope,
         expected_sequence: u64,
-    ) -> Result<u64, AppendError> {
+    ) -> Result<Appended, AppendError> {
         let span = tracing::info_span!(
             "nats.publish",
             otel.name = %format!("publish {}", self.stream_name),
@@ -205,7 +244,10 @@ impl EventStore {
                 .map_err(|e| map(e.kind(), e.to_string()))?
                 .await
                 .map_err(|e| map(e.kind(), e.to_string()))?;
-            Ok(ack.sequence)
+            Ok(Appended {
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            })
         }
         .instrument(span)
         .await

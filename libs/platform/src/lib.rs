@@ -6,6 +6,7 @@
 //!   OpenTelemetry SDK with optional OTLP export, flushed on shutdown.
 //! - [`server`]: the gRPC server bootstrap: the trace-context layer, health
 //!   (driven by a readiness check), reflection v1 and v1alpha, graceful stop.
+//! - [`status`]: field violations and the `google.rpc.BadRequest` status they become.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation token.
 //!
 //! Nothing here knows about orders or payments.
@@ -14,4 +15,5 @@
 pub mod config;
 pub mod server;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;

@@ -112,27 +112,35 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Adds health and reflection (over the given descriptor sets, plus health's
-/// own) to `routes`.
+/// Adds health and reflection to `routes`.
+///
+/// Reflection knows every type in `descriptor_sets` (plus health's) but lists
+/// only `api_services`, health and itself, so `grpcurl list` shows what this
+/// server actually serves.
 pub fn with_platform_services(
     routes: Routes,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
     descriptor_sets: &[&'static [u8]],
+    api_services: &[&str],
 ) -> Result<Routes, ServeError> {
-    let mut v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    let mut v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for set in descriptor_sets {
-        v1 = v1.register_encoded_file_descriptor_set(set);
-        v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
-    }
+    let configure = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for set in descriptor_sets {
+            builder = builder.register_encoded_file_descriptor_set(set);
+        }
+        for name in api_services {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
     Ok(routes
         .add_service(health)
-        .add_service(v1.build_v1()?)
-        .add_service(v1alpha.build_v1alpha()?))
+        .add_service(configure().build_v1()?)
+        .add_service(configure().build_v1alpha()?))
 }
 
 /// Serves `routes` on `listener` until `shutdown`, then stops accepting and

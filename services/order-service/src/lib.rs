@@ -1,1 +1,19 @@
-//! stub
+//! The order service of orderflow.
+//!
+//! It accepts orders over gRPC and commits each change as an event on the
+//! `ORDERS` stream (the event *is* the commit), follows payment results from
+//! the `PAYMENTS` stream, and keeps a list projection in the `ORDER_VIEWS` KV
+//! bucket. See ARCHITECTURE.md for the map.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod payments;
+pub mod projection;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,34 @@
+//! The order service's configuration: only the common variables.
+
+use orderflow_platform::config::{CommonConfig, ConfigError, EnvReader, Lookup, Var, common_vars};
+
+/// `GRPC_ADDR` of the order service.
+pub const GRPC_ADDR: Var = Var {
+    name: "GRPC_ADDR",
+    default: Some("0.0.0.0:50051"),
+    help: "address the gRPC server listens on",
+};
+
+/// Settings of the order service.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Settings every service has.
+    pub common: CommonConfig,
+}
+
+impl Config {
+    /// One line for `--help`.
+    pub const ABOUT: &'static str = "orderflow order service: places orders over gRPC and commits them as events on NATS JetStream.";
+
+    /// Every variable the service reads.
+    pub fn vars() -> Vec<Var> {
+        common_vars(GRPC_ADDR)
+    }
+
+    /// Reads the configuration, reporting every bad variable at once.
+    pub fn from_lookup(lookup: &dyn Lookup) -> Result<Self, ConfigError> {
+        let mut reader = EnvReader::new(lookup);
+        let common = CommonConfig::read(&mut reader, &GRPC_ADDR, "order-service");
+        reader.finish(common.map(|common| Self { common }))
+    }
+}

@@ -1,0 +1,408 @@
+//! The order domain: what a valid new order is and how an order's status may
+//! change. No I/O, no proto, no NATS: the gRPC edge (`grpc.rs`) parses
+//! requests into these types, and the event edge (`events.rs`) records the
+//! decisions taken here.
+
+use orderflow_money::{Money, MoneyError};
+use orderflow_platform::status::{FieldViolation, check_token};
+use uuid::Uuid;
+
+/// Most items one order may have.
+pub const MAX_ITEMS: usize = 100;
+/// Most units of one item.
+pub const MAX_QUANTITY: i32 = 10_000;
+/// Longest customer id and request id.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest SKU.
+pub const MAX_SKU_LEN: usize = 64;
+
+/// Namespace of order ids derived from request ids (UUIDv5), so the same
+/// request id always names the same order, on every replica, forever.
+const ORDER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7266_6c6f_7700_0000_0000_0001);
+
+/// One line of an order, as the caller gave it.
+#[derive(Clone, Debug)]
+pub struct RawLine<'a> {
+    /// SKU.
+    pub sku: &'a str,
+    /// Quantity.
+    pub quantity: i32,
+    /// Unit price: (currency, units, nanos), or `None` when missing.
+    pub unit_price: Option<(&'a str, i64, i32)>,
+}
+
+/// A validated line.
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// SKU.
+    pub sku: String,
+    /// Units ordered.
+    pub quantity: u32,
+    /// Price of one unit.
+    pub unit_price: Money,
+}
+
+/// A validated order request.
+#[derive(Clone, Debug)]
+pub struct NewOrder {
+    /// The customer.
+    pub customer_id: String,
+    /// The lines, in the caller's order.
+    pub lines: Vec<Line>,
+    /// The idempotency key, when given.
+    pub request_id: Option<String>,
+    /// Sum of quantity × unit price.
+    pub total: Money,
+}
+
+impl NewOrder {
+    /// Validates every field, collecting every violation.
+    pub fn parse(
+        customer_id: &str,
+        lines: &[RawLine<'_>],
+        request_id: &str,
+    ) -> Result<Self, Vec<FieldViolation>> {
+        let mut violations = Vec::new();
+        check_token(
+            "customer_id",
+            customer_id,
+            MAX_ID_LEN,
+            true,
+            &mut violations,
+        );
+        check_token("request_id", request_id, MAX_ID_LEN, false, &mut violations);
+        if lines.is_empty() {
+            violations.push(FieldViolation::new(
+                "items",
+                "must contain at least one item",
+            ));
+        } else if lines.len() > MAX_ITEMS {
+            violations.push(FieldViolation::new(
+                "items",
+                format!(
+                    "must contain at most {MAX_ITEMS} items, got {}",
+                    lines.len()
+                ),
+            ));
+        }
+        let mut parsed = Vec::with_capacity(lines.len().min(MAX_ITEMS));
+        for (i, raw) in lines.iter().enumerate().take(MAX_ITEMS) {
+            if let Some(line) = parse_line(i, raw, &mut violations) {
+                parsed.push(line);
+            }
+        }
+        let total = if violations.is_empty() {
+            total(&parsed, &mut violations)
+        } else {
+            None
+        };
+        match total {
+            Some(total) if violations.is_empty() => Ok(Self {
+                customer_id: customer_id.to_owned(),
+                lines: parsed,
+                request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
+                total,
+            }),
+            _ => Err(violations),
+        }
+    }
+
+    /// The order id: derived from the request id (so a repeated request
+    /// names the same order), or a fresh time-ordered UUID without one.
+    pub fn order_id(&self) -> Uuid {
+        match &self.request_id {
+            Some(request_id) => Uuid::new_v5(&ORDER_ID_NAMESPACE, request_id.as_bytes()),
+            None => Uuid::now_v7(),
+        }
+    }
+}
+
+fn parse_line(i: usize, raw: &RawLine<'_>, violations: &mut Vec<FieldViolation>) -> Option<Line> {
+    let field = |name: &str| format!("items[{i}].{name}");
+    let before = violations.len();
+    if raw.sku.is_empty() {
+        violations.push(FieldViolation::new(field("sku"), "is required"));
+    } else if raw.sku.len() > MAX_SKU_LEN
+        || !raw
+            .sku
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        violations.push(FieldViolation::new(
+            field("sku"),
+            format!("must be 1 to {MAX_SKU_LEN} characters from A-Z a-z 0-9 . _ -"),
+        ));
+    }
+    if !(1..=MAX_QUANTITY).contains(&raw.quantity) {
+        violations.push(FieldViolation::new(
+            field("quantity"),
+            format!("must be from 1 to {MAX_QUANTITY}, got {}", raw.quantity),
+        ));
+    }
+    let price = match raw.unit_price {
+        None => {
+            violations.push(FieldViolation::new(field("unit_price"), "is required"));
+            None
+        }
+        Some((currency, units, nanos)) => match Money::new(currency, units, nanos) {
+            Ok(money) if money.is_positive() => Some(money),
+            Ok(_) => {
+                violations.push(FieldViolation::new(
+                    field("unit_price"),
+                    "must be greater than zero",
+                ));
+                None
+            }
+            Err(error) => {
+                let sub = match error {
+                    MoneyError::Currency(_) => "unit_price.currency_code",
+                    MoneyError::NanosRange(_) | MoneyError::SignMismatch { .. } => {
+                        "unit_price.nanos"
+                    }
+                    _ => "unit_price",
+                };
+                violations.push(FieldViolation::new(field(sub), error.to_string()));
+                None
+            }
+        },
+    };
+    let quantity = u32::try_from(raw.quantity).ok()?;
+    match price {
+        Some(unit_price) if violations.len() == before => Some(Line {
+            sku: raw.sku.to_owned(),
+            quantity,
+            unit_price,
+        }),
+        _ => None,
+    }
+}
+
+fn total(lines: &[Line], violations: &mut Vec<FieldViolation>) -> Option<Money> {
+    let first = lines.first()?;
+    let mut sum = Money::zero_of(&first.unit_price);
+    for (i, line) in lines.iter().enumerate() {
+        if line.unit_price.currency_code() != first.unit_price.currency_code() {
+            violations.push(FieldViolation::new(
+                format!("items[{i}].unit_price.currency_code"),
+                format!(
+                    "every item must be priced in one currency: items[0] is {}, this is {}",
+                    first.unit_price.currency_code(),
+                    line.unit_price.currency_code()
+                ),
+            ));
+            return None;
+        }
+        let amount = line.unit_price.checked_mul(line.quantity);
+        match amount.and_then(|a| sum.checked_add(&a)) {
+            Ok(next) => sum = next,
+            Err(_) => {
+                violations.push(FieldViolation::new(
+                    "items",
+                    "the order total is too large to represent",
+                ));
+                return None;
+            }
+        }
+    }
+    Some(sum)
+}
+
+/// The lifecycle of an order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderStatus {
+    /// Committed; waiting for the payment service.
+    PendingPayment,
+    /// Paid.
+    Confirmed,
+    /// Payment declined. Final.
+    PaymentFailed,
+    /// Cancelled by the customer. Final.
+    Cancelled,
+}
+
+/// What the payment service decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentResult {
+    /// Charged.
+    Authorized,
+    /// Not charged.
+    Declined,
+}
+
+/// The decision about a requested change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Move to this status (append an event).
+    To(OrderStatus),
+    /// Nothing to do: already applied, or overtaken by another change.
+    Unchanged,
+}
+
+/// A cancellation that is not allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("an order in status {0:?} cannot be cancelled")]
+pub struct CancelRefused(pub OrderStatus);
+
+impl OrderStatus {
+    /// Applies a payment result. Idempotent: a result seen twice, or one
+    /// arriving after a cancellation, changes nothing (a cancelled order's
+    /// payment is refunded by the payment service from the cancellation).
+    pub fn on_payment(self, result: &PaymentResult) -> Transition {
+        match (self, result) {
+            (Self::PendingPayment, PaymentResult::Authorized) => Transition::To(Self::Confirmed),
+            (Self::PendingPayment, PaymentResult::Declined) => Transition::To(Self::PaymentFailed),
+            _ => Transition::Unchanged,
+        }
+    }
+
+    /// Cancels. Idempotent on a cancelled order; refused once payment failed
+    /// (there is nothing left to cancel).
+    pub fn cancel(self) -> Result<Transition, CancelRefused> {
+        match self {
+            Self::PendingPayment | Self::Confirmed => Ok(Transition::To(Self::Cancelled)),
+            Self::Cancelled => Ok(Transition::Unchanged),
+            Self::PaymentFailed => Err(CancelRefused(self)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(sku: &'static str, quantity: i32, price: (&'static str, i64, i32)) -> RawLine<'static> {
+        RawLine {
+            sku,
+            quantity,
+            unit_price: Some(price),
+        }
+    }
+
+    fn fields(result: Result<NewOrder, Vec<FieldViolation>>) -> Vec<String> {
+        match result {
+            Ok(_) => Vec::new(),
+            Err(v) => v.into_iter().map(|v| v.field).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_order_gets_its_exact_total() {
+        let order = NewOrder::parse(
+            "c-1",
+            &[
+                line("SKU-1", 2, ("EUR", 12, 500_000_000)),
+                line("SKU-2", 1, ("EUR", 0, 10)),
+            ],
+            "r-1",
+        );
+        let Ok(order) = order else {
+            panic!("rejected a valid order")
+        };
+        assert_eq!(order.total.parts(), ("EUR".into(), 25, 10));
+        assert_eq!(order.request_id.as_deref(), Some("r-1"));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let got = fields(NewOrder::parse(
+            "",
+            &[
+                line("", 0, ("eur", 1, 0)),
+                RawLine {
+                    sku: "ok",
+                    quantity: 1,
+                    unit_price: None,
+                },
+                line("A", 1, ("EUR", 1, -5)),
+                line("B", 1, ("EUR", 0, 0)),
+            ],
+            "has space",
+        ));
+        assert_eq!(
+            got,
+            [
+                "customer_id",
+                "request_id",
+                "items[0].sku",
+                "items[0].quantity",
+                "items[0].unit_price.currency_code",
+                "items[1].unit_price",
+                "items[2].unit_price.nanos",
+                "items[3].unit_price",
+            ]
+        );
+    }
+
+    #[test]
+    fn mixed_currencies_and_overflow_are_rejected() {
+        let got = fields(NewOrder::parse(
+            "c",
+            &[line("A", 1, ("EUR", 1, 0)), line("B", 1, ("USD", 1, 0))],
+            "",
+        ));
+        assert_eq!(got, ["items[1].unit_price.currency_code"]);
+        let got = fields(NewOrder::parse(
+            "c",
+            &[line("A", MAX_QUANTITY, ("EUR", i64::MAX / 2, 0))],
+            "",
+        ));
+        assert_eq!(got, ["items"]);
+    }
+
+    #[test]
+    fn item_count_is_bounded() {
+        let many: Vec<RawLine<'_>> = (0..=MAX_ITEMS)
+            .map(|_| line("A", 1, ("EUR", 1, 0)))
+            .collect();
+        assert_eq!(fields(NewOrder::parse("c", &many, "")), ["items"]);
+        assert_eq!(fields(NewOrder::parse("c", &[], "")), ["items"]);
+    }
+
+    #[test]
+    fn the_same_request_id_names_the_same_order() {
+        let parse = |r: &str| NewOrder::parse("c", &[line("A", 1, ("EUR", 1, 0))], r);
+        let (Ok(a), Ok(b), Ok(c)) = (parse("r-1"), parse("r-1"), parse("r-2")) else {
+            panic!("rejected a valid order")
+        };
+        assert_eq!(a.order_id(), b.order_id());
+        assert_ne!(a.order_id(), c.order_id());
+        let (Ok(x), Ok(y)) = (parse(""), parse("")) else {
+            panic!()
+        };
+        assert_ne!(x.order_id(), y.order_id());
+    }
+
+    #[test]
+    fn payment_results_apply_once() {
+        use OrderStatus::*;
+        assert_eq!(
+            PendingPayment.on_payment(&PaymentResult::Authorized),
+            Transition::To(Confirmed)
+        );
+        assert_eq!(
+            PendingPayment.on_payment(&PaymentResult::Declined),
+            Transition::To(PaymentFailed)
+        );
+        assert_eq!(
+            Confirmed.on_payment(&PaymentResult::Authorized),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            Cancelled.on_payment(&PaymentResult::Authorized),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            PaymentFailed.on_payment(&PaymentResult::Authorized),
+            Transition::Unchanged
+        );
+    }
+
+    #[test]
+    fn cancellation_rules() {
+        use OrderStatus::*;
+        assert_eq!(PendingPayment.cancel(), Ok(Transition::To(Cancelled)));
+        assert_eq!(Confirmed.cancel(), Ok(Transition::To(Cancelled)));
+        assert_eq!(Cancelled.cancel(), Ok(Transition::Unchanged));
+        assert_eq!(PaymentFailed.cancel(), Err(CancelRefused(PaymentFailed)));
+    }
+}

@@ -1,0 +1,229 @@
+//! Order events on the `ORDERS` stream: how a decision is committed and how
+//! an order's current state is read back.
+//!
+//! Every event carries the whole order after the change, so the last event on
+//! `orders.<order_id>` is the order. Its stream sequence is what the next
+//! append expects (optimistic concurrency), and every event id is
+//! `<order_id>.<transition>`, which JetStream de-duplicates — each transition
+//! happens at most once per order.
+
+use orderflow_eventbus::{
+    AppendError, Appended, EventEnvelope, EventStore, JetStream, StoredEvent,
+};
+use orderflow_proto::{
+    Name,
+    contract::{ORDERS_STREAM, order_subject},
+    order::v1::{self as pb, OrderCancelled, OrderConfirmed, OrderCreated, OrderPaymentFailed},
+};
+use prost::Message;
+
+use crate::{domain::OrderStatus, error::OrderError};
+
+/// `ce-source` of order events.
+pub const SOURCE: &str = "/orderflow/order-service";
+
+/// The order change an event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderEvent {
+    /// `OrderCreated`.
+    Created,
+    /// `OrderConfirmed`.
+    Confirmed,
+    /// `OrderPaymentFailed`.
+    PaymentFailed,
+    /// `OrderCancelled`.
+    Cancelled,
+}
+
+impl OrderEvent {
+    /// The event that moves an order into `status`.
+    pub fn into_status(status: OrderStatus) -> Self {
+        match status {
+            OrderStatus::PendingPayment => Self::Created,
+            OrderStatus::Confirmed => Self::Confirmed,
+            OrderStatus::PaymentFailed => Self::PaymentFailed,
+            OrderStatus::Cancelled => Self::Cancelled,
+        }
+    }
+
+    fn id_suffix(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Confirmed => "confirmed",
+            Self::PaymentFailed => "payment-failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Frames `order` (the state after the change) as this event.
+    pub fn envelope(self, order: &pb::Order) -> EventEnvelope {
+        let subject = order_subject(&order.order_id);
+        let id = format!("{}.{}", order.order_id, self.id_suffix());
+        let aggregate = order.order_id.clone();
+        let order = Some(order.clone());
+        match self {
+            Self::Created => EventEnvelope::new(subject, id, aggregate, &OrderCreated { order }),
+            Self::Confirmed => {
+                EventEnvelope::new(subject, id, aggregate, &OrderConfirmed { order })
+            }
+            Self::PaymentFailed => {
+                EventEnvelope::new(subject, id, aggregate, &OrderPaymentFailed { order })
+            }
+            Self::Cancelled => {
+                EventEnvelope::new(subject, id, aggregate, &OrderCancelled { order })
+            }
+        }
+    }
+}
+
+/// Reads the order snapshot from any order event, chosen by its `ce-type`.
+pub fn snapshot(ce_type: Option<&str>, payload: &[u8]) -> Result<pb::Order, String> {
+    let ce_type = ce_type.ok_or("the event has no ce-type header")?;
+    let order = if ce_type == OrderCreated::full_name() {
+        OrderCreated::decode(payload).map(|e| e.order)
+    } else if ce_type == OrderConfirmed::full_name() {
+        OrderConfirmed::decode(payload).map(|e| e.order)
+    } else if ce_type == OrderPaymentFailed::full_name() {
+        OrderPaymentFailed::decode(payload).map(|e| e.order)
+    } else if ce_type == OrderCancelled::full_name() {
+        OrderCancelled::decode(payload).map(|e| e.order)
+    } else {
+        return Err(format!("unknown order event type {ce_type:?}"));
+    };
+    order
+        .map_err(|e| format!("undecodable {ce_type}: {e}"))?
+        .ok_or_else(|| format!("{ce_type} carries no order"))
+}
+
+/// The domain status of a stored order.
+pub fn status_of(order: &pb::Order) -> Option<OrderStatus> {
+    match pb::OrderStatus::try_from(order.status).ok()? {
+        pb::OrderStatus::PendingPayment => Some(OrderStatus::PendingPayment),
+        pb::OrderStatus::Confirmed => Some(OrderStatus::Confirmed),
+        pb::OrderStatus::PaymentFailed => Some(OrderStatus::PaymentFailed),
+        pb::OrderStatus::Cancelled => Some(OrderStatus::Cancelled),
+        pb::OrderStatus::Unspecified => None,
+    }
+}
+
+/// The proto status of a domain status.
+pub fn status_to_proto(status: OrderStatus) -> pb::OrderStatus {
+    match status {
+        OrderStatus::PendingPayment => pb::OrderStatus::PendingPayment,
+        OrderStatus::Confirmed => pb::OrderStatus::Confirmed,
+        OrderStatus::PaymentFailed => pb::OrderStatus::PaymentFailed,
+        OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
+    }
+}
+
+/// An order as last committed, with the sequence the next append expects.
+#[derive(Clone, Debug)]
+pub struct Current {
+    /// The order.
+    pub order: pb::Order,
+    /// The stream sequence of its last event.
+    pub sequence: u64,
+}
+
+/// The `ORDERS` stream used as the order event store.
+#[derive(Clone)]
+pub struct OrderEvents {
+    store: EventStore,
+}
+
+impl OrderEvents {
+    /// The order event store on `js`.
+    pub fn new(js: JetStream) -> Self {
+        Self {
+            store: EventStore::new(js, ORDERS_STREAM, SOURCE),
+        }
+    }
+
+    /// Reads an order's current state, or `None` when it does not exist.
+    pub async fn load(&self, order_id: &str) -> Result<Option<Current>, OrderError> {
+        let Some(StoredEvent {
+            sequence,
+            headers,
+            payload,
+        }) = self.store.load_last(&order_subject(order_id)).await?
+        else {
+            return Ok(None);
+        };
+        let ce_type = headers
+            .get(orderflow_eventbus::envelope::headers::CE_TYPE)
+            .map(|v| v.as_str());
+        let order = snapshot(ce_type, &payload).map_err(|reason| OrderError::Corrupt {
+            order_id: order_id.to_owned(),
+            reason,
+        })?;
+        Ok(Some(Current { order, sequence }))
+    }
+
+    /// Commits `event` with `order` as the state after it, expecting the
+    /// order's subject to end at `expected_sequence`.
+    pub async fn append(
+        &self,
+        event: OrderEvent,
+        order: &pb::Order,
+        expected_sequence: u64,
+    ) -> Result<Appended, AppendError> {
+        self.store
+            .append(&event.envelope(order), expected_sequence)
+            .await
+    }
+
+    /// Whether the stream answers.
+    pub async fn ping(&self) -> bool {
+        self.store.ping().await
+    }
+}
+
+/// How many times a change is re-decided after losing a race.
+const MAX_ATTEMPTS: usize = 8;
+
+/// The current time as a protobuf timestamp.
+pub fn now() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(std::time::SystemTime::now())
+}
+
+/// `order` moved to `status`: version bumped, update time set.
+pub fn advance(order: &pb::Order, status: OrderStatus) -> pb::Order {
+    let mut next = order.clone();
+    next.status = status_to_proto(status) as i32;
+    next.version = order.version.saturating_add(1);
+    next.update_time = Some(now());
+    next
+}
+
+impl OrderEvents {
+    /// Reads the order, lets `decide` choose the next event and state, and
+    /// commits it; re-reads and re-decides when another writer got there
+    /// first. Returns the order as committed (or unchanged).
+    pub async fn change<F>(&self, order_id: &str, mut decide: F) -> Result<pb::Order, OrderError>
+    where
+        F: FnMut(&pb::Order) -> Result<Option<(OrderEvent, pb::Order)>, OrderError>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self
+                .load(order_id)
+                .await?
+                .ok_or_else(|| OrderError::NotFound(order_id.to_owned()))?;
+            let Some((event, next)) = decide(&current.order)? else {
+                return Ok(current.order);
+            };
+            match self.append(event, &next, current.sequence).await {
+                Ok(Appended {
+                    duplicate: false, ..
+                }) => return Ok(next),
+                // Already committed by an earlier attempt or another replica:
+                // read the stored truth and decide again (now unchanged).
+                Ok(Appended {
+                    duplicate: true, ..
+                })
+                | Err(AppendError::Conflict { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(OrderError::Contended(order_id.to_owned()))
+    }
+}

@@ -1,0 +1,265 @@
+//! The gRPC edge of the order service: requests are parsed into domain types
+//! here, decisions are committed through `events`, and every error becomes a
+//! precise status through `error`.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use orderflow_eventbus::AppendError;
+use orderflow_platform::status::{FieldViolation, check_token, check_uuid, page_size};
+use orderflow_proto::{
+    money::v1::Money as PbMoney,
+    order::v1::{
+        self as pb, CancelOrderRequest, CancelOrderResponse, CreateOrderRequest,
+        CreateOrderResponse, GetOrderRequest, GetOrderResponse, ListOrdersRequest,
+        ListOrdersResponse, order_service_server::OrderService,
+    },
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{NewOrder, OrderStatus, RawLine, Transition},
+    error::OrderError,
+    events::{OrderEvent, OrderEvents, advance, now, status_of, status_to_proto},
+    projection::OrderViews,
+};
+
+/// Default and largest page of ListOrders.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 1000;
+
+/// The `orderflow.order.v1.OrderService` implementation.
+#[derive(Clone)]
+pub struct OrderApi {
+    events: OrderEvents,
+    views: OrderViews,
+}
+
+impl OrderApi {
+    /// The API over the event store and the list projection.
+    pub fn new(events: OrderEvents, views: OrderViews) -> Self {
+        Self { events, views }
+    }
+
+    async fn create(&self, request: CreateOrderRequest) -> Result<pb::Order, OrderError> {
+        let lines: Vec<RawLine<'_>> = request
+            .items
+            .iter()
+            .map(|item| RawLine {
+                sku: &item.sku,
+                quantity: item.quantity,
+                unit_price: item
+                    .unit_price
+                    .as_ref()
+                    .map(|m| (m.currency_code.as_str(), m.units, m.nanos)),
+            })
+            .collect();
+        let new = NewOrder::parse(&request.customer_id, &lines, &request.request_id)
+            .map_err(OrderError::InvalidArgument)?;
+        let order_id = new.order_id().to_string();
+        let (currency_code, units, nanos) = new.total.parts();
+        let created = now();
+        let order = pb::Order {
+            order_id: order_id.clone(),
+            customer_id: new.customer_id.clone(),
+            items: request.items.clone(),
+            total: Some(PbMoney {
+                currency_code,
+                units,
+                nanos,
+            }),
+            status: status_to_proto(OrderStatus::PendingPayment) as i32,
+            payment_id: String::new(),
+            failure_reason: String::new(),
+            create_time: Some(created),
+            update_time: Some(created),
+            request_id: request.request_id.clone(),
+            version: 1,
+        };
+        // Expecting sequence 0 on the order's subject makes the append fail
+        // when the order exists: an idempotent replay or a reused request id.
+        match self.events.append(OrderEvent::Created, &order, 0).await {
+            Ok(appended) if !appended.duplicate => {
+                tracing::info!(order_id = %order.order_id, total = %new.total, "order created");
+                Ok(order)
+            }
+            Ok(_) | Err(AppendError::Conflict { .. }) => {
+                let existing = self
+                    .events
+                    .load(&order_id)
+                    .await?
+                    .ok_or_else(|| {
+                        OrderError::Unavailable(format!(
+                            "order {order_id} is committed but not readable yet"
+                        ))
+                    })?
+                    .order;
+                if existing.customer_id == order.customer_id && existing.items == order.items {
+                    Ok(existing)
+                } else {
+                    Err(OrderError::RequestIdReused {
+                        request_id: request.request_id,
+                        order_id,
+                    })
+                }
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn cancel(&self, order_id: &str) -> Result<pb::Order, OrderError> {
+        self.events
+            .change(order_id, |order| {
+                let status = status_of(order).ok_or_else(|| OrderError::Corrupt {
+                    order_id: order.order_id.clone(),
+                    reason: String::from("status is unspecified"),
+                })?;
+                match status.cancel() {
+                    Ok(Transition::Unchanged) => Ok(None),
+                    Ok(Transition::To(next)) => {
+                        Ok(Some((OrderEvent::Cancelled, advance(order, next))))
+                    }
+                    Err(_) => Err(OrderError::FailedPrecondition(format!(
+                        "order {} cannot be cancelled: its payment failed, so nothing was charged and the order is already final",
+                        order.order_id
+                    ))),
+                }
+            })
+            .await
+    }
+}
+
+fn order_id_arg(order_id: &str) -> Result<(), OrderError> {
+    let mut violations = Vec::new();
+    check_uuid("order_id", order_id, &mut violations);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(OrderError::InvalidArgument(violations))
+    }
+}
+
+/// The filters a page token is bound to: a token is only valid for the
+/// request that produced it.
+fn filter_key(customer_id: &str, status: i32) -> String {
+    format!("{customer_id}\u{1f}{status}")
+}
+
+fn encode_page_token(filters: &str, last: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1\n{filters}\n{last}"))
+}
+
+fn decode_page_token(token: &str, filters: &str) -> Result<Option<String>, FieldViolation> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || FieldViolation::new("page_token", "is not a token returned by ListOrders");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let mut parts = text.splitn(3, '\n');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("v1"), Some(bound), Some(last)) if bound == filters => Ok(Some(last.to_owned())),
+        (Some("v1"), Some(_), Some(_)) => Err(FieldViolation::new(
+            "page_token",
+            "was issued for other filters; repeat the request with the filters of the first page",
+        )),
+        _ => Err(invalid()),
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    async fn create_order(
+        &self,
+        request: Request<CreateOrderRequest>,
+    ) -> Result<Response<CreateOrderResponse>, Status> {
+        let order = self.create(request.into_inner()).await?;
+        Ok(Response::new(CreateOrderResponse { order: Some(order) }))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<GetOrderResponse>, Status> {
+        let order_id = request.into_inner().order_id;
+        order_id_arg(&order_id)?;
+        let current = self
+            .events
+            .load(&order_id)
+            .await?
+            .ok_or(OrderError::NotFound(order_id))?;
+        Ok(Response::new(GetOrderResponse {
+            order: Some(current.order),
+        }))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE, &mut violations);
+        check_token(
+            "customer_id",
+            &request.customer_id,
+            crate::domain::MAX_ID_LEN,
+            false,
+            &mut violations,
+        );
+        let status = match pb::OrderStatus::try_from(request.status) {
+            Ok(pb::OrderStatus::Unspecified) => None,
+            Ok(status) => Some(status),
+            Err(_) => {
+                violations.push(FieldViolation::new(
+                    "status",
+                    format!("{} is not an OrderStatus value", request.status),
+                ));
+                None
+            }
+        };
+        let filters = filter_key(&request.customer_id, request.status);
+        let after = decode_page_token(&request.page_token, &filters).unwrap_or_else(|v| {
+            violations.push(v);
+            None
+        });
+        if !violations.is_empty() {
+            return Err(OrderError::InvalidArgument(violations).into());
+        }
+        let customer = (!request.customer_id.is_empty()).then_some(request.customer_id.as_str());
+        let page = self
+            .views
+            .list(customer, status, after.as_deref(), size)
+            .await?;
+        Ok(Response::new(ListOrdersResponse {
+            orders: page.orders,
+            next_page_token: page
+                .last
+                .map(|last| encode_page_token(&filters, &last))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<CancelOrderRequest>,
+    ) -> Result<Response<CancelOrderResponse>, Status> {
+        let order_id = request.into_inner().order_id;
+        order_id_arg(&order_id)?;
+        let order = self.cancel(&order_id).await?;
+        Ok(Response::new(CancelOrderResponse { order: Some(order) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_are_bound_to_their_filters() {
+        let filters = filter_key("c-1", 0);
+        let token = encode_page_token(&filters, "abc");
+        assert_eq!(decode_page_token(&token, &filters), Ok(Some("abc".into())));
+        assert!(decode_page_token(&token, &filter_key("c-2", 0)).is_err());
+        assert!(decode_page_token("not base64!", &filters).is_err());
+        assert_eq!(decode_page_token("", &filters), Ok(None));
+    }
+}

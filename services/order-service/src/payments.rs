@@ -1,0 +1,107 @@
+//! Applying payment results to orders.
+//!
+//! The durable consumer `order-service-payments` on `PAYMENTS` delivers each
+//! payment event; an authorization confirms the order, a decline fails it.
+//! Both are idempotent: the state machine leaves an order that already moved
+//! unchanged, and event ids de-duplicate a repeated commit.
+
+use std::time::Duration;
+
+use orderflow_eventbus::{EventHandler, Outcome, ReceivedEvent};
+use orderflow_proto::payment::v1::{
+    Payment, PaymentAuthorized, PaymentDeclined, PaymentRefunded, PaymentVoided,
+};
+
+use crate::{
+    domain::{PaymentResult, Transition},
+    error::OrderError,
+    events::{OrderEvent, OrderEvents, advance, status_of},
+};
+
+/// The durable consumer's name.
+pub const DURABLE: &str = "order-service-payments";
+
+/// Applies payment events to orders.
+pub struct PaymentResultsHandler {
+    events: OrderEvents,
+}
+
+impl PaymentResultsHandler {
+    /// A handler committing to `events`.
+    pub fn new(events: OrderEvents) -> Self {
+        Self { events }
+    }
+
+    async fn apply(&self, payment: Payment, result: PaymentResult) -> Result<(), OrderError> {
+        self.events
+            .change(&payment.order_id, |order| {
+                let status = status_of(order).ok_or_else(|| OrderError::Corrupt {
+                    order_id: order.order_id.clone(),
+                    reason: String::from("status is unspecified"),
+                })?;
+                Ok(match status.on_payment(&result) {
+                    Transition::Unchanged => None,
+                    Transition::To(next_status) => {
+                        let mut next = advance(order, next_status);
+                        match result {
+                            PaymentResult::Authorized => {
+                                next.payment_id = payment.payment_id.clone()
+                            }
+                            PaymentResult::Declined => {
+                                next.failure_reason = payment.decline_reason.clone()
+                            }
+                        }
+                        Some((OrderEvent::into_status(next_status), next))
+                    }
+                })
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+impl EventHandler for PaymentResultsHandler {
+    async fn handle(&self, event: ReceivedEvent) -> Outcome {
+        let decoded = if event.is::<PaymentAuthorized>() {
+            event
+                .decode::<PaymentAuthorized>()
+                .map(|e| (e.payment, Some(PaymentResult::Authorized)))
+        } else if event.is::<PaymentDeclined>() {
+            event
+                .decode::<PaymentDeclined>()
+                .map(|e| (e.payment, Some(PaymentResult::Declined)))
+        } else if event.is::<PaymentRefunded>() || event.is::<PaymentVoided>() {
+            // Nothing changes on the order: it was cancelled before these.
+            return Outcome::Done;
+        } else {
+            return Outcome::Reject {
+                reason: format!("unknown payment event type {:?}", event.ce_type()),
+            };
+        };
+        let (payment, result) = match decoded {
+            Ok((Some(payment), Some(result))) => (payment, result),
+            Ok(_) => {
+                return Outcome::Reject {
+                    reason: String::from("the payment event carries no payment"),
+                };
+            }
+            Err(error) => {
+                return Outcome::Reject {
+                    reason: error.to_string(),
+                };
+            }
+        };
+        match self.apply(payment, result).await {
+            Ok(()) => Outcome::Done,
+            Err(error @ (OrderError::NotFound(_) | OrderError::Corrupt { .. })) => {
+                Outcome::Reject {
+                    reason: error.to_string(),
+                }
+            }
+            Err(error) => Outcome::Retry {
+                after: Duration::from_secs(1),
+                reason: error.to_string(),
+            },
+        }
+    }
+}
