@@ -93,6 +93,23 @@ pub struct ConsumerSpec {
     pub concurrency: usize,
 }
 
+impl ConsumerSpec {
+    /// orderflow's defaults for a durable consumer of `subjects` on `stream`:
+    /// 30 s ack wait (longer than a gateway call with its retries), 10
+    /// deliveries before a dead letter, 64 messages in flight per replica.
+    pub fn durable(stream: &str, durable: &str, subjects: &str) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            durable: durable.to_owned(),
+            filter_subjects: vec![subjects.to_owned()],
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 10,
+            backoff: Vec::new(),
+            concurrency: 64,
+        }
+    }
+}
+
 /// A durable pull consumer bound to a handler.
 pub struct DurableConsumer {
     js: JetStream,

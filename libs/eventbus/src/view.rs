@@ -13,6 +13,7 @@ use async_nats::jetstream::{
     consumer::{DeliverPolicy, pull},
     kv::{self, CreateErrorKind, UpdateErrorKind},
 };
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
@@ -148,6 +149,15 @@ impl ViewStore {
         }
         Ok(out)
     }
+}
+
+/// Encodes any text as one KV key token.
+///
+/// KV keys allow only `[-/_=.a-zA-Z0-9]`, and `.` separates tokens; base64url
+/// without padding keeps any identifier (an e-mail address, say) inside one
+/// token, so key patterns like `<customer>.*` stay exact.
+pub fn key_token(value: &str) -> String {
+    URL_SAFE_NO_PAD.encode(value.as_bytes())
 }
 
 fn encode(version: u64, value: &[u8]) -> Bytes {

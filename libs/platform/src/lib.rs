@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod paging;
 pub mod server;
 pub mod shutdown;
 pub mod status;

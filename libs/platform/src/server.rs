@@ -101,9 +101,30 @@ pub async fn health(
     (health, server)
 }
 
-/// Why the server stopped with an error.
+/// Why a service could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// NATS is unreachable.
+    #[error(
+        "cannot connect to NATS at {url}: {message}. Is nats-server running with JetStream (-js)? scripts/run-local.sh starts one"
+    )]
+    Nats {
+        /// The configured URLs.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// JetStream setup (streams, buckets) failed.
+    #[error("cannot set up JetStream: {0}")]
+    JetStream(String),
+    /// The gRPC address cannot be bound.
+    #[error("cannot listen on {addr}: {source}. Set GRPC_ADDR to a free address")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A descriptor set could not be registered for reflection.
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -141,6 +162,56 @@ pub fn with_platform_services(
         .add_service(health)
         .add_service(configure().build_v1()?)
         .add_service(configure().build_v1alpha()?))
+}
+
+/// Connects to NATS for service `name`, with a start-up error that says
+/// what to do.
+pub async fn connect_nats(url: &str, name: &str) -> Result<orderflow_eventbus::Client, ServeError> {
+    orderflow_eventbus::connect(url, name)
+        .await
+        .map_err(|e| ServeError::Nats {
+            url: url.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// Binds the gRPC address, with a start-up error that says what to do.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Runs a service until `shutdown`, then stops it in order.
+///
+/// Serves `routes` while `workers` (consumers, the health watch) run. When
+/// `shutdown` is cancelled — or the server fails — the server stops accepting
+/// and finishes in-flight calls, the workers finish what they hold (for at
+/// most `grace`), and the NATS connection is drained so every ack and publish
+/// reaches the server before the process exits.
+pub async fn run(
+    routes: Routes,
+    listener: TcpListener,
+    workers: tokio_util::task::TaskTracker,
+    client: orderflow_eventbus::Client,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    workers.close();
+    tracing::info!(addr = ?listener.local_addr().ok(), "serving");
+    let served = serve(routes, listener, shutdown.clone()).await;
+    shutdown.cancel();
+    if tokio::time::timeout(grace, workers.wait()).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "in-flight messages did not finish within SHUTDOWN_TIMEOUT_SECS; JetStream will redeliver them"
+        );
+    }
+    if let Err(error) = client.drain().await {
+        tracing::warn!(%error, "NATS drain failed");
+    }
+    tracing::info!("stopped");
+    served
 }
 
 /// Serves `routes` on `listener` until `shutdown`, then stops accepting and

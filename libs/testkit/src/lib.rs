@@ -1,1 +1,20 @@
-//! stub
+//! Dev-only helpers for orderflow's tests: real parts, no mocks.
+//!
+//! - [`NatsServer`] starts a real `nats-server` with JetStream on a free
+//!   loopback port with its own temporary store (or uses the server named by
+//!   `ORDERFLOW_TEST_NATS_URL`), can kill and restart it for fault tests, and
+//!   cleans up on drop.
+//! - [`wait_until`] polls a condition with a deadline, so tests never sleep
+//!   for a fixed time.
+//!
+//! Only test code depends on this crate (as a `[dev-dependencies]` entry);
+//! its helpers panic on failure because a panic is how a test fails.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod nats;
+pub mod wait;
+
+pub use nats::NatsServer;
+pub use wait::wait_until;

@@ -2,9 +2,11 @@
 //! here, decisions are committed through `events`, and every error becomes a
 //! precise status through `error`.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use orderflow_eventbus::AppendError;
-use orderflow_platform::status::{FieldViolation, check_token, check_uuid, page_size};
+use orderflow_platform::{
+    paging,
+    status::{FieldViolation, check_token, check_uuid, page_size},
+};
 use orderflow_proto::{
     money::v1::Money as PbMoney,
     order::v1::{
@@ -21,10 +23,6 @@ use crate::{
     events::{OrderEvent, OrderEvents, advance, now, status_of, status_to_proto},
     projection::OrderViews,
 };
-
-/// Default and largest page of ListOrders.
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 1000;
 
 /// The `orderflow.order.v1.OrderService` implementation.
 #[derive(Clone)]
@@ -137,32 +135,9 @@ fn order_id_arg(order_id: &str) -> Result<(), OrderError> {
     }
 }
 
-/// The filters a page token is bound to: a token is only valid for the
-/// request that produced it.
+/// The filters a page token is bound to.
 fn filter_key(customer_id: &str, status: i32) -> String {
     format!("{customer_id}\u{1f}{status}")
-}
-
-fn encode_page_token(filters: &str, last: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1\n{filters}\n{last}"))
-}
-
-fn decode_page_token(token: &str, filters: &str) -> Result<Option<String>, FieldViolation> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let invalid = || FieldViolation::new("page_token", "is not a token returned by ListOrders");
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let mut parts = text.splitn(3, '\n');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("v1"), Some(bound), Some(last)) if bound == filters => Ok(Some(last.to_owned())),
-        (Some("v1"), Some(_), Some(_)) => Err(FieldViolation::new(
-            "page_token",
-            "was issued for other filters; repeat the request with the filters of the first page",
-        )),
-        _ => Err(invalid()),
-    }
 }
 
 #[tonic::async_trait]
@@ -197,7 +172,12 @@ impl OrderService for OrderApi {
     ) -> Result<Response<ListOrdersResponse>, Status> {
         let request = request.into_inner();
         let mut violations = Vec::new();
-        let size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE, &mut violations);
+        let size = page_size(
+            request.page_size,
+            paging::DEFAULT_PAGE_SIZE,
+            paging::MAX_PAGE_SIZE,
+            &mut violations,
+        );
         check_token(
             "customer_id",
             &request.customer_id,
@@ -217,7 +197,7 @@ impl OrderService for OrderApi {
             }
         };
         let filters = filter_key(&request.customer_id, request.status);
-        let after = decode_page_token(&request.page_token, &filters).unwrap_or_else(|v| {
+        let after = paging::decode(&request.page_token, &filters).unwrap_or_else(|v| {
             violations.push(v);
             None
         });
@@ -233,7 +213,7 @@ impl OrderService for OrderApi {
             orders: page.orders,
             next_page_token: page
                 .last
-                .map(|last| encode_page_token(&filters, &last))
+                .map(|last| paging::encode(&filters, &last))
                 .unwrap_or_default(),
         }))
     }
@@ -246,20 +226,5 @@ impl OrderService for OrderApi {
         order_id_arg(&order_id)?;
         let order = self.cancel(&order_id).await?;
         Ok(Response::new(CancelOrderResponse { order: Some(order) }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_tokens_are_bound_to_their_filters() {
-        let filters = filter_key("c-1", 0);
-        let token = encode_page_token(&filters, "abc");
-        assert_eq!(decode_page_token(&token, &filters), Ok(Some("abc".into())));
-        assert!(decode_page_token(&token, &filter_key("c-2", 0)).is_err());
-        assert!(decode_page_token("not base64!", &filters).is_err());
-        assert_eq!(decode_page_token("", &filters), Ok(None));
     }
 }

@@ -6,8 +6,9 @@
 //! every replica; writes are versioned (see `orderflow_eventbus::view`), so a
 //! redelivered or stale event never rolls an order back.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use orderflow_eventbus::{EventHandler, JetStream, Outcome, ReceivedEvent, ViewStore};
+use orderflow_eventbus::{
+    EventHandler, JetStream, Outcome, ReceivedEvent, ViewStore, view::key_token,
+};
 use orderflow_proto::order::v1 as pb;
 use prost::Message;
 use std::time::Duration;
@@ -34,12 +35,6 @@ pub struct Page {
     pub last: Option<String>,
 }
 
-fn customer_token(customer_id: &str) -> String {
-    // KV keys allow only [-/_=.a-zA-Z0-9]; base64url keeps any customer id
-    // in one key token.
-    URL_SAFE_NO_PAD.encode(customer_id.as_bytes())
-}
-
 impl OrderViews {
     /// Opens (or creates) the bucket.
     pub async fn open(js: JetStream, replicas: usize) -> Result<Self, OrderError> {
@@ -50,7 +45,7 @@ impl OrderViews {
 
     /// Stores `order` unless a newer version is there.
     pub async fn put(&self, order: &pb::Order) -> Result<bool, OrderError> {
-        let key = format!("{}.{}", customer_token(&order.customer_id), order.order_id);
+        let key = format!("{}.{}", key_token(&order.customer_id), order.order_id);
         Ok(self
             .view
             .upsert(&key, order.version, &order.encode_to_vec())
@@ -67,7 +62,7 @@ impl OrderViews {
         size: usize,
     ) -> Result<Page, OrderError> {
         let pattern = match customer_id {
-            Some(customer) => format!("{}.*", customer_token(customer)),
+            Some(customer) => format!("{}.*", key_token(customer)),
             None => String::from(">"),
         };
         let mut orders: Vec<pb::Order> = self

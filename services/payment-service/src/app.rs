@@ -1,0 +1,148 @@
+//! Building the payment service and running it until it is told to stop.
+//!
+//! `build` does everything that can fail at start-up; `run_until_stopped`
+//! runs the gRPC server, the order-event and projection consumers and the
+//! health watch, and drains them in order on shutdown (see
+//! `orderflow_platform::server::run`).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use orderflow_eventbus::{Client, ConsumerSpec, DurableConsumer, JetStream, ensure_streams};
+use orderflow_platform::server::{self, ServeError};
+use orderflow_proto::{
+    FILE_DESCRIPTOR_SET,
+    contract::{ORDERS_STREAM, ORDERS_SUBJECTS, PAYMENTS_STREAM, PAYMENTS_SUBJECTS, STREAMS},
+    payment::v1::payment_service_server::{PaymentServiceServer, SERVICE_NAME},
+};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::service::Routes;
+
+use crate::{
+    Config,
+    breaker::Breaker,
+    events::PaymentEvents,
+    gateway::{SimulatedGateway, resilient},
+    grpc::PaymentApi,
+    orders::{self, OrderEventsHandler, Payments},
+    projection::{self, PaymentViews, ProjectionHandler},
+};
+
+/// A built payment service, ready to run.
+pub struct App {
+    config: Config,
+    client: Client,
+    js: JetStream,
+    listener: TcpListener,
+    payments: Payments,
+    breaker: Breaker,
+    views: PaymentViews,
+}
+
+impl App {
+    /// Builds the service with the simulated gateway of `config`.
+    pub async fn build(config: Config) -> Result<Self, ServeError> {
+        let gateway = SimulatedGateway::new(config.simulator.clone());
+        Self::with_gateway(config, gateway).await
+    }
+
+    /// Builds the service with another gateway (a real one, or a simulator
+    /// shared by several replicas in tests). Calls to it go through the
+    /// breaker, retry and timeout stack configured by `config`.
+    pub async fn with_gateway<G>(config: Config, gateway: G) -> Result<Self, ServeError>
+    where
+        G: tower::Service<
+                crate::gateway::GatewayRequest,
+                Response = crate::gateway::GatewayResponse,
+                Error = crate::gateway::GatewayError,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        G::Future: Send + 'static,
+    {
+        let common = &config.common;
+        let client = server::connect_nats(&common.nats_url, "payment-service").await?;
+        let js = orderflow_eventbus::jetstream(client.clone());
+        ensure_streams(&js, STREAMS, common.stream_replicas)
+            .await
+            .map_err(|e| ServeError::JetStream(e.to_string()))?;
+        let views = PaymentViews::open(js.clone(), common.stream_replicas)
+            .await
+            .map_err(|e| ServeError::JetStream(e.to_string()))?;
+        let listener = server::bind(common.grpc_addr).await?;
+        let resilience = &config.resilience;
+        let breaker = Breaker::new(resilience.breaker_failures, resilience.breaker_open);
+        let client_stack = resilient(gateway, resilience, breaker.clone());
+        Ok(Self {
+            payments: Payments::new(PaymentEvents::new(js.clone()), client_stack),
+            breaker,
+            config,
+            client,
+            js,
+            listener,
+            views,
+        })
+    }
+
+    /// The address the gRPC server listens on (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// The gateway client's circuit breaker.
+    pub fn breaker(&self) -> Breaker {
+        self.breaker.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let Self {
+            config,
+            client,
+            js,
+            listener,
+            payments,
+            breaker,
+            views,
+        } = self;
+        let (health, health_server) = server::health(&[SERVICE_NAME]).await;
+        let api = PaymentServiceServer::new(PaymentApi::new(payments.clone(), views.clone()));
+        let routes = server::with_platform_services(
+            Routes::new(api),
+            health_server,
+            &[FILE_DESCRIPTOR_SET],
+            &[SERVICE_NAME],
+        )?;
+
+        let workers = TaskTracker::new();
+        let check = {
+            let (client, events) = (client.clone(), payments.events().clone());
+            move || {
+                let (client, events) = (client.clone(), events.clone());
+                async move { orderflow_eventbus::is_connected(&client) && events.ping().await }
+            }
+        };
+        workers.spawn(health.watch(Duration::from_secs(1), check, shutdown.clone()));
+        let orders = ConsumerSpec::durable(ORDERS_STREAM, orders::DURABLE, ORDERS_SUBJECTS);
+        workers.spawn(DurableConsumer::new(js.clone(), orders).run(
+            Arc::new(OrderEventsHandler::new(payments, breaker)),
+            shutdown.clone(),
+        ));
+        let projection =
+            ConsumerSpec::durable(PAYMENTS_STREAM, projection::DURABLE, PAYMENTS_SUBJECTS);
+        workers.spawn(
+            DurableConsumer::new(js, projection)
+                .run(Arc::new(ProjectionHandler::new(views)), shutdown.clone()),
+        );
+        server::run(
+            routes,
+            listener,
+            workers,
+            client,
+            shutdown,
+            config.common.shutdown_timeout,
+        )
+        .await
+    }
+}

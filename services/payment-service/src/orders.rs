@@ -1,0 +1,320 @@
+//! Turning order events into payments.
+//!
+//! The durable consumer `payment-service-orders` on `ORDERS` delivers every
+//! order event to one replica. A created order is charged once: its payment
+//! id and gateway idempotency key are derived from the order id, the first
+//! payment event must be the first on its subject (expected sequence 0), and
+//! the gateway returns the first result for a repeated key. A cancelled order
+//! is refunded when charged, or voided when not charged yet, so a charge that
+//! is still on its way stands down (or is refunded at once when it lost the
+//! race).
+
+use std::time::Duration;
+
+use orderflow_eventbus::{
+    AppendError, EventHandler, Outcome, ReceivedEvent, consumer::retry_delay,
+};
+use orderflow_money::Money;
+use orderflow_proto::{
+    order::v1::{
+        self as order_pb, OrderCancelled, OrderConfirmed, OrderCreated, OrderPaymentFailed,
+    },
+    payment::v1 as pb,
+};
+use tower::ServiceExt;
+
+use crate::{
+    breaker::Breaker,
+    domain::{
+        OnCancelled, OnCreated, PaymentStatus, charge_key, on_order_cancelled, on_order_created,
+        payment_id_for, refund, refund_key,
+    },
+    error::PaymentError,
+    events::{Current, PaymentEvent, PaymentEvents, now, status_to_proto},
+    gateway::{GatewayClient, GatewayError, GatewayRequest, GatewayResponse},
+};
+
+/// The durable consumer's name.
+pub const DURABLE: &str = "payment-service-orders";
+
+/// How many times a payment change is re-decided after losing a race.
+const MAX_ATTEMPTS: usize = 8;
+
+/// The payment operations shared by the consumer and the gRPC API.
+#[derive(Clone)]
+pub struct Payments {
+    events: PaymentEvents,
+    gateway: GatewayClient,
+}
+
+fn new_payment(order: &order_pb::Order, status: PaymentStatus) -> pb::Payment {
+    let created = now();
+    pb::Payment {
+        payment_id: payment_id_for(&order.order_id).to_string(),
+        order_id: order.order_id.clone(),
+        customer_id: order.customer_id.clone(),
+        amount: order.total.clone(),
+        status: status_to_proto(status) as i32,
+        create_time: Some(created),
+        update_time: Some(created),
+        version: 1,
+        ..Default::default()
+    }
+}
+
+fn advance(payment: &pb::Payment, event: PaymentEvent) -> pb::Payment {
+    let mut next = payment.clone();
+    next.status = status_to_proto(event.status()) as i32;
+    next.version = payment.version.saturating_add(1);
+    next.update_time = Some(now());
+    next
+}
+
+impl Payments {
+    /// Payment operations over `events`, calling `gateway`.
+    pub fn new(events: PaymentEvents, gateway: GatewayClient) -> Self {
+        Self { events, gateway }
+    }
+
+    /// The event store.
+    pub fn events(&self) -> &PaymentEvents {
+        &self.events
+    }
+
+    async fn call(&self, request: GatewayRequest) -> Result<GatewayResponse, GatewayError> {
+        self.gateway.clone().oneshot(request).await
+    }
+
+    /// Charges a created order once and records the result.
+    pub async fn charge_order(&self, order: &order_pb::Order) -> Result<(), PaymentError> {
+        let payment_id = payment_id_for(&order.order_id).to_string();
+        let existing = self.events.load(&payment_id).await?;
+        if on_order_created(existing.map(|c| c.status)) == OnCreated::Nothing {
+            return Ok(());
+        }
+        let total = order.total.as_ref().ok_or_else(|| PaymentError::Corrupt {
+            payment_id: payment_id.clone(),
+            reason: format!("order {} has no total", order.order_id),
+        })?;
+        let amount = Money::new(&total.currency_code, total.units, total.nanos).map_err(|e| {
+            PaymentError::Corrupt {
+                payment_id: payment_id.clone(),
+                reason: format!("order {} has an invalid total: {e}", order.order_id),
+            }
+        })?;
+        let answer = self
+            .call(GatewayRequest::Charge {
+                idempotency_key: charge_key(&order.order_id),
+                amount,
+            })
+            .await?;
+        let (event, payment) = match &answer {
+            GatewayResponse::Charged { reference } => {
+                let mut payment = new_payment(order, PaymentStatus::Authorized);
+                payment.gateway_reference = reference.clone();
+                (PaymentEvent::Authorized, payment)
+            }
+            GatewayResponse::Declined { reason } => {
+                let mut payment = new_payment(order, PaymentStatus::Declined);
+                payment.decline_reason = reason.clone();
+                (PaymentEvent::Declined, payment)
+            }
+            GatewayResponse::Refunded { .. } => {
+                return Err(GatewayError::Rejected(String::from(
+                    "the gateway answered a charge with a refund",
+                ))
+                .into());
+            }
+        };
+        match self.events.append(event, &payment, 0).await {
+            Ok(_) => {
+                tracing::info!(order_id = %order.order_id, %payment_id, ?event, "payment decided");
+                Ok(())
+            }
+            Err(AppendError::Conflict { .. }) => self.after_lost_race(&payment, &answer).await,
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Another writer decided the payment while we charged. When that was a
+    /// cancellation (voided) and we did charge, the charge is refunded now.
+    async fn after_lost_race(
+        &self,
+        ours: &pb::Payment,
+        answer: &GatewayResponse,
+    ) -> Result<(), PaymentError> {
+        let current = self
+            .events
+            .load(&ours.payment_id)
+            .await?
+            .ok_or_else(|| PaymentError::Unavailable(String::from("payment vanished")))?;
+        if let (PaymentStatus::Voided, GatewayResponse::Charged { reference }) =
+            (current.status, answer)
+        {
+            tracing::warn!(payment_id = %ours.payment_id, "a charge raced the order's cancellation; refunding it");
+            let mut charged = current.clone();
+            charged.payment.gateway_reference = reference.clone();
+            charged.status = PaymentStatus::Authorized;
+            self.refund_current(charged).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives back what a cancelled order paid, or voids its payment.
+    pub async fn cancel_order(&self, order: &order_pb::Order) -> Result<(), PaymentError> {
+        let payment_id = payment_id_for(&order.order_id).to_string();
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.events.load(&payment_id).await?;
+            let status = current.as_ref().map(|c| c.status);
+            let result = match (on_order_cancelled(status), current) {
+                (OnCancelled::Nothing, _) => return Ok(()),
+                (OnCancelled::Void, _) => {
+                    let payment = new_payment(order, PaymentStatus::Voided);
+                    self.events
+                        .append(PaymentEvent::Voided, &payment, 0)
+                        .await
+                        .map(|_| ())
+                }
+                (OnCancelled::Refund, Some(current)) => match self.refund_current(current).await {
+                    Err(PaymentError::Contended(_)) => continue,
+                    other => return other.map(|_| ()),
+                },
+                (OnCancelled::Refund, None) => return Ok(()),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(AppendError::Conflict { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(PaymentError::Contended(payment_id))
+    }
+
+    /// Refunds a payment by id (the RefundPayment RPC).
+    pub async fn refund_payment(&self, payment_id: &str) -> Result<pb::Payment, PaymentError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self
+                .events
+                .load(payment_id)
+                .await?
+                .ok_or_else(|| PaymentError::NotFound(payment_id.to_owned()))?;
+            match self.refund_current(current).await {
+                Err(PaymentError::Contended(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(PaymentError::Contended(payment_id.to_owned()))
+    }
+
+    /// Refunds `current` at the gateway and records it; `Contended` when the
+    /// payment changed meanwhile (the caller re-reads).
+    async fn refund_current(&self, current: Current) -> Result<pb::Payment, PaymentError> {
+        let payment = current.payment;
+        match refund(current.status) {
+            Ok(false) => return Ok(payment),
+            Ok(true) => {}
+            Err(refused) => {
+                return Err(PaymentError::FailedPrecondition(format!(
+                    "payment {}: {refused}",
+                    payment.payment_id
+                )));
+            }
+        }
+        let answer = self
+            .call(GatewayRequest::Refund {
+                idempotency_key: refund_key(&payment.order_id),
+                charge_reference: payment.gateway_reference.clone(),
+            })
+            .await?;
+        let GatewayResponse::Refunded { reference } = answer else {
+            return Err(GatewayError::Rejected(String::from(
+                "the gateway did not answer a refund with a refund",
+            ))
+            .into());
+        };
+        let mut next = advance(&payment, PaymentEvent::Refunded);
+        next.refund_reference = reference;
+        match self
+            .events
+            .append(PaymentEvent::Refunded, &next, current.sequence)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(payment_id = %payment.payment_id, "payment refunded");
+                Ok(next)
+            }
+            Err(AppendError::Conflict { .. }) => {
+                Err(PaymentError::Contended(payment.payment_id.clone()))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Handles order events for the payment service.
+pub struct OrderEventsHandler {
+    payments: Payments,
+    breaker: Breaker,
+}
+
+impl OrderEventsHandler {
+    /// A handler using `payments`; it pulls nothing while `breaker` is open.
+    pub fn new(payments: Payments, breaker: Breaker) -> Self {
+        Self { payments, breaker }
+    }
+}
+
+fn outcome(result: Result<(), PaymentError>, delivered: i64) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Done,
+        Err(PaymentError::Gateway(GatewayError::CircuitOpen(open))) => Outcome::Retry {
+            after: open.retry_after.max(Duration::from_millis(100)),
+            reason: open.to_string(),
+        },
+        Err(
+            error @ (PaymentError::Gateway(GatewayError::Transient(_) | GatewayError::Timeout(_))
+            | PaymentError::Unavailable(_)
+            | PaymentError::Contended(_)),
+        ) => Outcome::Retry {
+            after: retry_delay(delivered),
+            reason: error.to_string(),
+        },
+        Err(error) => Outcome::Reject {
+            reason: error.to_string(),
+        },
+    }
+}
+
+impl EventHandler for OrderEventsHandler {
+    async fn handle(&self, event: ReceivedEvent) -> Outcome {
+        let delivered = event.delivered;
+        let order = if event.is::<OrderCreated>() {
+            event.decode::<OrderCreated>().map(|e| (e.order, true))
+        } else if event.is::<OrderCancelled>() {
+            event.decode::<OrderCancelled>().map(|e| (e.order, false))
+        } else if event.is::<OrderConfirmed>() || event.is::<OrderPaymentFailed>() {
+            // These follow from our own payment events: nothing to do.
+            return Outcome::Done;
+        } else {
+            return Outcome::Reject {
+                reason: format!("unknown order event type {:?}", event.ce_type()),
+            };
+        };
+        match order {
+            Ok((Some(order), true)) => outcome(self.payments.charge_order(&order).await, delivered),
+            Ok((Some(order), false)) => {
+                outcome(self.payments.cancel_order(&order).await, delivered)
+            }
+            Ok((None, _)) => Outcome::Reject {
+                reason: String::from("the order event carries no order"),
+            },
+            Err(error) => Outcome::Reject {
+                reason: error.to_string(),
+            },
+        }
+    }
+
+    async fn ready(&self) {
+        self.breaker.wait_closed().await;
+    }
+}
