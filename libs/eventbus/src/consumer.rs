@@ -8,14 +8,17 @@
 //! at the last allowed delivery — is copied to the dead-letter stream with the
 //! reason in its headers before it is terminated. Nothing is dropped.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
 };
-use futures_util::StreamExt;
-use tokio::{sync::Semaphore, task::JoinSet};
+use futures_util::{FutureExt, StreamExt, future::Shared};
+use tokio::{
+    sync::{Semaphore, oneshot},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -158,6 +161,7 @@ impl DurableConsumer {
         let mut tasks = JoinSet::new();
         let pause = Duration::from_millis(500);
         let mut consumer: Option<PullConsumer> = None;
+        let order = Arc::new(SubjectOrder::default());
         while !shutdown.is_cancelled() {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -206,8 +210,13 @@ impl DurableConsumer {
                 let handler = handler.clone();
                 let js = self.js.clone();
                 let spec = spec.clone();
+                let turn = order.enter(message.subject.as_str());
+                let order = order.clone();
                 tasks.spawn(async move {
+                    // Events of one aggregate are handled in stream order.
+                    turn.wait().await;
                     process(&js, &spec, handler.as_ref(), message).await;
+                    order.leave(turn);
                     drop(permit);
                 });
                 // Reap finished tasks so the set does not grow.
@@ -215,6 +224,73 @@ impl DurableConsumer {
             }
         }
         while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Keeps the events of one subject (one aggregate) in stream order while
+/// events of different subjects run concurrently.
+///
+/// Without it, an `OrderCreated` and the `OrderCancelled` right behind it
+/// could be handled at once, and the charge would race the cancellation.
+/// Each message waits for the one before it on its subject; the map only
+/// holds subjects with work in flight.
+#[derive(Default)]
+struct SubjectOrder {
+    tails: std::sync::Mutex<HashMap<String, (u64, Shared<oneshot::Receiver<()>>)>>,
+    tickets: std::sync::atomic::AtomicU64,
+}
+
+/// A message's place in its subject's queue.
+struct Turn {
+    subject: String,
+    ticket: u64,
+    previous: Option<Shared<oneshot::Receiver<()>>>,
+    /// Dropped when the message is handled, which wakes the next in line.
+    _done: oneshot::Sender<()>,
+}
+
+impl Turn {
+    async fn wait(&self) {
+        if let Some(previous) = self.previous.clone() {
+            // Err means the previous sender was dropped: it finished.
+            let _ = previous.await;
+        }
+    }
+}
+
+impl SubjectOrder {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Shared<oneshot::Receiver<()>>)>> {
+        // Entries are plain values; a poisoned map is still consistent.
+        self.tails.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enter(&self, subject: &str) -> Turn {
+        let ticket = self
+            .tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (done, finished) = oneshot::channel();
+        let previous = self
+            .lock()
+            .insert(subject.to_owned(), (ticket, finished.shared()))
+            .map(|(_, previous)| previous);
+        Turn {
+            subject: subject.to_owned(),
+            ticket,
+            previous,
+            _done: done,
+        }
+    }
+
+    fn leave(&self, turn: Turn) {
+        let mut tails = self.lock();
+        if tails
+            .get(&turn.subject)
+            .is_some_and(|(t, _)| *t == turn.ticket)
+        {
+            tails.remove(&turn.subject);
+        }
     }
 }
 

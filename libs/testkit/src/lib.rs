@@ -4,6 +4,9 @@
 //!   loopback port with its own temporary store (or uses the server named by
 //!   `ORDERFLOW_TEST_NATS_URL`), can kill and restart it for fault tests, and
 //!   cleans up on drop.
+//! - [`services`] spawns the order and payment services in this process on
+//!   port 0, with gRPC clients and helpers that wait for an order's status.
+//! - [`streams`] reads what was committed to JetStream, headers included.
 //! - [`wait_until`] polls a condition with a deadline, so tests never sleep
 //!   for a fixed time.
 //!
@@ -14,6 +17,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod nats;
+pub mod services;
+pub mod streams;
 pub mod wait;
 
 pub use nats::NatsServer;

@@ -75,7 +75,7 @@ impl App {
         let breaker = Breaker::new(resilience.breaker_failures, resilience.breaker_open);
         let client_stack = resilient(gateway, resilience, breaker.clone());
         Ok(Self {
-            payments: Payments::new(PaymentEvents::new(js.clone()), client_stack),
+            payments: Payments::new(PaymentEvents::new(js.clone()), client_stack, js.clone()),
             breaker,
             config,
             client,

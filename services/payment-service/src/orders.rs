@@ -12,10 +12,13 @@
 use std::time::Duration;
 
 use orderflow_eventbus::{
-    AppendError, EventHandler, Outcome, ReceivedEvent, consumer::retry_delay,
+    AppendError, EventHandler, EventStore, JetStream, Outcome, ReceivedEvent,
+    consumer::retry_delay, envelope::headers,
 };
 use orderflow_money::Money;
 use orderflow_proto::{
+    Name,
+    contract::{ORDERS_STREAM, order_subject},
     order::v1::{
         self as order_pb, OrderCancelled, OrderConfirmed, OrderCreated, OrderPaymentFailed,
     },
@@ -45,6 +48,9 @@ const MAX_ATTEMPTS: usize = 8;
 pub struct Payments {
     events: PaymentEvents,
     gateway: GatewayClient,
+    /// The ORDERS stream, read (never written) to check an order's latest
+    /// state before charging it.
+    orders: EventStore,
 }
 
 fn new_payment(order: &order_pb::Order, status: PaymentStatus) -> pb::Payment {
@@ -72,8 +78,26 @@ fn advance(payment: &pb::Payment, event: PaymentEvent) -> pb::Payment {
 
 impl Payments {
     /// Payment operations over `events`, calling `gateway`.
-    pub fn new(events: PaymentEvents, gateway: GatewayClient) -> Self {
-        Self { events, gateway }
+    pub fn new(events: PaymentEvents, gateway: GatewayClient, js: JetStream) -> Self {
+        Self {
+            events,
+            gateway,
+            orders: EventStore::new(js, ORDERS_STREAM, crate::events::SOURCE),
+        }
+    }
+
+    /// Whether the order's latest event is its cancellation.
+    ///
+    /// Events of one order are handled in order, so when a cancellation is
+    /// already in the stream behind the `OrderCreated` being handled, the
+    /// charge would be refunded moments later. Reading the order's last event
+    /// (one direct get from the system of record) avoids charging at all.
+    async fn already_cancelled(&self, order_id: &str) -> Result<bool, PaymentError> {
+        let last = self.orders.load_last(&order_subject(order_id)).await?;
+        Ok(last.is_some_and(|event| {
+            event.headers.get(headers::CE_TYPE).map(|v| v.as_str())
+                == Some(OrderCancelled::full_name().as_str())
+        }))
     }
 
     /// The event store.
@@ -91,6 +115,13 @@ impl Payments {
         let existing = self.events.load(&payment_id).await?;
         if on_order_created(existing.map(|c| c.status)) == OnCreated::Nothing {
             return Ok(());
+        }
+        if self.already_cancelled(&order.order_id).await? {
+            let payment = new_payment(order, PaymentStatus::Voided);
+            return match self.events.append(PaymentEvent::Voided, &payment, 0).await {
+                Ok(_) | Err(AppendError::Conflict { .. }) => Ok(()),
+                Err(error) => Err(error.into()),
+            };
         }
         let total = order.total.as_ref().ok_or_else(|| PaymentError::Corrupt {
             payment_id: payment_id.clone(),

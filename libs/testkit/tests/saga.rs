@@ -1,0 +1,538 @@
+//! The order → payment saga, end to end: real nats-server, both services on
+//! loopback gRPC, the simulated gateway counting what it really charged.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use orderflow_proto::{
+    Name,
+    order::v1::{
+        CancelOrderRequest, GetOrderRequest, ListOrdersRequest, OrderCreated, OrderStatus,
+    },
+    payment::v1::{
+        GetPaymentRequest, ListPaymentsRequest, PaymentAuthorized, PaymentStatus,
+        RefundPaymentRequest,
+    },
+};
+use orderflow_testkit::{
+    NatsServer,
+    services::{
+        order_client, order_request, payment_client, simulated_gateway, spawn_order_service,
+        spawn_payment_service, wait_for_status,
+    },
+    streams::{consumer_caught_up, jetstream, read_all},
+    wait_until,
+};
+use prost::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_order_is_paid_and_confirmed() {
+    let nats = NatsServer::start();
+    let gateway = simulated_gateway();
+    let orders = spawn_order_service(&nats.url()).await;
+    let payments = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    let mut client = order_client(&orders).await;
+
+    let created = client
+        .create_order(order_request("c-1", 2, 12, "r-happy"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(created.status, OrderStatus::PendingPayment as i32);
+    assert_eq!(created.total.as_ref().unwrap().units, 24);
+
+    let confirmed = wait_for_status(&client, &created.order_id, OrderStatus::Confirmed).await;
+    assert!(!confirmed.payment_id.is_empty());
+    assert_eq!(confirmed.version, 2);
+    let payment = payment_client(&payments)
+        .await
+        .get_payment(GetPaymentRequest {
+            payment_id: confirmed.payment_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
+    assert_eq!(payment.status, PaymentStatus::Authorized as i32);
+    assert_eq!(payment.order_id, created.order_id);
+    assert_eq!(payment.amount, created.total);
+    assert_eq!(gateway.stats().charges, 1);
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_above_the_decline_limit_fails_the_order() {
+    let nats = NatsServer::start();
+    let gateway = simulated_gateway();
+    let orders = spawn_order_service(&nats.url()).await;
+    let payments = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    let mut client = order_client(&orders).await;
+
+    // 2 × 5000.5 EUR = 10001 EUR, above the 10000 limit.
+    let mut request = order_request("c-2", 2, 5000, "r-decline");
+    request.items[0].unit_price.as_mut().unwrap().nanos = 500_000_000;
+    let order = client
+        .create_order(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+
+    let failed = wait_for_status(&client, &order.order_id, OrderStatus::PaymentFailed).await;
+    assert!(
+        failed.failure_reason.contains("above the limit"),
+        "{}",
+        failed.failure_reason
+    );
+    assert!(failed.payment_id.is_empty());
+    let listed = payment_client(&payments).await;
+    let page = wait_for_payments(&listed, &order.order_id, 1).await;
+    assert_eq!(page[0].status, PaymentStatus::Declined as i32);
+    assert_eq!(gateway.stats().charges, 0);
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+async fn wait_for_payments(
+    client: &orderflow_proto::payment::v1::payment_service_client::PaymentServiceClient<
+        tonic::transport::Channel,
+    >,
+    order_id: &str,
+    count: usize,
+) -> Vec<orderflow_proto::payment::v1::Payment> {
+    let found = std::sync::Mutex::new(Vec::new());
+    wait_until(
+        "the payment projection",
+        Duration::from_secs(20),
+        || async {
+            let mut client = client.clone();
+            let page = client
+                .list_payments(ListPaymentsRequest {
+                    order_id: order_id.to_owned(),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().payments)
+                .unwrap_or_default();
+            let done = page.len() == count;
+            *found.lock().unwrap() = page;
+            done
+        },
+    )
+    .await;
+    found.into_inner().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_make_creation_idempotent() {
+    let nats = NatsServer::start();
+    let orders = spawn_order_service(&nats.url()).await;
+    let mut client = order_client(&orders).await;
+
+    let first = client
+        .create_order(order_request("c-3", 1, 10, "r-same"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let replay = client
+        .create_order(order_request("c-3", 1, 10, "r-same"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(
+        replay, first,
+        "a replay answers the same order, timestamps included"
+    );
+
+    let conflict = client
+        .create_order(order_request("c-3", 2, 10, "r-same"))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.code(), tonic::Code::AlreadyExists);
+    assert!(conflict.message().contains("r-same"));
+
+    let other = client
+        .create_order(order_request("c-3", 1, 10, "r-other"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_ne!(other.order_id, first.order_id);
+
+    let js = jetstream(&nats.url()).await;
+    let created = read_all(&js, "ORDERS", &format!("orders.{}", first.order_id)).await;
+    assert_eq!(
+        created.len(),
+        1,
+        "one OrderCreated for three calls with r-same"
+    );
+
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_cancelled_before_payment_is_never_charged() {
+    let nats = NatsServer::start();
+    let gateway = simulated_gateway();
+    let orders = spawn_order_service(&nats.url()).await;
+    let mut client = order_client(&orders).await;
+
+    // No payment service yet: the order is certainly unpaid when cancelled.
+    let order = client
+        .create_order(order_request("c-4", 1, 30, "r-cancel-early"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let cancelled = client
+        .cancel_order(CancelOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(cancelled.status, OrderStatus::Cancelled as i32);
+    let again = client
+        .cancel_order(CancelOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(
+        again.version, cancelled.version,
+        "cancelling twice changes nothing"
+    );
+
+    let payments = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    let js = jetstream(&nats.url()).await;
+    wait_until(
+        "the payment service to see both order events",
+        Duration::from_secs(20),
+        || consumer_caught_up(&js, "ORDERS", "payment-service-orders"),
+    )
+    .await;
+    let listed = wait_for_payments(&payment_client(&payments).await, &order.order_id, 1).await;
+    assert_eq!(listed[0].status, PaymentStatus::Voided as i32);
+    assert_eq!(
+        gateway.stats().charges,
+        0,
+        "a cancelled order is never charged"
+    );
+    let still = client
+        .get_order(GetOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(still.status, OrderStatus::Cancelled as i32);
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_cancelled_after_payment_is_refunded() {
+    let nats = NatsServer::start();
+    let gateway = simulated_gateway();
+    let orders = spawn_order_service(&nats.url()).await;
+    let payments = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    let mut client = order_client(&orders).await;
+    let mut pay = payment_client(&payments).await;
+
+    let order = client
+        .create_order(order_request("c-5", 3, 7, "r-cancel-late"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let confirmed = wait_for_status(&client, &order.order_id, OrderStatus::Confirmed).await;
+    let cancelled = client
+        .cancel_order(CancelOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(cancelled.status, OrderStatus::Cancelled as i32);
+    assert_eq!(cancelled.payment_id, confirmed.payment_id);
+
+    wait_until("the refund", Duration::from_secs(20), || {
+        let mut pay = pay.clone();
+        let payment_id = confirmed.payment_id.clone();
+        async move {
+            pay.get_payment(GetPaymentRequest { payment_id })
+                .await
+                .map(|r| r.into_inner().payment.unwrap().status == PaymentStatus::Refunded as i32)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert_eq!(gateway.stats().charges, 1);
+    assert_eq!(gateway.stats().refunds, 1);
+
+    // Refunding again is idempotent; a declined or unknown payment is not refundable.
+    let again = pay
+        .refund_payment(RefundPaymentRequest {
+            payment_id: confirmed.payment_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
+    assert_eq!(again.status, PaymentStatus::Refunded as i32);
+    assert_eq!(gateway.stats().refunds, 1);
+    let missing = pay
+        .refund_payment(RefundPaymentRequest {
+            payment_id: String::from("00000000-0000-4000-8000-000000000000"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_order_created_event_charges_once() {
+    let nats = NatsServer::start();
+    let gateway = simulated_gateway();
+    let orders = spawn_order_service(&nats.url()).await;
+    let payments = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    let mut client = order_client(&orders).await;
+
+    let order = client
+        .create_order(order_request("c-6", 1, 99, "r-redeliver"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    wait_for_status(&client, &order.order_id, OrderStatus::Confirmed).await;
+    assert_eq!(gateway.stats().charges, 1);
+    let calls_before = gateway.stats().calls;
+
+    // Deliver the same OrderCreated again, byte for byte and with its ce-id,
+    // as JetStream does after a lost ack (a new Nats-Msg-Id only so the
+    // stream stores the copy).
+    let js = jetstream(&nats.url()).await;
+    let original = read_all(&js, "ORDERS", &format!("orders.{}", order.order_id))
+        .await
+        .into_iter()
+        .find(|m| m.header("ce-type").as_deref() == Some(OrderCreated::full_name().as_str()))
+        .unwrap();
+    let mut headers = original.headers.clone();
+    headers.insert("Nats-Msg-Id", "redelivery-copy");
+    js.publish_with_headers(
+        format!("orders.{}.redelivered", order.order_id),
+        headers,
+        original.payload.clone().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait_until("the copy to be handled", Duration::from_secs(20), || {
+        consumer_caught_up(&js, "ORDERS", "payment-service-orders")
+    })
+    .await;
+
+    assert_eq!(gateway.stats().charges, 1, "the redelivery charged nothing");
+    assert_eq!(
+        gateway.stats().calls,
+        calls_before,
+        "the redelivery did not even call the gateway"
+    );
+    let authorized = read_all(&js, "PAYMENTS", ">")
+        .await
+        .into_iter()
+        .filter(|m| m.header("ce-type").as_deref() == Some(PaymentAuthorized::full_name().as_str()))
+        .count();
+    assert_eq!(authorized, 1);
+    // The projection ignored the stale copy: the listed order is still confirmed.
+    let listed = client
+        .list_orders(ListOrdersRequest {
+            customer_id: String::from("c-6"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .orders;
+    assert!(
+        listed
+            .iter()
+            .all(|o| o.status == OrderStatus::Confirmed as i32 || o.version < 2)
+    );
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_payment_replicas_never_charge_an_order_twice() {
+    let nats = NatsServer::start();
+    let gateway = simulated_gateway();
+    let orders = spawn_order_service(&nats.url()).await;
+    let first = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    let second = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    let client = order_client(&orders).await;
+
+    let count = 60;
+    let mut created = Vec::new();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let mut client = client.clone();
+        calls.spawn(async move {
+            client
+                .create_order(order_request(
+                    &format!("c-{}", i % 7),
+                    1,
+                    5 + i,
+                    &format!("r-two-{i}"),
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap()
+        });
+    }
+    while let Some(order) = calls.join_next().await {
+        created.push(order.unwrap());
+    }
+    for order in &created {
+        wait_for_status(&client, &order.order_id, OrderStatus::Confirmed).await;
+    }
+
+    assert_eq!(
+        gateway.stats().charges,
+        count as u64,
+        "one charge per order"
+    );
+    let js = jetstream(&nats.url()).await;
+    let events = read_all(&js, "PAYMENTS", ">").await;
+    for order in &created {
+        let mine = events
+            .iter()
+            .filter(|m| {
+                m.header("ce-type").as_deref() == Some(PaymentAuthorized::full_name().as_str())
+                    && PaymentAuthorized::decode(m.payload.as_slice())
+                        .unwrap()
+                        .payment
+                        .unwrap()
+                        .order_id
+                        == order.order_id
+            })
+            .count();
+        assert_eq!(
+            mine, 1,
+            "exactly one PaymentAuthorized for {}",
+            order.order_id
+        );
+    }
+
+    second.stop().await.unwrap();
+    first.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_orders_pages_and_filters_from_the_projection() {
+    let nats = NatsServer::start();
+    let orders = spawn_order_service(&nats.url()).await;
+    let mut client = order_client(&orders).await;
+    for i in 0..5 {
+        client
+            .create_order(order_request("pager", 1, 1, &format!("r-page-{i}")))
+            .await
+            .unwrap();
+    }
+    client
+        .create_order(order_request("someone-else", 1, 1, "r-page-x"))
+        .await
+        .unwrap();
+
+    wait_until(
+        "the projection to hold six orders",
+        Duration::from_secs(20),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .list_orders(ListOrdersRequest::default())
+                    .await
+                    .map(|r| r.into_inner().orders.len() == 6)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_orders(ListOrdersRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                customer_id: String::from("pager"),
+                status: OrderStatus::PendingPayment as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.orders.len() <= 2);
+        seen.extend(page.orders.into_iter().map(|o| {
+            assert_eq!(o.customer_id, "pager");
+            o.order_id
+        }));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen.len(), 5);
+    assert_eq!(sorted, seen, "pages are ordered and never repeat");
+
+    let none = client
+        .list_orders(ListOrdersRequest {
+            customer_id: String::from("pager"),
+            status: OrderStatus::Confirmed as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.orders.is_empty());
+
+    orders.stop().await.unwrap();
+}
