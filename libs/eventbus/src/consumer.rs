@@ -236,9 +236,13 @@ impl DurableConsumer {
 /// holds subjects with work in flight.
 #[derive(Default)]
 struct SubjectOrder {
-    tails: std::sync::Mutex<HashMap<String, (u64, Shared<oneshot::Receiver<()>>)>>,
+    tails: std::sync::Mutex<Tails>,
     tickets: std::sync::atomic::AtomicU64,
 }
+
+/// Per subject: the ticket of the last message in line, and a future that
+/// resolves when it is handled.
+type Tails = HashMap<String, (u64, Shared<oneshot::Receiver<()>>)>;
 
 /// A message's place in its subject's queue.
 struct Turn {
@@ -259,9 +263,7 @@ impl Turn {
 }
 
 impl SubjectOrder {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Shared<oneshot::Receiver<()>>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tails> {
         // Entries are plain values; a poisoned map is still consistent.
         self.tails.lock().unwrap_or_else(|p| p.into_inner())
     }
