@@ -372,10 +372,15 @@ async fn dead_letter(
     tracing::error!(%reason, subject = %event.subject, "dead-lettering a message");
     tracing::Span::current().record("otel.status_code", "ERROR");
     let mut dl_headers = event.headers.clone();
-    // The copy must not be de-duplicated against the original's id.
+    // The copy must not be de-duplicated against the original's id, nor
+    // against another consumer's dead letter of the same message.
     dl_headers.insert(
         headers::MSG_ID,
-        format!("dl-{}-{}", spec.stream, event.stream_sequence).as_str(),
+        format!(
+            "dl-{}-{}-{}",
+            spec.stream, spec.durable, event.stream_sequence
+        )
+        .as_str(),
     );
     dl_headers.insert(headers::DEAD_LETTER_REASON, reason);
     dl_headers.insert(headers::ORIGINAL_SUBJECT, event.subject.as_str());

@@ -75,7 +75,10 @@ impl EventHandler for PaymentResultsHandler {
             return Outcome::Done;
         } else {
             return Outcome::Reject {
-                reason: format!("unknown payment event type {:?}", event.ce_type()),
+                reason: format!(
+                    "unknown payment event type {:?}",
+                    event.ce_type().unwrap_or("(no ce-type header)")
+                ),
             };
         };
         let (payment, result) = match decoded {

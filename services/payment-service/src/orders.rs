@@ -328,7 +328,10 @@ impl EventHandler for OrderEventsHandler {
             return Outcome::Done;
         } else {
             return Outcome::Reject {
-                reason: format!("unknown order event type {:?}", event.ce_type()),
+                reason: format!(
+                    "unknown order event type {:?}",
+                    event.ce_type().unwrap_or("(no ce-type header)")
+                ),
             };
         };
         match order {

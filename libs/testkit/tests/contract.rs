@@ -1,0 +1,502 @@
+//! The public contract around the saga: event headers, one trace across both
+//! services, health, dead letters, and precise errors for bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use orderflow_proto::{
+    Name,
+    money::v1::Money,
+    order::v1::{
+        CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, OrderConfirmed,
+        OrderCreated, OrderItem, OrderStatus,
+    },
+    payment::v1::{
+        GetPaymentRequest, ListPaymentsRequest, PaymentAuthorized, RefundPaymentRequest,
+    },
+};
+use orderflow_testkit::{
+    NatsServer,
+    services::{
+        health_client, order_client, order_request, payment_client, simulated_gateway,
+        spawn_order_service, spawn_payment_service, violated_fields, wait_for_status,
+    },
+    streams::{jetstream, read_all},
+    wait_until,
+};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_carry_the_contract_headers_and_the_callers_trace() {
+    let nats = NatsServer::start();
+    let orders = spawn_order_service(&nats.url()).await;
+    let payments = spawn_payment_service(&nats.url(), simulated_gateway(), &[]).await;
+    let mut client = order_client(&orders).await;
+
+    let mut request = tonic::Request::new(order_request("c-trace", 1, 42, "r-trace"));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    let order = client
+        .create_order(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    wait_for_status(&client, &order.order_id, OrderStatus::Confirmed).await;
+
+    let js = jetstream(&nats.url()).await;
+    let order_events = read_all(&js, "ORDERS", &format!("orders.{}", order.order_id)).await;
+    let payment_events = read_all(&js, "PAYMENTS", ">").await;
+    let created = &order_events[0];
+    let authorized = &payment_events[0];
+    let confirmed = &order_events[1];
+    assert_eq!(
+        created.header("ce-type").unwrap(),
+        OrderCreated::full_name()
+    );
+    assert_eq!(
+        authorized.header("ce-type").unwrap(),
+        PaymentAuthorized::full_name()
+    );
+    assert_eq!(
+        confirmed.header("ce-type").unwrap(),
+        OrderConfirmed::full_name()
+    );
+
+    for event in [created, authorized, confirmed] {
+        for name in [
+            "Nats-Msg-Id",
+            "ce-specversion",
+            "ce-id",
+            "ce-source",
+            "ce-type",
+            "ce-time",
+            "content-type",
+            "traceparent",
+        ] {
+            assert!(
+                event.header(name).is_some(),
+                "{name} missing on {}",
+                event.subject
+            );
+        }
+        assert_eq!(event.header("ce-specversion").unwrap(), "1.0");
+        assert_eq!(
+            event.header("content-type").unwrap(),
+            "application/protobuf"
+        );
+        assert_eq!(event.header("ce-id"), event.header("Nats-Msg-Id"));
+        assert!(event.header("tracestate").is_none_or(|v| !v.is_empty()));
+        // One trace: the caller's, through the order service, NATS, the
+        // payment service, NATS again and back into the order service.
+        let traceparent = event.header("traceparent").unwrap();
+        assert_eq!(
+            traceparent.split('-').nth(1),
+            Some(TRACE_ID),
+            "{} has traceparent {traceparent}",
+            event.subject
+        );
+    }
+    assert_eq!(
+        created.header("ce-source").unwrap(),
+        "/orderflow/order-service"
+    );
+    assert_eq!(
+        authorized.header("ce-source").unwrap(),
+        "/orderflow/payment-service"
+    );
+    // The body is the protobuf payload, decodable from proto/ alone.
+    let decoded = <OrderCreated as prost::Message>::decode(created.payload.as_slice()).unwrap();
+    assert_eq!(decoded.order.unwrap().order_id, order.order_id);
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+async fn health(
+    client: &tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    service: &str,
+) -> Result<i32, Code> {
+    client
+        .clone()
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .map_err(|s| s.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_nats_while_liveness_stays_serving() {
+    let mut nats = NatsServer::start();
+    let orders = spawn_order_service(&nats.url()).await;
+    let probe = health_client(&orders).await;
+    let serving = ServingStatus::Serving as i32;
+    let not_serving = ServingStatus::NotServing as i32;
+
+    for service in ["", "orderflow.order.v1.OrderService", "liveness"] {
+        wait_until(
+            &format!("{service:?} to be SERVING"),
+            Duration::from_secs(10),
+            || async { health(&probe, service).await == Ok(serving) },
+        )
+        .await;
+    }
+    assert_eq!(health(&probe, "no.such.Service").await, Err(Code::NotFound));
+
+    nats.kill();
+    wait_until(
+        "readiness to turn NOT_SERVING",
+        Duration::from_secs(15),
+        || async { health(&probe, "").await == Ok(not_serving) },
+    )
+    .await;
+    assert_eq!(
+        health(&probe, "orderflow.order.v1.OrderService").await,
+        Ok(not_serving)
+    );
+    assert_eq!(
+        health(&probe, "liveness").await,
+        Ok(serving),
+        "liveness ignores the broker"
+    );
+
+    nats.restart();
+    wait_until("readiness to recover", Duration::from_secs(30), || async {
+        health(&probe, "").await == Ok(serving)
+    })
+    .await;
+    // And it works again.
+    let mut client = order_client(&orders).await;
+    client
+        .create_order(order_request("c-health", 1, 1, "r-after-outage"))
+        .await
+        .unwrap();
+
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_and_the_consumer_goes_on() {
+    let nats = NatsServer::start();
+    let orders = spawn_order_service(&nats.url()).await;
+    let payments = spawn_payment_service(&nats.url(), simulated_gateway(), &[]).await;
+    let js = jetstream(&nats.url()).await;
+
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("ce-type", "orderflow.order.v1.OrderTeleported");
+    headers.insert("Nats-Msg-Id", "poison-1");
+    js.publish_with_headers("orders.poison", headers, "not protobuf".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let letters = std::sync::Mutex::new(Vec::new());
+    wait_until(
+        "a dead letter from the payment service",
+        Duration::from_secs(20),
+        || async {
+            let found = read_all(
+                &js,
+                "DEADLETTERS",
+                "deadletter.ORDERS.payment-service-orders",
+            )
+            .await;
+            let done = !found.is_empty();
+            *letters.lock().unwrap() = found;
+            done
+        },
+    )
+    .await;
+    let letter = letters.into_inner().unwrap().remove(0);
+    assert_eq!(
+        letter.header("Orderflow-Original-Subject").unwrap(),
+        "orders.poison"
+    );
+    assert_eq!(
+        letter.header("Orderflow-Original-Stream").unwrap(),
+        "ORDERS"
+    );
+    assert_eq!(letter.header("Orderflow-Delivery-Count").unwrap(), "1");
+    assert!(
+        letter
+            .header("Orderflow-Dead-Letter-Reason")
+            .unwrap()
+            .contains("unknown order event type"),
+    );
+    assert_eq!(letter.payload, b"not protobuf");
+    // Every consumer that gives up leaves its own dead letter.
+    wait_until(
+        "a dead letter from the order projection",
+        Duration::from_secs(20),
+        || async {
+            !read_all(&js, "DEADLETTERS", "deadletter.ORDERS.order-projection")
+                .await
+                .is_empty()
+        },
+    )
+    .await;
+
+    // The consumer goes on with the next order.
+    let mut client = order_client(&orders).await;
+    let order = client
+        .create_order(order_request("c-poison", 1, 3, "r-after-poison"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    wait_for_status(&client, &order.order_id, OrderStatus::Confirmed).await;
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+fn item(sku: &str, quantity: i32, money: Option<(&str, i64, i32)>) -> OrderItem {
+    OrderItem {
+        sku: sku.to_owned(),
+        quantity,
+        unit_price: money.map(|(c, u, n)| Money {
+            currency_code: c.to_owned(),
+            units: u,
+            nanos: n,
+        }),
+    }
+}
+
+fn create(customer: &str, items: Vec<OrderItem>) -> CreateOrderRequest {
+    CreateOrderRequest {
+        customer_id: customer.to_owned(),
+        items,
+        request_id: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_answered_with_the_field_named() {
+    let nats = NatsServer::start();
+    let orders = spawn_order_service(&nats.url()).await;
+    let payments = spawn_payment_service(&nats.url(), simulated_gateway(), &[]).await;
+    let mut order = order_client(&orders).await;
+    let mut payment = payment_client(&payments).await;
+    let ok = || item("SKU-1", 1, Some(("EUR", 1, 0)));
+
+    let creates: Vec<(CreateOrderRequest, &[&str])> = vec![
+        (CreateOrderRequest::default(), &["customer_id", "items"]),
+        (
+            create("c", vec![item("SKU-1", 0, Some(("EUR", 1, 0)))]),
+            &["items[0].quantity"],
+        ),
+        (
+            create("c", vec![item("SKU-1", -3, Some(("EUR", 1, 0)))]),
+            &["items[0].quantity"],
+        ),
+        (
+            create("c", vec![item("SKU 1", 1, Some(("EUR", 1, 0)))]),
+            &["items[0].sku"],
+        ),
+        (
+            create("c", vec![item("SKU-1", 1, None)]),
+            &["items[0].unit_price"],
+        ),
+        (
+            create("c", vec![item("SKU-1", 1, Some(("EUR", -1, 0)))]),
+            &["items[0].unit_price"],
+        ),
+        (
+            create("c", vec![item("SKU-1", 1, Some(("euro", 1, 0)))]),
+            &["items[0].unit_price.currency_code"],
+        ),
+        (
+            create("c", vec![item("SKU-1", 1, Some(("EUR", 1, 1_000_000_000)))]),
+            &["items[0].unit_price.nanos"],
+        ),
+        (
+            create("c", vec![item("SKU-1", 1, Some(("EUR", 1, -1)))]),
+            &["items[0].unit_price.nanos"],
+        ),
+        (
+            create("c", vec![ok(), item("SKU-2", 1, Some(("USD", 1, 0)))]),
+            &["items[1].unit_price.currency_code"],
+        ),
+        (
+            create("c", vec![item("SKU-1", 10_000, Some(("EUR", i64::MAX, 0)))]),
+            &["items"],
+        ),
+        (create("c", (0..101).map(|_| ok()).collect()), &["items"]),
+        (create("has space", vec![ok()]), &["customer_id"]),
+        (
+            CreateOrderRequest {
+                request_id: "x".repeat(129),
+                ..create("c", vec![ok()])
+            },
+            &["request_id"],
+        ),
+    ];
+    for (request, fields) in creates {
+        let status = order.create_order(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
+        assert_eq!(violated_fields(&status), fields, "{request:?}");
+    }
+
+    let bad_id = order
+        .get_order(GetOrderRequest {
+            order_id: "not-a-uuid".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (bad_id.code(), violated_fields(&bad_id)),
+        (Code::InvalidArgument, vec!["order_id".to_owned()])
+    );
+    let missing = order
+        .get_order(GetOrderRequest {
+            order_id: "00000000-0000-4000-8000-000000000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    let cancel_missing = order
+        .cancel_order(CancelOrderRequest {
+            order_id: "00000000-0000-4000-8000-000000000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(cancel_missing.code(), Code::NotFound);
+    let cancel_empty = order
+        .cancel_order(CancelOrderRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&cancel_empty), ["order_id"]);
+
+    let lists: Vec<(ListOrdersRequest, &[&str])> = vec![
+        (
+            ListOrdersRequest {
+                page_size: -1,
+                ..Default::default()
+            },
+            &["page_size"],
+        ),
+        (
+            ListOrdersRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            },
+            &["page_token"],
+        ),
+        (
+            ListOrdersRequest {
+                status: 42,
+                ..Default::default()
+            },
+            &["status"],
+        ),
+    ];
+    for (request, fields) in lists {
+        let status = order.list_orders(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&status), fields, "{request:?}");
+    }
+
+    let bad_payment = payment
+        .get_payment(GetPaymentRequest {
+            payment_id: "123".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&bad_payment), ["payment_id"]);
+    let bad_list = payment
+        .list_payments(ListPaymentsRequest {
+            order_id: "nope".into(),
+            page_size: -5,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&bad_list), ["page_size", "order_id"]);
+    let bad_refund = payment
+        .refund_payment(RefundPaymentRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&bad_refund), ["payment_id"]);
+
+    // A declined payment cannot be refunded; a failed order cannot be cancelled.
+    let declined = order
+        .create_order(order_request("c-bad", 1, 20_000, "r-declined"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    wait_for_status(&order, &declined.order_id, OrderStatus::PaymentFailed).await;
+    let refused = order
+        .cancel_order(CancelOrderRequest {
+            order_id: declined.order_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let mut listed = Vec::new();
+    wait_until(
+        "the declined payment to be listed",
+        Duration::from_secs(20),
+        || {
+            let (payment, order_id) = (payment.clone(), declined.order_id.clone());
+            payment_listed(payment, order_id)
+        },
+    )
+    .await;
+    listed.extend(
+        payment
+            .list_payments(ListPaymentsRequest {
+                order_id: declined.order_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .payments,
+    );
+    let not_refundable = payment
+        .refund_payment(RefundPaymentRequest {
+            payment_id: listed[0].payment_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_refundable.code(), Code::FailedPrecondition);
+
+    // The services still serve after all of that.
+    order
+        .create_order(order_request("c-bad", 1, 1, "r-still-fine"))
+        .await
+        .unwrap();
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+async fn payment_listed(
+    mut client: orderflow_proto::payment::v1::payment_service_client::PaymentServiceClient<
+        tonic::transport::Channel,
+    >,
+    order_id: String,
+) -> bool {
+    client
+        .list_payments(ListPaymentsRequest {
+            order_id,
+            ..Default::default()
+        })
+        .await
+        .map(|r| !r.into_inner().payments.is_empty())
+        .unwrap_or(false)
+}
