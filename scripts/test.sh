@@ -22,4 +22,14 @@ step() {
 step cargo fmt --all --check
 step cargo clippy --workspace --all-targets -- -D warnings
 step cargo build --workspace --bins
-step cargo test --workspace
+# Run the tests, then add up every test binary's "test result" line into one
+# closing line, so the outcome reads at a glance (doc-test binaries with no
+# tests would otherwise close the log with "0 passed").
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+echo "==> cargo test --workspace"
+status=0
+cargo test --workspace 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

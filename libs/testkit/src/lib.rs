@@ -6,6 +6,8 @@
 //!   cleans up on drop.
 //! - [`services`] spawns the order and payment services in this process on
 //!   port 0, with gRPC clients and helpers that wait for an order's status.
+//! - [`process`] runs a service binary as a child, for signal and exit-code
+//!   tests.
 //! - [`streams`] reads what was committed to JetStream, headers included.
 //! - [`wait_until`] polls a condition with a deadline, so tests never sleep
 //!   for a fixed time.
@@ -17,6 +19,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod nats;
+pub mod process;
 pub mod services;
 pub mod streams;
 pub mod wait;

@@ -1,0 +1,111 @@
+//! Running a service binary as a child process: what signal and exit-code
+//! tests need, where an in-process service would not do.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
+};
+
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+use crate::wait_until;
+
+/// A free loopback address (bound, then released for the child to take).
+#[allow(clippy::expect_used)]
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+/// A service binary running as a child process; killed on drop.
+pub struct ServiceProcess {
+    child: Child,
+    /// Where its gRPC server listens.
+    pub addr: SocketAddr,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` on `nats_url` with `extra` variables and waits until
+    /// its overall health is SERVING.
+    #[allow(clippy::expect_used)]
+    pub async fn start(binary: &str, nats_url: &str, extra: &[(&str, &str)]) -> Self {
+        let addr = free_addr();
+        let child = Command::new(binary)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("NATS_URL", nats_url)
+            .env("GRPC_ADDR", addr.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the service binary starts");
+        let process = Self { child, addr };
+        let endpoint = format!("http://{addr}");
+        wait_until(
+            &format!("{binary} to be SERVING"),
+            Duration::from_secs(20),
+            || {
+                let endpoint = endpoint.clone();
+                async move {
+                    let Ok(channel) = tonic::transport::Channel::from_shared(endpoint) else {
+                        return false;
+                    };
+                    let Ok(channel) = channel.connect().await else {
+                        return false;
+                    };
+                    tonic_health::pb::health_client::HealthClient::new(channel)
+                        .check(HealthCheckRequest::default())
+                        .await
+                        .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+                }
+            },
+        )
+        .await;
+        process
+    }
+
+    /// `http://addr` for clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends SIGTERM, as Kubernetes does.
+    #[allow(clippy::expect_used)]
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits (up to `timeout`) for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => panic!("the service did not exit within {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

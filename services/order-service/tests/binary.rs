@@ -1,0 +1,135 @@
+//! The `order-service` binary: its command line, its configuration errors,
+//! and SIGTERM under load.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::{
+    process::Command,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use orderflow_proto::order::v1::{
+    GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient,
+};
+use orderflow_testkit::{
+    NatsServer,
+    process::ServiceProcess,
+    services::{
+        order_client, order_request, simulated_gateway, spawn_order_service, spawn_payment_service,
+        wait_for_status,
+    },
+    wait_until,
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_order-service");
+
+#[test]
+fn help_lists_every_variable_with_its_default() {
+    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    for name in [
+        "NATS_URL",
+        "GRPC_ADDR",
+        "OTEL_SERVICE_NAME",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_SDK_DISABLED",
+        "RUST_LOG",
+        "LOG_FORMAT",
+    ] {
+        assert!(
+            text.contains(name),
+            "--help does not mention {name}:\n{text}"
+        );
+    }
+    assert!(text.contains("[default: 0.0.0.0:50051]"));
+}
+
+#[test]
+fn bad_configuration_names_every_bad_variable_and_exits_2() {
+    let output = Command::new(BINARY)
+        .env("NATS_URL", "http://wrong:4222")
+        .env("GRPC_ADDR", "not-an-address")
+        .env("LOG_FORMAT", "xml")
+        .env("OTEL_TRACES_SAMPLER", "sometimes")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let text = String::from_utf8(output.stderr).unwrap();
+    for name in ["NATS_URL", "GRPC_ADDR", "LOG_FORMAT", "OTEL_TRACES_SAMPLER"] {
+        assert!(
+            text.contains(name),
+            "the error does not name {name}:\n{text}"
+        );
+    }
+    assert_eq!(
+        Command::new(BINARY)
+            .arg("--bogus")
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_0_and_loses_no_acknowledged_order() {
+    let nats = NatsServer::start();
+    let mut service = ServiceProcess::start(BINARY, &nats.url(), &[]).await;
+    let client = OrderServiceClient::connect(service.endpoint())
+        .await
+        .unwrap();
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut callers = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let mut client = client.clone();
+        let acknowledged = acknowledged.clone();
+        callers.spawn(async move {
+            for i in 0.. {
+                let request = order_request("c-term", 1, 1, &format!("r-term-{worker}-{i}"));
+                match client.create_order(request).await {
+                    Ok(response) => acknowledged
+                        .lock()
+                        .unwrap()
+                        .push(response.into_inner().order.unwrap().order_id),
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+    wait_until(
+        "some orders to be acknowledged",
+        Duration::from_secs(20),
+        || async { acknowledged.lock().unwrap().len() >= 100 },
+    )
+    .await;
+
+    service.terminate();
+    let status = service.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+    while callers.join_next().await.is_some() {}
+
+    // Every acknowledged order is committed, and completes once the services run.
+    let orders = spawn_order_service(&nats.url()).await;
+    let payments = spawn_payment_service(&nats.url(), simulated_gateway(), &[]).await;
+    let mut client = order_client(&orders).await;
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 100);
+    for order_id in &acknowledged {
+        client
+            .get_order(GetOrderRequest {
+                order_id: order_id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged order {order_id} was lost: {e}"));
+    }
+    for order_id in &acknowledged {
+        wait_for_status(&client, order_id, OrderStatus::Confirmed).await;
+    }
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
