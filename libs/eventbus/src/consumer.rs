@@ -98,8 +98,11 @@ pub struct ConsumerSpec {
 
 impl ConsumerSpec {
     /// orderflow's defaults for a durable consumer of `subjects` on `stream`:
-    /// 30 s ack wait (longer than a gateway call with its retries), 10
-    /// deliveries before a dead letter, 64 messages in flight per replica.
+    /// a 30 s ack wait (longer than a gateway call with its retries) growing
+    /// to 60 s and 120 s for a message whose handler keeps vanishing (a
+    /// crash-looping replica), 10 deliveries before a dead letter, and 64
+    /// messages in flight per replica. Handler failures are NAKed with their
+    /// own delay ([`retry_delay`]) and do not wait for the ack wait.
     pub fn durable(stream: &str, durable: &str, subjects: &str) -> Self {
         Self {
             stream: stream.to_owned(),
@@ -107,7 +110,11 @@ impl ConsumerSpec {
             filter_subjects: vec![subjects.to_owned()],
             ack_wait: Duration::from_secs(30),
             max_deliver: 10,
-            backoff: Vec::new(),
+            backoff: vec![
+                Duration::from_secs(30),
+                Duration::from_secs(60),
+                Duration::from_secs(120),
+            ],
             concurrency: 64,
         }
     }
