@@ -277,8 +277,10 @@ impl EventStore {
         }
     }
 
-    /// Checks that the stream is reachable; health reporting calls this.
-    pub async fn ping(&self) -> bool {
-        self.js.get_stream(&self.stream_name).await.is_ok()
+    /// Whether NATS is connected and the stream answers; health reporting
+    /// polls this.
+    pub async fn ready(&self) -> bool {
+        crate::is_connected(&self.js.client())
+            && self.js.get_stream(&self.stream_name).await.is_ok()
     }
 }

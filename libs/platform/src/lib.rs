@@ -6,6 +6,7 @@
 //!   OpenTelemetry SDK with optional OTLP export, flushed on shutdown.
 //! - [`server`]: the gRPC server bootstrap: the trace-context layer, health
 //!   (driven by a readiness check), reflection v1 and v1alpha, graceful stop.
+//! - [`main_loop`]: the whole `main` of a service, shared by both binaries.
 //! - [`status`]: field violations and the `google.rpc.BadRequest` status they become.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation token.
 //!
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod main_loop;
 pub mod paging;
 pub mod server;
 pub mod shutdown;

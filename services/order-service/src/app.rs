@@ -86,10 +86,10 @@ impl App {
 
         let workers = TaskTracker::new();
         let check = {
-            let (client, events) = (client.clone(), events.clone());
+            let events = events.clone();
             move || {
-                let (client, events) = (client.clone(), events.clone());
-                async move { orderflow_eventbus::is_connected(&client) && events.ping().await }
+                let events = events.clone();
+                async move { events.ready().await }
             }
         };
         workers.spawn(health.watch(Duration::from_secs(1), check, shutdown.clone()));

@@ -1,56 +1,22 @@
-//! `order-service`: wiring only. Configuration, telemetry, the app, signals.
+//! `order-service`: wiring only. See `orderflow_platform::main_loop` for the
+//! process lifecycle and `app.rs` for what runs.
 
 use std::process::ExitCode;
 
 use order_service::{App, Config};
-use orderflow_platform::{config, shutdown, telemetry};
+use orderflow_platform::main_loop::{Service, main as run_service};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // A missing .env is normal; only a malformed one is worth reporting.
-    if let Err(error) = dotenvy::dotenv()
-        && !error.not_found()
-    {
-        eprintln!("order-service: cannot read .env: {error}");
-        return ExitCode::from(2);
-    }
-    let vars = Config::vars();
-    match config::command(std::env::args(), "order-service", Config::ABOUT, &vars) {
-        config::Command::Run => {}
-        config::Command::Print(text) => {
-            println!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        config::Command::Usage(text) => {
-            eprintln!("{text}");
-            return ExitCode::from(2);
-        }
-    }
-    let config = match Config::from_lookup(&config::ProcessEnv) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("order-service: {error}");
-            return ExitCode::from(2);
-        }
+    let service = Service {
+        binary: "order-service",
+        about: Config::ABOUT,
+        vars: Config::vars(),
+        parse: Config::from_lookup,
+        telemetry: |config: &Config| &config.common.telemetry,
     };
-    let telemetry = match telemetry::init(&config.common.telemetry) {
-        Ok(telemetry) => telemetry,
-        Err(error) => {
-            eprintln!("order-service: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = match App::build(config).await {
-        Ok(app) => app.run_until_stopped(shutdown::on_signal()).await,
-        Err(error) => Err(error),
-    };
-    let code = match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = %error, "order-service stopped with an error");
-            ExitCode::FAILURE
-        }
-    };
-    telemetry.shutdown();
-    code
+    run_service(service, |config, shutdown| async move {
+        App::build(config).await?.run_until_stopped(shutdown).await
+    })
+    .await
 }

@@ -179,8 +179,8 @@ impl PaymentEvents {
             .await
     }
 
-    /// Whether the stream answers.
-    pub async fn ping(&self) -> bool {
-        self.store.ping().await
+    /// Whether NATS is connected and the stream answers.
+    pub async fn ready(&self) -> bool {
+        self.store.ready().await
     }
 }
