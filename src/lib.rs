@@ -46,8 +46,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// never disagree with the payload's schema.
 pub use prost::Name;
 
-/// Names of the event contract shared by both services: streams, subjects
-/// and consumer names. Other programs rely on them (DESIGN.md).
+/// Names of the event contract shared by both services: streams and
+/// subjects. Other programs rely on them (DESIGN.md).
 pub mod contract {
     /// The stream of order events.
     pub const ORDERS_STREAM: &str = "ORDERS";

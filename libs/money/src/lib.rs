@@ -15,7 +15,7 @@ const NANOS_PER_UNIT: i128 = 1_000_000_000;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
     /// The currency is not three upper-case letters.
-    #[error("currency_code must be a three-letter ISO 4217 code like EUR, got {0:?}")]
+    #[error("must be a three-letter ISO 4217 code like EUR, got {0:?}")]
     Currency(String),
     /// `nanos` is outside -999,999,999..=999,999,999.
     #[error("nanos must be between -999999999 and 999999999, got {0}")]

@@ -174,7 +174,7 @@ pub const OTEL_TRACES_SAMPLER_ARG: Var = Var {
 pub const OTEL_SDK_DISABLED: Var = Var {
     name: "OTEL_SDK_DISABLED",
     default: Some("false"),
-    help: "true disables spans and export entirely",
+    help: "true records and exports no spans (trace context is still passed on)",
 };
 /// `RUST_LOG`.
 pub const RUST_LOG: Var = Var {
@@ -295,7 +295,7 @@ impl CommonConfig {
         let nats_url = r.parse_with(&NATS_URL, parse_nats_urls);
         let grpc_addr = r.parse_with(grpc_addr, |v| {
             v.parse::<SocketAddr>()
-                .map_err(|_| String::from("expected host:port, e.g. 0.0.0.0:50051"))
+                .map_err(|_| String::from("expected an IP address and port, like 0.0.0.0:50052"))
         });
         let otlp_endpoint = r.parse_with(&OTEL_EXPORTER_OTLP_ENDPOINT, |v| {
             if v.starts_with("http://") || v.starts_with("https://") {

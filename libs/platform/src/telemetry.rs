@@ -6,6 +6,8 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, through the SDK's batch processor,
 //! whose bounded queue drops instead of blocking a request.
 
+use std::io::IsTerminal;
+
 use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
@@ -80,10 +82,17 @@ pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Te
         .with_service_name(config.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
+    // Disabled still propagates: spans are never recorded or exported, but
+    // they carry the caller's trace id, so every event keeps its traceparent.
+    let sampler = if config.sdk_disabled {
+        Sampler::AlwaysOff
+    } else {
+        sampler(config.sampler)
+    };
     let mut builder = SdkTracerProvider::builder()
         .with_resource(resource)
-        .with_sampler(sampler(config.sampler));
-    if let Some(endpoint) = &config.otlp_endpoint {
+        .with_sampler(sampler);
+    if let (Some(endpoint), false) = (&config.otlp_endpoint, config.sdk_disabled) {
         let exporter = match config.otlp_protocol {
             OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
@@ -112,6 +121,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let fmt = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_target(true)
+            .with_ansi(std::io::stdout().is_terminal())
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -122,9 +132,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             .with_filter(filter)
             .boxed(),
     };
-    let (otel, provider) = if config.sdk_disabled {
-        (None, None)
-    } else {
+    let (otel, provider) = {
         let provider = tracer_provider(config)?;
         let tracer = provider.tracer("orderflow");
         global::set_tracer_provider(provider.clone());

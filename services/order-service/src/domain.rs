@@ -107,11 +107,17 @@ impl NewOrder {
         }
     }
 
-    /// The order id: derived from the request id (so a repeated request
-    /// names the same order), or a fresh time-ordered UUID without one.
+    /// The order id: derived from the customer and the request id (so a
+    /// repeated request names the same order, and one customer's request ids
+    /// never collide with another's), or a fresh time-ordered UUID without a
+    /// request id.
     pub fn order_id(&self) -> Uuid {
         match &self.request_id {
-            Some(request_id) => Uuid::new_v5(&ORDER_ID_NAMESPACE, request_id.as_bytes()),
+            // The separator cannot occur in either id (no control characters).
+            Some(request_id) => Uuid::new_v5(
+                &ORDER_ID_NAMESPACE,
+                format!("{}\n{request_id}", self.customer_id).as_bytes(),
+            ),
             None => Uuid::now_v7(),
         }
     }
@@ -360,13 +366,19 @@ mod tests {
 
     #[test]
     fn the_same_request_id_names_the_same_order() {
-        let parse = |r: &str| NewOrder::parse("c", &[line("A", 1, ("EUR", 1, 0))], r);
-        let (Ok(a), Ok(b), Ok(c)) = (parse("r-1"), parse("r-1"), parse("r-2")) else {
+        let parse = |c: &str, r: &str| NewOrder::parse(c, &[line("A", 1, ("EUR", 1, 0))], r);
+        let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
+            parse("c", "r-1"),
+            parse("c", "r-1"),
+            parse("c", "r-2"),
+            parse("other", "r-1"),
+        ) else {
             panic!("rejected a valid order")
         };
         assert_eq!(a.order_id(), b.order_id());
         assert_ne!(a.order_id(), c.order_id());
-        let (Ok(x), Ok(y)) = (parse(""), parse("")) else {
+        assert_ne!(a.order_id(), d.order_id(), "request ids are per customer");
+        let (Ok(x), Ok(y)) = (parse("c", ""), parse("c", "")) else {
             panic!()
         };
         assert_ne!(x.order_id(), y.order_id());

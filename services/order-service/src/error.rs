@@ -71,7 +71,9 @@ impl From<OrderError> for Status {
             OrderError::Contended(_) => Status::aborted(error.to_string()),
             OrderError::Unavailable(_) => {
                 tracing::warn!(%error, "answering UNAVAILABLE");
-                Status::unavailable(format!("{error}; retry with the same request_id"))
+                Status::unavailable(format!(
+                    "{error}; retry shortly (CreateOrder is safe to retry with the same request_id)"
+                ))
             }
             OrderError::Corrupt { .. } => {
                 tracing::error!(%error, "corrupt event");

@@ -18,6 +18,7 @@ use orderflow_testkit::{
         order_client, order_request, simulated_gateway, spawn_order_service, spawn_payment_service,
         wait_for_status,
     },
+    streams::{jetstream, read_all},
     wait_until,
 };
 
@@ -73,6 +74,37 @@ fn bad_configuration_names_every_bad_variable_and_exits_2() {
             .code(),
         Some(2)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_sdk_disabled_events_still_carry_the_callers_trace() {
+    let nats = NatsServer::start();
+    let service =
+        ServiceProcess::start(BINARY, &nats.url(), &[("OTEL_SDK_DISABLED", "true")]).await;
+    let mut client = OrderServiceClient::connect(service.endpoint())
+        .await
+        .unwrap();
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut request = tonic::Request::new(order_request("c-off", 1, 1, "r-off"));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    let order = client
+        .create_order(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let js = jetstream(&nats.url()).await;
+    let events = read_all(&js, "ORDERS", &format!("orders.{}", order.order_id)).await;
+    let traceparent = events[0]
+        .header("traceparent")
+        .expect("traceparent is written");
+    assert_eq!(traceparent.split('-').nth(1), Some(trace_id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
