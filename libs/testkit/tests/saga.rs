@@ -536,3 +536,47 @@ async fn list_orders_pages_and_filters_from_the_projection() {
 
     orders.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_without_cancellation_marks_the_order_refunded() {
+    let nats = NatsServer::start();
+    let gateway = simulated_gateway();
+    let orders = spawn_order_service(&nats.url()).await;
+    let payments = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    let mut client = order_client(&orders).await;
+
+    let order = client
+        .create_order(order_request("c-refund", 1, 15, "r-refund"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let confirmed = wait_for_status(&client, &order.order_id, OrderStatus::Confirmed).await;
+    let refunded = payment_client(&payments)
+        .await
+        .refund_payment(RefundPaymentRequest {
+            payment_id: confirmed.payment_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
+    assert_eq!(refunded.status, PaymentStatus::Refunded as i32);
+    assert!(!refunded.refund_reference.is_empty());
+
+    let order = wait_for_status(&client, &order.order_id, OrderStatus::Refunded).await;
+    assert_eq!(gateway.stats().refunds, 1);
+    let refused = client
+        .cancel_order(CancelOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("refunded"), "{}", refused.message());
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}

@@ -224,6 +224,8 @@ pub enum OrderStatus {
     PaymentFailed,
     /// Cancelled by the customer. Final.
     Cancelled,
+    /// Paid, then refunded without a cancellation. Final.
+    Refunded,
 }
 
 /// What the payment service decided.
@@ -233,6 +235,8 @@ pub enum PaymentResult {
     Authorized,
     /// Not charged.
     Declined,
+    /// Charged, then refunded.
+    Refunded,
 }
 
 /// The decision about a requested change.
@@ -246,7 +250,11 @@ pub enum Transition {
 
 /// A cancellation that is not allowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("an order in status {0:?} cannot be cancelled")]
+#[error("{}", match .0 {
+    OrderStatus::PaymentFailed => "its payment failed, so nothing was charged and the order is already final",
+    OrderStatus::Refunded => "its payment was refunded and the order is already final",
+    _ => "the order cannot be cancelled in its status",
+})]
 pub struct CancelRefused(pub OrderStatus);
 
 impl OrderStatus {
@@ -257,17 +265,18 @@ impl OrderStatus {
         match (self, result) {
             (Self::PendingPayment, PaymentResult::Authorized) => Transition::To(Self::Confirmed),
             (Self::PendingPayment, PaymentResult::Declined) => Transition::To(Self::PaymentFailed),
+            (Self::Confirmed, PaymentResult::Refunded) => Transition::To(Self::Refunded),
             _ => Transition::Unchanged,
         }
     }
 
-    /// Cancels. Idempotent on a cancelled order; refused once payment failed
-    /// (there is nothing left to cancel).
+    /// Cancels. Idempotent on a cancelled order; refused once the payment
+    /// failed or was refunded (there is nothing left to cancel).
     pub fn cancel(self) -> Result<Transition, CancelRefused> {
         match self {
             Self::PendingPayment | Self::Confirmed => Ok(Transition::To(Self::Cancelled)),
             Self::Cancelled => Ok(Transition::Unchanged),
-            Self::PaymentFailed => Err(CancelRefused(self)),
+            Self::PaymentFailed | Self::Refunded => Err(CancelRefused(self)),
         }
     }
 }
@@ -407,6 +416,18 @@ mod tests {
             PaymentFailed.on_payment(&PaymentResult::Authorized),
             Transition::Unchanged
         );
+        assert_eq!(
+            Confirmed.on_payment(&PaymentResult::Refunded),
+            Transition::To(Refunded)
+        );
+        assert_eq!(
+            Cancelled.on_payment(&PaymentResult::Refunded),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            Refunded.on_payment(&PaymentResult::Refunded),
+            Transition::Unchanged
+        );
     }
 
     #[test]
@@ -416,5 +437,6 @@ mod tests {
         assert_eq!(Confirmed.cancel(), Ok(Transition::To(Cancelled)));
         assert_eq!(Cancelled.cancel(), Ok(Transition::Unchanged));
         assert_eq!(PaymentFailed.cancel(), Err(CancelRefused(PaymentFailed)));
+        assert_eq!(Refunded.cancel(), Err(CancelRefused(Refunded)));
     }
 }

@@ -13,7 +13,9 @@ use orderflow_eventbus::{
 use orderflow_proto::{
     Name,
     contract::{ORDERS_STREAM, order_subject},
-    order::v1::{self as pb, OrderCancelled, OrderConfirmed, OrderCreated, OrderPaymentFailed},
+    order::v1::{
+        self as pb, OrderCancelled, OrderConfirmed, OrderCreated, OrderPaymentFailed, OrderRefunded,
+    },
 };
 use prost::Message;
 
@@ -33,6 +35,8 @@ pub enum OrderEvent {
     PaymentFailed,
     /// `OrderCancelled`.
     Cancelled,
+    /// `OrderRefunded`.
+    Refunded,
 }
 
 impl OrderEvent {
@@ -43,6 +47,7 @@ impl OrderEvent {
             OrderStatus::Confirmed => Self::Confirmed,
             OrderStatus::PaymentFailed => Self::PaymentFailed,
             OrderStatus::Cancelled => Self::Cancelled,
+            OrderStatus::Refunded => Self::Refunded,
         }
     }
 
@@ -52,6 +57,7 @@ impl OrderEvent {
             Self::Confirmed => "confirmed",
             Self::PaymentFailed => "payment-failed",
             Self::Cancelled => "cancelled",
+            Self::Refunded => "refunded",
         }
     }
 
@@ -72,6 +78,7 @@ impl OrderEvent {
             Self::Cancelled => {
                 EventEnvelope::new(subject, id, aggregate, &OrderCancelled { order })
             }
+            Self::Refunded => EventEnvelope::new(subject, id, aggregate, &OrderRefunded { order }),
         }
     }
 }
@@ -87,6 +94,8 @@ pub fn snapshot(ce_type: Option<&str>, payload: &[u8]) -> Result<pb::Order, Stri
         OrderPaymentFailed::decode(payload).map(|e| e.order)
     } else if ce_type == OrderCancelled::full_name() {
         OrderCancelled::decode(payload).map(|e| e.order)
+    } else if ce_type == OrderRefunded::full_name() {
+        OrderRefunded::decode(payload).map(|e| e.order)
     } else {
         return Err(format!("unknown order event type {ce_type:?}"));
     };
@@ -102,6 +111,7 @@ pub fn status_of(order: &pb::Order) -> Option<OrderStatus> {
         pb::OrderStatus::Confirmed => Some(OrderStatus::Confirmed),
         pb::OrderStatus::PaymentFailed => Some(OrderStatus::PaymentFailed),
         pb::OrderStatus::Cancelled => Some(OrderStatus::Cancelled),
+        pb::OrderStatus::Refunded => Some(OrderStatus::Refunded),
         pb::OrderStatus::Unspecified => None,
     }
 }
@@ -113,6 +123,7 @@ pub fn status_to_proto(status: OrderStatus) -> pb::OrderStatus {
         OrderStatus::Confirmed => pb::OrderStatus::Confirmed,
         OrderStatus::PaymentFailed => pb::OrderStatus::PaymentFailed,
         OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
+        OrderStatus::Refunded => pb::OrderStatus::Refunded,
     }
 }
 

@@ -115,8 +115,8 @@ impl OrderApi {
                     Ok(Transition::To(next)) => {
                         Ok(Some((OrderEvent::Cancelled, advance(order, next))))
                     }
-                    Err(_) => Err(OrderError::FailedPrecondition(format!(
-                        "order {} cannot be cancelled: its payment failed, so nothing was charged and the order is already final",
+                    Err(refused) => Err(OrderError::FailedPrecondition(format!(
+                        "order {} cannot be cancelled: {refused}",
                         order.order_id
                     ))),
                 }

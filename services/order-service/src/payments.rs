@@ -50,6 +50,7 @@ impl PaymentResultsHandler {
                             PaymentResult::Declined => {
                                 next.failure_reason = payment.decline_reason.clone()
                             }
+                            PaymentResult::Refunded => {}
                         }
                         Some((OrderEvent::into_status(next_status), next))
                     }
@@ -70,8 +71,13 @@ impl EventHandler for PaymentResultsHandler {
             event
                 .decode::<PaymentDeclined>()
                 .map(|e| (e.payment, Some(PaymentResult::Declined)))
-        } else if event.is::<PaymentRefunded>() || event.is::<PaymentVoided>() {
-            // Nothing changes on the order: it was cancelled before these.
+        } else if event.is::<PaymentRefunded>() {
+            // A confirmed order becomes refunded; a cancelled one stays so.
+            event
+                .decode::<PaymentRefunded>()
+                .map(|e| (e.payment, Some(PaymentResult::Refunded)))
+        } else if event.is::<PaymentVoided>() {
+            // The order was cancelled before it was charged: nothing changes.
             return Outcome::Done;
         } else {
             return Outcome::Reject {

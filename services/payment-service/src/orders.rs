@@ -21,6 +21,7 @@ use orderflow_proto::{
     contract::{ORDERS_STREAM, order_subject},
     order::v1::{
         self as order_pb, OrderCancelled, OrderConfirmed, OrderCreated, OrderPaymentFailed,
+        OrderRefunded,
     },
     payment::v1 as pb,
 };
@@ -323,7 +324,10 @@ impl EventHandler for OrderEventsHandler {
             event.decode::<OrderCreated>().map(|e| (e.order, true))
         } else if event.is::<OrderCancelled>() {
             event.decode::<OrderCancelled>().map(|e| (e.order, false))
-        } else if event.is::<OrderConfirmed>() || event.is::<OrderPaymentFailed>() {
+        } else if event.is::<OrderConfirmed>()
+            || event.is::<OrderPaymentFailed>()
+            || event.is::<OrderRefunded>()
+        {
             // These follow from our own payment events: nothing to do.
             return Outcome::Done;
         } else {
