@@ -575,7 +575,11 @@ async fn a_refund_without_cancellation_marks_the_order_refunded() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(refused.message().contains("refunded"), "{}", refused.message());
+    assert!(
+        refused.message().contains("refunded"),
+        "{}",
+        refused.message()
+    );
 
     payments.stop().await.unwrap();
     orders.stop().await.unwrap();
