@@ -33,6 +33,9 @@ pub const DEAD_LETTER_STREAM: &str = "DEADLETTERS";
 /// Dead letters are published on `deadletter.<stream>.<consumer>`.
 pub const DEAD_LETTER_SUBJECTS: &str = "deadletter.>";
 
+/// How often the consumer backlog is read for the metrics.
+const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The redelivery delay after `delivered` failed deliveries: 1 s doubling
 /// up to one minute.
 pub fn retry_delay(delivered: i64) -> Duration {
@@ -169,6 +172,7 @@ impl DurableConsumer {
         let pause = Duration::from_millis(500);
         let mut consumer: Option<PullConsumer> = None;
         let order = Arc::new(SubjectOrder::default());
+        let mut backlog_read = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -185,6 +189,19 @@ impl DurableConsumer {
                     }
                 },
             };
+            // The backlog gauges (pending, ack pending) are read from the
+            // consumer info every few seconds, on the way to the next pull.
+            if backlog_read.elapsed() >= BACKLOG_INTERVAL {
+                backlog_read = tokio::time::Instant::now();
+                if let Ok(info) = pull.get_info().await {
+                    crate::metrics::record_backlog(
+                        &spec.stream,
+                        &spec.durable,
+                        info.num_pending,
+                        u64::try_from(info.num_ack_pending).unwrap_or(0),
+                    );
+                }
+            }
             // A short expiry bounds how long a shutdown waits for the batch
             // in flight, whose messages are all handled before returning.
             let batch = pull
@@ -342,21 +359,57 @@ async fn process<H: EventHandler>(
         cloudevents.event_type = event.ce_type().unwrap_or_default(),
         otel.status_code = tracing::field::Empty,
     );
-    propagation::set_parent(&span, propagation::extract(&event.headers));
+    let producer = propagation::extract(&event.headers);
+    // The producer's context is the parent (one trace end to end) and also a
+    // link, which trace backends show on a consumer span that batches or
+    // redeliveries detach from its parent's timing.
+    {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let producer_span = producer.span().span_context().clone();
+        if producer_span.is_valid() {
+            span.add_link(producer_span);
+        }
+    }
+    propagation::set_parent(&span, producer);
+    let metrics = crate::metrics::metrics();
+    let mut labels = vec![
+        opentelemetry::KeyValue::new("messaging.system", "nats"),
+        opentelemetry::KeyValue::new("messaging.operation.name", "process"),
+        opentelemetry::KeyValue::new("messaging.destination.name", spec.stream.clone()),
+        opentelemetry::KeyValue::new("messaging.consumer.group.name", spec.durable.clone()),
+        opentelemetry::KeyValue::new(
+            "cloudevents.event_type",
+            event.ce_type().unwrap_or("unknown").to_owned(),
+        ),
+    ];
+    if delivered > 1 {
+        metrics.redeliveries.add(1, &labels);
+    }
+    let started = std::time::Instant::now();
     async {
         let outcome = handler.handle(event.clone()).await;
-        let settled = match outcome {
-            Outcome::Done => message.ack().await,
+        let (settled, label) = match outcome {
+            Outcome::Done => (message.ack().await, "ack"),
             Outcome::Retry { after, reason } if delivered < spec.max_deliver => {
                 tracing::warn!(%reason, delivered, "handler failed; the message will be redelivered");
-                message.ack_with(AckKind::Nak(Some(after))).await
+                tracing::Span::current().record("otel.status_code", "ERROR");
+                (message.ack_with(AckKind::Nak(Some(after))).await, "retry")
             }
             Outcome::Retry { reason, .. } => {
                 let reason = format!("still failing after {delivered} deliveries: {reason}");
-                dead_letter(js, spec, &message, &event, &reason).await
+                metrics.dead_letters.add(1, &labels);
+                (dead_letter(js, spec, &message, &event, &reason).await, "dead_letter")
             }
-            Outcome::Reject { reason } => dead_letter(js, spec, &message, &event, &reason).await,
+            Outcome::Reject { reason } => {
+                metrics.dead_letters.add(1, &labels);
+                (dead_letter(js, spec, &message, &event, &reason).await, "dead_letter")
+            }
         };
+        labels.push(opentelemetry::KeyValue::new("orderflow.outcome", label));
+        metrics
+            .process_duration
+            .record(started.elapsed().as_secs_f64(), &labels);
         if let Err(error) = settled {
             // The message stays unacked and comes back after ack_wait.
             tracing::warn!(%error, "could not settle a message; it will be redelivered");

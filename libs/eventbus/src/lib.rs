@@ -14,6 +14,7 @@
 
 pub mod consumer;
 pub mod envelope;
+pub mod metrics;
 pub mod propagation;
 pub mod store;
 pub mod view;

@@ -171,6 +171,12 @@ where
             otel.status_code = tracing::field::Empty,
         );
         set_parent(&span, extract_http(request.headers()));
+        let started = std::time::Instant::now();
+        let labels = [
+            opentelemetry::KeyValue::new("rpc.system", "grpc"),
+            opentelemetry::KeyValue::new("rpc.service", service.to_owned()),
+            opentelemetry::KeyValue::new("rpc.method", method.to_owned()),
+        ];
         let future = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -192,6 +198,16 @@ where
                 if code != 0 {
                     span.record("otel.status_code", "ERROR");
                 }
+                let [system, service, method] = labels;
+                crate::metrics::metrics().rpc_duration.record(
+                    started.elapsed().as_secs_f64(),
+                    &[
+                        system,
+                        service,
+                        method,
+                        opentelemetry::KeyValue::new("rpc.grpc.status_code", i64::from(code)),
+                    ],
+                );
                 Ok(response)
             }
             .instrument(span),

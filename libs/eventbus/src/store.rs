@@ -15,6 +15,7 @@ use async_nats::jetstream::{
     stream::{Config, DirectGetErrorKind, StorageType},
 };
 use bytes::Bytes;
+use opentelemetry::KeyValue;
 use tracing::Instrument;
 
 use crate::{JetStream, envelope::EventEnvelope};
@@ -219,8 +220,10 @@ impl EventStore {
             messaging.destination.name = %event.subject,
             messaging.message.id = %event.id,
             cloudevents.event_type = %event.ce_type,
+            otel.status_code = tracing::field::Empty,
         );
-        async {
+        let started = std::time::Instant::now();
+        let result = async {
             let publish = jetstream::message::PublishMessage::build()
                 .headers(event.headers(&self.source))
                 .payload(event.payload.clone())
@@ -249,8 +252,26 @@ impl EventStore {
                 duplicate: ack.duplicate,
             })
         }
-        .instrument(span)
-        .await
+        .instrument(span.clone())
+        .await;
+        let mut labels = vec![
+            KeyValue::new("messaging.system", "nats"),
+            KeyValue::new("messaging.operation.name", "publish"),
+            KeyValue::new("messaging.destination.name", self.stream_name.clone()),
+            KeyValue::new("cloudevents.event_type", event.ce_type.clone()),
+        ];
+        if let Err(error) = &result {
+            let kind = match error {
+                AppendError::Conflict { .. } => "conflict",
+                AppendError::Unavailable { .. } => "unavailable",
+            };
+            labels.push(KeyValue::new("error.type", kind));
+            span.record("otel.status_code", "ERROR");
+        }
+        crate::metrics::metrics()
+            .publish_duration
+            .record(started.elapsed().as_secs_f64(), &labels);
+        result
     }
 
     /// Reads the last event on `subject`, or `None` when the aggregate has no

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod json_log;
 pub mod main_loop;
 pub mod paging;
 pub mod server;

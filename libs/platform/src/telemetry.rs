@@ -1,10 +1,16 @@
-//! Logs and traces, set up once per process.
+//! Logs, traces and metrics, set up once per process.
 //!
-//! Logs go to stdout as text or JSON, filtered by `RUST_LOG`. Spans always
-//! carry real trace and span ids (so W3C context reaches NATS headers even
-//! with no collector); they are exported over OTLP only when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, through the SDK's batch processor,
-//! whose bounded queue drops instead of blocking a request.
+//! Logs go to stdout as text or JSON, filtered by `RUST_LOG`; JSON lines carry
+//! the `trace_id` and `span_id` of the current span. Spans always carry real
+//! trace and span ids (so W3C context reaches NATS headers even with no
+//! collector). Traces and metrics are exported over OTLP only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set: spans through the SDK's batch
+//! processor, whose bounded queue (`OTEL_BSP_MAX_QUEUE_SIZE`) drops and counts
+//! instead of blocking a request; metrics through a periodic reader
+//! (`OTEL_METRIC_EXPORT_INTERVAL`). The SDK itself reads the other standard
+//! variables (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_BSP_*`). Without an endpoint no meter provider is installed, so every
+//! instrument is a no-op.
 
 use std::io::IsTerminal;
 
@@ -12,6 +18,7 @@ use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
     Resource,
+    metrics::SdkMeterProvider,
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::{Sampler, SdkTracerProvider},
 };
@@ -36,17 +43,64 @@ pub enum TelemetryError {
 #[must_use = "call shutdown() before exiting, or queued spans are lost"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Telemetry {
-    /// Exports what is queued and stops the exporter.
+    /// Exports what is queued (spans, then a last metrics collection) and
+    /// stops the exporters.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider
             && let Err(error) = provider.shutdown()
         {
-            eprintln!("telemetry flush failed: {error}");
+            eprintln!("telemetry: flushing spans failed: {error}");
+        }
+        if let Some(meters) = self.meters
+            && let Err(error) = meters.shutdown()
+        {
+            eprintln!("telemetry: flushing metrics failed: {error}");
         }
     }
+}
+
+fn resource(config: &TelemetryConfig) -> Resource {
+    Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Builds the meter provider exporting to the OTLP endpoint, or `None`
+/// without one.
+///
+/// Must run inside the tokio runtime.
+pub fn meter_provider(
+    config: &TelemetryConfig,
+) -> Result<Option<SdkMeterProvider>, TelemetryError> {
+    let Some(endpoint) = config
+        .otlp_endpoint
+        .as_ref()
+        .filter(|_| !config.sdk_disabled)
+    else {
+        return Ok(None);
+    };
+    let exporter = match config.otlp_protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{endpoint}/v1/metrics"))
+            .build(),
+    }
+    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    Ok(Some(
+        SdkMeterProvider::builder()
+            .with_resource(resource(config))
+            .with_periodic_exporter(exporter)
+            .build(),
+    ))
 }
 
 /// Installs the W3C trace-context and baggage propagators.
@@ -78,10 +132,7 @@ fn sampler(choice: SamplerChoice) -> Sampler {
 ///
 /// Must run inside the tokio runtime (the exporters spawn on it).
 pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
-    let resource = Resource::builder()
-        .with_service_name(config.service_name.clone())
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build();
+    let resource = resource(config);
     // Disabled still propagates: spans are never recorded or exported, but
     // they carry the caller's trace id, so every event keeps its traceparent.
     let sampler = if config.sdk_disabled {
@@ -125,10 +176,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(crate::json_log::JsonWithTrace)
             .with_filter(filter)
             .boxed(),
     };
@@ -141,10 +189,14 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             .with_filter(LevelFilter::INFO);
         (Some(layer), Some(provider))
     };
+    let meters = meter_provider(config)?;
+    if let Some(meters) = &meters {
+        global::set_meter_provider(meters.clone());
+    }
     // A second init (tests running services in one process) keeps the first.
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(otel)
         .try_init();
-    Ok(Telemetry { provider })
+    Ok(Telemetry { provider, meters })
 }

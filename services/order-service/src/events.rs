@@ -17,6 +17,9 @@ use orderflow_proto::{
         self as pb, OrderCancelled, OrderConfirmed, OrderCreated, OrderPaymentFailed, OrderRefunded,
     },
 };
+use std::sync::OnceLock;
+
+use opentelemetry::{KeyValue, global, metrics::Counter};
 use prost::Message;
 
 use crate::{domain::OrderStatus, error::OrderError};
@@ -81,6 +84,26 @@ impl OrderEvent {
             Self::Refunded => EventEnvelope::new(subject, id, aggregate, &OrderRefunded { order }),
         }
     }
+}
+
+/// `orderflow.orders.status_changes`: orders entering each status (created
+/// orders enter `ORDER_STATUS_PENDING_PAYMENT`), so rates by final status
+/// read straight off it.
+fn status_changes() -> &'static Counter<u64> {
+    static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
+    COUNTER.get_or_init(|| {
+        global::meter("orderflow")
+            .u64_counter("orderflow.orders.status_changes")
+            .with_unit("{order}")
+            .with_description("Orders entering each status")
+            .build()
+    })
+}
+
+fn order_status_name(status: i32) -> &'static str {
+    pb::OrderStatus::try_from(status)
+        .unwrap_or(pb::OrderStatus::Unspecified)
+        .as_str_name()
 }
 
 /// Reads the order snapshot from any order event, chosen by its `ce-type`.
@@ -178,9 +201,20 @@ impl OrderEvents {
         order: &pb::Order,
         expected_sequence: u64,
     ) -> Result<Appended, AppendError> {
-        self.store
+        let appended = self
+            .store
             .append(&event.envelope(order), expected_sequence)
-            .await
+            .await?;
+        if !appended.duplicate {
+            status_changes().add(
+                1,
+                &[KeyValue::new(
+                    "order.status",
+                    order_status_name(order.status),
+                )],
+            );
+        }
+        Ok(appended)
     }
 
     /// Whether NATS is connected and the stream answers.

@@ -37,6 +37,8 @@ pub struct App {
     payments: Payments,
     breaker: Breaker,
     views: PaymentViews,
+    /// Reports the breaker's state while the service lives.
+    _breaker_gauge: opentelemetry::metrics::ObservableGauge<u64>,
 }
 
 impl App {
@@ -75,6 +77,7 @@ impl App {
         let breaker = Breaker::new(resilience.breaker_failures, resilience.breaker_open);
         let client_stack = resilient(gateway, resilience, breaker.clone());
         Ok(Self {
+            _breaker_gauge: crate::metrics::breaker_gauge(breaker.clone()),
             payments: Payments::new(PaymentEvents::new(js.clone()), client_stack, js.clone()),
             breaker,
             config,
@@ -105,6 +108,7 @@ impl App {
             payments,
             breaker,
             views,
+            _breaker_gauge,
         } = self;
         let (health, health_server) = server::health(&[SERVICE_NAME]).await;
         let api = PaymentServiceServer::new(PaymentApi::new(payments.clone(), views.clone()));

@@ -84,6 +84,9 @@ impl Breaker {
                 if now >= until {
                     *state = BreakerState::HalfOpen;
                     tracing::info!("circuit breaker half-open: probing the gateway");
+                    crate::metrics::metrics()
+                        .breaker_transitions
+                        .add(1, &[opentelemetry::KeyValue::new("to", "half_open")]);
                     Ok(())
                 } else {
                     Err(BreakerOpen {
@@ -110,12 +113,15 @@ impl Breaker {
                 until: Instant::now() + self.open_for,
             },
         };
+        let transitions = &crate::metrics::metrics().breaker_transitions;
         match (*state, next) {
             (BreakerState::Closed { .. } | BreakerState::HalfOpen, BreakerState::Open { .. }) => {
                 tracing::warn!(cooldown = ?self.open_for, "circuit breaker opened: the gateway keeps failing");
+                transitions.add(1, &[opentelemetry::KeyValue::new("to", "open")]);
             }
             (BreakerState::HalfOpen | BreakerState::Open { .. }, BreakerState::Closed { .. }) => {
                 tracing::info!("circuit breaker closed: the gateway answers again");
+                transitions.add(1, &[opentelemetry::KeyValue::new("to", "closed")]);
             }
             _ => {}
         }

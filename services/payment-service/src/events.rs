@@ -5,6 +5,7 @@
 //! last event on `payments.<payment_id>` is the payment, appends expect the
 //! sequence they read, and event ids are `<payment_id>.<transition>`.
 
+use opentelemetry::KeyValue;
 use orderflow_eventbus::{
     AppendError, Appended, EventEnvelope, EventStore, JetStream, StoredEvent, envelope::headers,
 };
@@ -174,9 +175,20 @@ impl PaymentEvents {
         payment: &pb::Payment,
         expected_sequence: u64,
     ) -> Result<Appended, AppendError> {
-        self.store
+        let appended = self
+            .store
             .append(&event.envelope(payment), expected_sequence)
-            .await
+            .await?;
+        if !appended.duplicate {
+            crate::metrics::metrics().status_changes.add(
+                1,
+                &[KeyValue::new(
+                    "payment.status",
+                    status_to_proto(event.status()).as_str_name(),
+                )],
+            );
+        }
+        Ok(appended)
     }
 
     /// Whether NATS is connected and the stream answers.

@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod grpc;
+pub mod metrics;
 pub mod orders;
 pub mod projection;
 

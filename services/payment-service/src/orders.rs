@@ -26,6 +26,7 @@ use orderflow_proto::{
     payment::v1 as pb,
 };
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::{
     breaker::Breaker,
@@ -106,8 +107,55 @@ impl Payments {
         &self.events
     }
 
+    /// Calls the gateway under a CLIENT span, recording duration and outcome.
     async fn call(&self, request: GatewayRequest) -> Result<GatewayResponse, GatewayError> {
-        self.gateway.clone().oneshot(request).await
+        let (operation, key) = match &request {
+            GatewayRequest::Charge {
+                idempotency_key, ..
+            } => ("charge", idempotency_key.clone()),
+            GatewayRequest::Refund {
+                idempotency_key, ..
+            } => ("refund", idempotency_key.clone()),
+        };
+        let span = tracing::info_span!(
+            "gateway.call",
+            otel.name = %format!("gateway {operation}"),
+            otel.kind = "client",
+            orderflow.gateway.operation = operation,
+            orderflow.gateway.idempotency_key = %key,
+            orderflow.gateway.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self
+            .gateway
+            .clone()
+            .oneshot(request)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &result {
+            Ok(GatewayResponse::Charged { .. }) => "charged",
+            Ok(GatewayResponse::Declined { .. }) => "declined",
+            Ok(GatewayResponse::Refunded { .. }) => "refunded",
+            Err(GatewayError::Transient(_)) => "transient",
+            Err(GatewayError::Timeout(_)) => "timeout",
+            Err(GatewayError::CircuitOpen(_)) => "circuit_open",
+            Err(GatewayError::Rejected(_)) => "rejected",
+        };
+        span.record("orderflow.gateway.outcome", outcome);
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", outcome);
+        }
+        crate::metrics::metrics().gateway_duration.record(
+            started.elapsed().as_secs_f64(),
+            &[
+                opentelemetry::KeyValue::new("orderflow.gateway.operation", operation),
+                opentelemetry::KeyValue::new("orderflow.gateway.outcome", outcome),
+            ],
+        );
+        result
     }
 
     /// Charges a created order once and records the result.
