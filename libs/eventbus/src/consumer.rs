@@ -172,7 +172,7 @@ impl DurableConsumer {
         let pause = Duration::from_millis(500);
         let mut consumer: Option<PullConsumer> = None;
         let order = Arc::new(SubjectOrder::default());
-        let mut backlog_read = tokio::time::Instant::now();
+        let mut backlog_read: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -191,8 +191,8 @@ impl DurableConsumer {
             };
             // The backlog gauges (pending, ack pending) are read from the
             // consumer info every few seconds, on the way to the next pull.
-            if backlog_read.elapsed() >= BACKLOG_INTERVAL {
-                backlog_read = tokio::time::Instant::now();
+            if backlog_read.is_none_or(|at| at.elapsed() >= BACKLOG_INTERVAL) {
+                backlog_read = Some(tokio::time::Instant::now());
                 if let Ok(info) = pull.get_info().await {
                     crate::metrics::record_backlog(
                         &spec.stream,

@@ -158,6 +158,36 @@ pub const OTEL_EXPORTER_OTLP_PROTOCOL: Var = Var {
     default: Some("grpc"),
     help: "OTLP protocol: grpc or http/protobuf",
 };
+/// `OTEL_EXPORTER_OTLP_HEADERS` (read by the OpenTelemetry SDK itself).
+pub const OTEL_EXPORTER_OTLP_HEADERS: Var = Var {
+    name: "OTEL_EXPORTER_OTLP_HEADERS",
+    default: None,
+    help: "headers sent to the collector, as key=value pairs separated by commas",
+};
+/// `OTEL_RESOURCE_ATTRIBUTES` (read by the OpenTelemetry SDK itself).
+pub const OTEL_RESOURCE_ATTRIBUTES: Var = Var {
+    name: "OTEL_RESOURCE_ATTRIBUTES",
+    default: None,
+    help: "extra resource attributes, e.g. deployment.environment.name=prod,k8s.pod.name=x",
+};
+/// `OTEL_BSP_SCHEDULE_DELAY` (read by the OpenTelemetry SDK itself).
+pub const OTEL_BSP_SCHEDULE_DELAY: Var = Var {
+    name: "OTEL_BSP_SCHEDULE_DELAY",
+    default: Some("5000"),
+    help: "milliseconds between two span exports",
+};
+/// `OTEL_BSP_MAX_QUEUE_SIZE` (read by the OpenTelemetry SDK itself).
+pub const OTEL_BSP_MAX_QUEUE_SIZE: Var = Var {
+    name: "OTEL_BSP_MAX_QUEUE_SIZE",
+    default: Some("2048"),
+    help: "spans queued for export; beyond it spans are dropped (and counted), never waited for",
+};
+/// `OTEL_METRIC_EXPORT_INTERVAL` (read by the OpenTelemetry SDK itself).
+pub const OTEL_METRIC_EXPORT_INTERVAL: Var = Var {
+    name: "OTEL_METRIC_EXPORT_INTERVAL",
+    default: Some("60000"),
+    help: "milliseconds between two metric exports",
+};
 /// `OTEL_TRACES_SAMPLER`.
 pub const OTEL_TRACES_SAMPLER: Var = Var {
     name: "OTEL_TRACES_SAMPLER",
@@ -209,6 +239,11 @@ pub fn common_vars(grpc_addr: Var) -> Vec<Var> {
         OTEL_SERVICE_NAME,
         OTEL_EXPORTER_OTLP_ENDPOINT,
         OTEL_EXPORTER_OTLP_PROTOCOL,
+        OTEL_EXPORTER_OTLP_HEADERS,
+        OTEL_RESOURCE_ATTRIBUTES,
+        OTEL_BSP_SCHEDULE_DELAY,
+        OTEL_BSP_MAX_QUEUE_SIZE,
+        OTEL_METRIC_EXPORT_INTERVAL,
         OTEL_TRACES_SAMPLER,
         OTEL_TRACES_SAMPLER_ARG,
         OTEL_SDK_DISABLED,
@@ -327,6 +362,30 @@ impl CommonConfig {
             )),
         });
         let sdk_disabled = r.parse_with(&OTEL_SDK_DISABLED, parse_bool);
+        // Read by the SDK from the environment; checked here so a typo stops
+        // start-up with the others instead of being ignored.
+        for var in [
+            &OTEL_BSP_SCHEDULE_DELAY,
+            &OTEL_BSP_MAX_QUEUE_SIZE,
+            &OTEL_METRIC_EXPORT_INTERVAL,
+        ] {
+            r.parse_with(var, |v| {
+                v.parse::<u64>()
+                    .map_err(|_| String::from("expected a whole number"))
+            });
+        }
+        for var in [&OTEL_EXPORTER_OTLP_HEADERS, &OTEL_RESOURCE_ATTRIBUTES] {
+            r.parse_with(var, |v| {
+                if v.split(',').all(|pair| {
+                    pair.split_once('=')
+                        .is_some_and(|(k, _)| !k.trim().is_empty())
+                }) {
+                    Ok(())
+                } else {
+                    Err(String::from("expected key=value pairs separated by commas"))
+                }
+            });
+        }
         let log_filter = r.parse_with(&RUST_LOG, |v| {
             tracing_subscriber::EnvFilter::try_new(v)
                 .map(|_| v.to_owned())

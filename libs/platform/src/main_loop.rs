@@ -77,6 +77,8 @@ where
             ExitCode::FAILURE
         }
     };
-    telemetry.shutdown();
+    // Flushing blocks until the exporters answer; let the runtime's other
+    // workers run the export requests meanwhile.
+    tokio::task::block_in_place(|| telemetry.shutdown());
     code
 }

@@ -15,7 +15,7 @@
 use std::io::IsTerminal;
 
 use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::{
     Resource,
     metrics::SdkMeterProvider,
@@ -63,6 +63,51 @@ impl Telemetry {
     }
 }
 
+/// The OTLP/HTTP client: hyper, driven by the service's tokio runtime.
+///
+/// The SDK's batch span processor and periodic metric reader export from
+/// their own threads, where hyper finds no tokio reactor and panics. This
+/// adapter runs each request on the runtime the exporter was built in and
+/// hands the answer back, so OTLP/HTTP needs no second HTTP stack (reqwest's
+/// blocking client) next to the hyper that tonic already brings.
+#[derive(Debug, Clone)]
+struct RuntimeHttpClient {
+    inner: std::sync::Arc<opentelemetry_http::hyper::HyperClient>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl RuntimeHttpClient {
+    /// Must be called inside the tokio runtime.
+    fn new() -> Self {
+        Self {
+            inner: std::sync::Arc::new(
+                opentelemetry_http::hyper::HyperClient::with_default_connector(
+                    std::time::Duration::from_secs(10),
+                    None,
+                ),
+            ),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for RuntimeHttpClient {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
+    ) -> Result<
+        opentelemetry_http::Response<opentelemetry_http::Bytes>,
+        opentelemetry_http::HttpError,
+    > {
+        let inner = self.inner.clone();
+        self.runtime
+            .spawn(async move { inner.send_bytes(request).await })
+            .await
+            .map_err(|e| opentelemetry_http::HttpError::from(e.to_string()))?
+    }
+}
+
 fn resource(config: &TelemetryConfig) -> Resource {
     Resource::builder()
         .with_service_name(config.service_name.clone())
@@ -91,6 +136,7 @@ pub fn meter_provider(
             .build(),
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
             .with_http()
+            .with_http_client(RuntimeHttpClient::new())
             .with_endpoint(format!("{endpoint}/v1/metrics"))
             .build(),
     }
@@ -151,6 +197,7 @@ pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Te
                 .build(),
             OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
+                .with_http_client(RuntimeHttpClient::new())
                 .with_endpoint(format!("{endpoint}/v1/traces"))
                 .build(),
         }

@@ -6,6 +6,8 @@
 //!   cleans up on drop.
 //! - [`services`] spawns the order and payment services in this process on
 //!   port 0, with gRPC clients and helpers that wait for an order's status.
+//! - [`otlp`] is a real OTLP receiver (gRPC and HTTP) that keeps what the
+//!   services export.
 //! - [`process`] runs a service binary as a child, for signal and exit-code
 //!   tests.
 //! - [`streams`] reads what was committed to JetStream, headers included.
@@ -19,6 +21,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod nats;
+pub mod otlp;
 pub mod process;
 pub mod services;
 pub mod streams;

@@ -24,6 +24,8 @@ pub struct ServiceProcess {
     child: Child,
     /// Where its gRPC server listens.
     pub addr: SocketAddr,
+    /// Its standard output (the logs), kept for assertions.
+    log: tempfile::NamedTempFile,
 }
 
 impl ServiceProcess {
@@ -32,6 +34,8 @@ impl ServiceProcess {
     #[allow(clippy::expect_used)]
     pub async fn start(binary: &str, nats_url: &str, extra: &[(&str, &str)]) -> Self {
         let addr = free_addr();
+        let log = tempfile::NamedTempFile::new().expect("a temporary log file");
+        let stdout = log.reopen().expect("the log file opens for writing");
         let child = Command::new(binary)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -43,10 +47,10 @@ impl ServiceProcess {
             )
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(stdout))
             .spawn()
             .expect("the service binary starts");
-        let process = Self { child, addr };
+        let process = Self { child, addr, log };
         let endpoint = format!("http://{addr}");
         wait_until(
             &format!("{binary} to be SERVING"),
@@ -74,6 +78,11 @@ impl ServiceProcess {
     /// `http://addr` for clients.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// Sends SIGTERM, as Kubernetes does.

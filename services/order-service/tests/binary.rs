@@ -108,6 +108,54 @@ async fn with_the_sdk_disabled_events_still_carry_the_callers_trace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_trace_and_span_ids() {
+    let nats = NatsServer::start();
+    let service = ServiceProcess::start(
+        BINARY,
+        &nats.url(),
+        &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+    )
+    .await;
+    let mut client = OrderServiceClient::connect(service.endpoint())
+        .await
+        .unwrap();
+    let trace_id = "1af7651916cd43dd8448eb211c80319c";
+    let mut request = tonic::Request::new(order_request("c-json", 1, 1, "r-json"));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-c7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    client.create_order(request).await.unwrap();
+    let created = std::sync::Mutex::new(serde_json::Value::Null);
+    wait_until(
+        "the \"order created\" log line",
+        Duration::from_secs(10),
+        || async {
+            let line = service
+                .log()
+                .lines()
+                .map(|line| {
+                    serde_json::from_str::<serde_json::Value>(line).expect("every line is JSON")
+                })
+                .find(|v| v["message"] == "order created");
+            let found = line.is_some();
+            if let Some(line) = line {
+                *created.lock().unwrap() = line;
+            }
+            found
+        },
+    )
+    .await;
+    let line = created.into_inner().unwrap();
+    assert_eq!(line["trace_id"], trace_id);
+    assert_eq!(line["span_id"].as_str().unwrap().len(), 16);
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["span"], "grpc.server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_0_and_loses_no_acknowledged_order() {
     let nats = NatsServer::start();
     let mut service = ServiceProcess::start(BINARY, &nats.url(), &[]).await;

@@ -1,0 +1,269 @@
+//! One trace, metrics and export, seen by a real OTLP receiver: both service
+//! binaries export to it as they would to a collector.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::{path::PathBuf, time::Duration};
+
+use orderflow_proto::order::v1::{
+    GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient,
+};
+use orderflow_testkit::{
+    NatsServer,
+    otlp::{OtlpReceiver, ReceivedSpan},
+    process::ServiceProcess,
+    services::order_request,
+    wait_until,
+};
+
+const PAYMENT_BINARY: &str = env!("CARGO_BIN_EXE_payment-service");
+
+/// The order-service binary, built next to this package's binary by
+/// `cargo build --workspace --bins` (the README's test command runs it first).
+fn order_binary() -> String {
+    let path = PathBuf::from(PAYMENT_BINARY).with_file_name("order-service");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+const PRODUCER: i32 = 4;
+const CONSUMER: i32 = 5;
+
+fn telemetry_env(receiver: &OtlpReceiver, protocol: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "300".to_owned()),
+    ]
+}
+
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+async fn wait_confirmed(client: &OrderServiceClient<tonic::transport::Channel>, order_id: &str) {
+    wait_until("the order to be confirmed", Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let order_id = order_id.to_owned();
+        async move {
+            client
+                .get_order(GetOrderRequest { order_id })
+                .await
+                .is_ok_and(|r| {
+                    r.into_inner().order.unwrap().status == OrderStatus::Confirmed as i32
+                })
+        }
+    })
+    .await;
+}
+
+fn find<'a>(
+    spans: &'a [ReceivedSpan],
+    service: &str,
+    kind: i32,
+    name_part: &str,
+) -> Option<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .find(|s| s.service == service && s.kind == kind && s.name.contains(name_part))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_spans_both_services_and_metrics_arrive() {
+    let receiver = OtlpReceiver::start_grpc().await;
+    let nats = NatsServer::start();
+    let env = telemetry_env(&receiver, "grpc");
+    let orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
+    let payments = ServiceProcess::start(PAYMENT_BINARY, &nats.url(), &borrowed(&env)).await;
+    let mut client = OrderServiceClient::connect(orders.endpoint())
+        .await
+        .unwrap();
+
+    let trace_id = "5b8efff798038103d269b633813fc60c";
+    let mut request = tonic::Request::new(order_request("c-otel", 1, 9, "r-otel"));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-eee19b7ec3c1b174-01")
+            .parse()
+            .unwrap(),
+    );
+    let order = client
+        .create_order(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    wait_confirmed(&client, &order.order_id).await;
+
+    // The whole saga, in the caller's trace.
+    wait_until("the saga's spans", Duration::from_secs(20), || async {
+        let spans: Vec<ReceivedSpan> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect();
+        find(&spans, "order-service", SERVER, "CreateOrder").is_some()
+            && find(&spans, "order-service", CONSUMER, "order-service-payments").is_some()
+            && spans
+                .iter()
+                .filter(|s| s.service == "order-service" && s.kind == PRODUCER)
+                .count()
+                >= 2
+            && find(
+                &spans,
+                "payment-service",
+                CONSUMER,
+                "payment-service-orders",
+            )
+            .is_some()
+            && find(&spans, "payment-service", CLIENT, "gateway charge").is_some()
+            && find(&spans, "payment-service", PRODUCER, "PAYMENTS").is_some()
+    })
+    .await;
+    let spans: Vec<ReceivedSpan> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id == trace_id)
+        .collect();
+
+    let server = find(&spans, "order-service", SERVER, "CreateOrder").unwrap();
+    assert_eq!(
+        server.parent_span_id, "eee19b7ec3c1b174",
+        "the caller's span is the parent"
+    );
+    assert_eq!(server.attributes["rpc.system"], "grpc");
+    assert_eq!(
+        server.attributes["rpc.service"],
+        "orderflow.order.v1.OrderService"
+    );
+    assert_eq!(server.attributes["rpc.method"], "CreateOrder");
+    assert_eq!(server.attributes["rpc.grpc.status_code"], "0");
+
+    let created = spans
+        .iter()
+        .find(|s| {
+            s.kind == PRODUCER
+                && s.attributes
+                    .get("cloudevents.event_type")
+                    .is_some_and(|t| t.ends_with("OrderCreated"))
+        })
+        .unwrap();
+    assert_eq!(created.service, "order-service");
+    assert_eq!(created.attributes["messaging.system"], "nats");
+    assert_eq!(created.attributes["messaging.operation.type"], "send");
+    assert_eq!(
+        created.attributes["messaging.destination.name"],
+        format!("orders.{}", order.order_id)
+    );
+    assert_eq!(
+        created.attributes["messaging.message.id"],
+        format!("{}.created", order.order_id)
+    );
+
+    let consumed = find(
+        &spans,
+        "payment-service",
+        CONSUMER,
+        "payment-service-orders",
+    )
+    .unwrap();
+    assert_eq!(
+        consumed.parent_span_id, created.span_id,
+        "the consumer continues the producer"
+    );
+    assert_eq!(consumed.links, 1, "and links to it");
+    assert_eq!(
+        consumed.attributes["messaging.consumer.group.name"],
+        "payment-service-orders"
+    );
+    let gateway = find(&spans, "payment-service", CLIENT, "gateway charge").unwrap();
+    assert_eq!(gateway.parent_span_id, consumed.span_id);
+    assert_eq!(gateway.attributes["orderflow.gateway.outcome"], "charged");
+    let authorized = find(&spans, "payment-service", PRODUCER, "PAYMENTS").unwrap();
+    let applied = find(&spans, "order-service", CONSUMER, "order-service-payments").unwrap();
+    assert_eq!(applied.parent_span_id, authorized.span_id);
+
+    // Metrics from both services.
+    wait_until(
+        "metrics from both services",
+        Duration::from_secs(20),
+        || async {
+            let metrics = receiver.metrics();
+            let has =
+                |service: &str, name: &str| metrics.iter().any(|(s, n)| s == service && n == name);
+            has("order-service", "rpc.server.call.duration")
+                && has("order-service", "messaging.client.operation.duration")
+                && has("order-service", "messaging.process.duration")
+                && has("order-service", "orderflow.orders.status_changes")
+                && has("payment-service", "orderflow.gateway.call.duration")
+                && has("payment-service", "orderflow.gateway.breaker.state")
+                && has("payment-service", "orderflow.payments.status_changes")
+                && has("payment-service", "orderflow.consumer.pending")
+                && has("payment-service", "orderflow.consumer.ack_pending")
+        },
+    )
+    .await;
+    drop((orders, payments));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_http_protobuf_too() {
+    let receiver = OtlpReceiver::start_http().await;
+    let nats = NatsServer::start();
+    let env = telemetry_env(&receiver, "http/protobuf");
+    let orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
+    let mut client = OrderServiceClient::connect(orders.endpoint())
+        .await
+        .unwrap();
+    client
+        .create_order(order_request("c-http", 1, 1, "r-http"))
+        .await
+        .unwrap();
+    wait_until(
+        "spans and metrics over HTTP",
+        Duration::from_secs(20),
+        || async {
+            find(&receiver.spans(), "order-service", SERVER, "CreateOrder").is_some()
+                && receiver
+                    .metrics()
+                    .iter()
+                    .any(|(_, n)| n == "rpc.server.call.duration")
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_never_fails_a_request() {
+    let nats = NatsServer::start();
+    // Nothing listens there: every export fails.
+    let dead = format!("http://{}", orderflow_testkit::process::free_addr());
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", dead.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+    ];
+    let mut service = ServiceProcess::start(&order_binary(), &nats.url(), &env).await;
+    let mut client = OrderServiceClient::connect(service.endpoint())
+        .await
+        .unwrap();
+    for i in 0..200 {
+        client
+            .create_order(order_request("c-dead", 1, 1, &format!("r-dead-{i}")))
+            .await
+            .unwrap();
+    }
+    // And shutdown does not hang on the unreachable collector.
+    service.terminate();
+    assert_eq!(
+        service.wait_exit(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
