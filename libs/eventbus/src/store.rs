@@ -298,6 +298,51 @@ impl EventStore {
         }
     }
 
+    /// Every event on `subject` from stream sequence `from` on, as it is
+    /// committed: an ephemeral ordered consumer, so nothing polls and the
+    /// server forgets it when the watcher goes away.
+    pub async fn watch(
+        &self,
+        subject: &str,
+        from: u64,
+    ) -> Result<impl futures_util::Stream<Item = Result<StoredEvent, LoadError>> + use<>, LoadError>
+    {
+        use futures_util::StreamExt;
+        let err = |message: String| LoadError {
+            subject: subject.to_owned(),
+            message,
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream_name)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+        let subject = subject.to_owned();
+        Ok(messages.map(move |message| {
+            let message = message.map_err(|e| LoadError {
+                subject: subject.clone(),
+                message: e.to_string(),
+            })?;
+            let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            Ok(StoredEvent {
+                sequence,
+                headers: message.headers.clone().unwrap_or_default(),
+                payload: message.payload.clone(),
+            })
+        }))
+    }
+
     /// Whether NATS is connected and the stream answers; health reporting
     /// polls this.
     pub async fn ready(&self) -> bool {

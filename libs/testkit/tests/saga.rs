@@ -584,3 +584,105 @@ async fn a_refund_without_cancellation_marks_the_order_refunded() {
     payments.stop().await.unwrap();
     orders.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_order_streams_every_change_until_the_order_settles() {
+    use orderflow_proto::order::v1::WatchOrderRequest;
+    let nats = NatsServer::start();
+    let orders = spawn_order_service(&nats.url()).await;
+    let mut client = order_client(&orders).await;
+
+    let order = client
+        .create_order(order_request("c-watch", 1, 5, "r-watch"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let mut stream = client
+        .watch_order(WatchOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap().order.unwrap();
+    assert_eq!(first.status, OrderStatus::PendingPayment as i32);
+
+    // The payment service starts only now: the next message is a real change.
+    let payments = spawn_payment_service(&nats.url(), simulated_gateway(), &[]).await;
+    let next = stream.message().await.unwrap().unwrap().order.unwrap();
+    assert_eq!(next.status, OrderStatus::Confirmed as i32);
+    assert_eq!(next.version, 2);
+    assert!(
+        stream.message().await.unwrap().is_none(),
+        "the stream ends once settled"
+    );
+
+    // Watching a settled order answers its state and ends.
+    let mut again = client
+        .watch_order(WatchOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .order
+            .unwrap()
+            .status,
+        OrderStatus::Confirmed as i32
+    );
+    assert!(again.message().await.unwrap().is_none());
+
+    let missing = client
+        .watch_order(WatchOrderRequest {
+            order_id: String::from("00000000-0000-4000-8000-000000000000"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let invalid = client
+        .watch_order(WatchOrderRequest {
+            order_id: String::from("nope"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_watches_instead_of_waiting_for_them() {
+    use orderflow_proto::order::v1::WatchOrderRequest;
+    let nats = NatsServer::start();
+    let orders = spawn_order_service(&nats.url()).await;
+    let mut client = order_client(&orders).await;
+    // No payment service: the order stays pending and the watch stays open.
+    let order = client
+        .create_order(order_request("c-watch-stop", 1, 5, "r-watch-stop"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let mut stream = client
+        .watch_order(WatchOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+
+    orders.stop().await.unwrap();
+    let ended = stream.message().await.unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unavailable);
+}

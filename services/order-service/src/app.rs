@@ -76,7 +76,11 @@ impl App {
             views,
         } = self;
         let (health, health_server) = server::health(&[SERVICE_NAME]).await;
-        let api = OrderServiceServer::new(OrderApi::new(events.clone(), views.clone()));
+        let api = OrderServiceServer::new(OrderApi::new(
+            events.clone(),
+            views.clone(),
+            shutdown.clone(),
+        ));
         let routes = server::with_platform_services(
             Routes::new(api),
             health_server,

@@ -270,6 +270,12 @@ impl OrderStatus {
         }
     }
 
+    /// Whether the saga is over for this order: payment decided, or the order
+    /// ended. (A confirmed order may still be cancelled or refunded later.)
+    pub fn is_settled(self) -> bool {
+        !matches!(self, Self::PendingPayment)
+    }
+
     /// Cancels. Idempotent on a cancelled order; refused once the payment
     /// failed or was refunded (there is nothing left to cancel).
     pub fn cancel(self) -> Result<Transition, CancelRefused> {

@@ -193,6 +193,30 @@ impl OrderEvents {
         Ok(Some(Current { order, sequence }))
     }
 
+    /// The order as of every event from stream sequence `from` on, as events
+    /// are committed.
+    pub async fn watch(
+        &self,
+        order_id: &str,
+        from: u64,
+    ) -> Result<impl futures_util::Stream<Item = Result<pb::Order, OrderError>> + use<>, OrderError>
+    {
+        use futures_util::StreamExt;
+        let order_id = order_id.to_owned();
+        let events = self.store.watch(&order_subject(&order_id), from).await?;
+        Ok(events.map(move |event| {
+            let event = event?;
+            let ce_type = event
+                .headers
+                .get(orderflow_eventbus::envelope::headers::CE_TYPE)
+                .map(|v| v.as_str());
+            snapshot(ce_type, &event.payload).map_err(|reason| OrderError::Corrupt {
+                order_id: order_id.clone(),
+                reason,
+            })
+        }))
+    }
+
     /// Commits `event` with `order` as the state after it, expecting the
     /// order's subject to end at `expected_sequence`.
     pub async fn append(

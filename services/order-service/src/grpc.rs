@@ -12,10 +12,16 @@ use orderflow_proto::{
     order::v1::{
         self as pb, CancelOrderRequest, CancelOrderResponse, CreateOrderRequest,
         CreateOrderResponse, GetOrderRequest, GetOrderResponse, ListOrdersRequest,
-        ListOrdersResponse, order_service_server::OrderService,
+        ListOrdersResponse, WatchOrderRequest, WatchOrderResponse,
+        order_service_server::OrderService,
     },
 };
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::{
     domain::{NewOrder, OrderStatus, RawLine, Transition},
@@ -29,12 +35,20 @@ use crate::{
 pub struct OrderApi {
     events: OrderEvents,
     views: OrderViews,
+    /// Ends WatchOrder streams when the service stops, so a graceful
+    /// shutdown does not wait on watchers forever.
+    shutdown: CancellationToken,
 }
 
 impl OrderApi {
-    /// The API over the event store and the list projection.
-    pub fn new(events: OrderEvents, views: OrderViews) -> Self {
-        Self { events, views }
+    /// The API over the event store and the list projection; `shutdown`
+    /// ends open watches.
+    pub fn new(events: OrderEvents, views: OrderViews, shutdown: CancellationToken) -> Self {
+        Self {
+            events,
+            views,
+            shutdown,
+        }
     }
 
     async fn create(&self, request: CreateOrderRequest) -> Result<pb::Order, OrderError> {
@@ -140,8 +154,82 @@ fn filter_key(customer_id: &str, status: i32) -> String {
     format!("{customer_id}\u{1f}{status}")
 }
 
+/// The stream WatchOrder answers with.
+pub type WatchStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<WatchOrderResponse, Status>> + Send>>;
+
+/// Forwards order changes to a watcher until the order is settled, the
+/// watcher goes away, or the service stops.
+async fn forward_changes(
+    changes: impl futures_util::Stream<Item = Result<pb::Order, OrderError>>,
+    watcher: mpsc::Sender<Result<WatchOrderResponse, Status>>,
+    shutdown: CancellationToken,
+) {
+    use futures_util::StreamExt;
+    let mut changes = std::pin::pin!(changes);
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = watcher
+                    .send(Err(Status::unavailable("the server is shutting down; call WatchOrder again")))
+                    .await;
+                return;
+            }
+            _ = watcher.closed() => return,
+            next = changes.next() => next,
+        };
+        match next {
+            Some(Ok(order)) => {
+                let settled = status_of(&order).is_some_and(OrderStatus::is_settled);
+                let response = WatchOrderResponse { order: Some(order) };
+                if watcher.send(Ok(response)).await.is_err() || settled {
+                    return;
+                }
+            }
+            Some(Err(error)) => {
+                let _ = watcher.send(Err(error.into())).await;
+                return;
+            }
+            None => {
+                let _ = watcher
+                    .send(Err(Status::unavailable(
+                        "the event stream ended; call WatchOrder again",
+                    )))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl OrderService for OrderApi {
+    type WatchOrderStream = WatchStream;
+
+    async fn watch_order(
+        &self,
+        request: Request<WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        let order_id = request.into_inner().order_id;
+        order_id_arg(&order_id)?;
+        let current = self
+            .events
+            .load(&order_id)
+            .await?
+            .ok_or_else(|| OrderError::NotFound(order_id.clone()))?;
+        // From the current event on: the watcher sees the state it starts
+        // from, then every change, with nothing missed in between.
+        let changes = self.events.watch(&order_id, current.sequence).await?;
+        let (watcher, stream) = mpsc::channel(8);
+        tokio::spawn(
+            forward_changes(changes, watcher, self.shutdown.clone())
+                .instrument(tracing::Span::current()),
+        );
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(stream),
+        )))
+    }
+
     async fn create_order(
         &self,
         request: Request<CreateOrderRequest>,
