@@ -23,14 +23,18 @@ step() {
 step cargo fmt --all --check
 step cargo clippy --workspace --all-targets -- -D warnings
 step cargo build --workspace --bins
-# Run the tests, then add up every test binary's "test result" line into one
-# closing line, so the outcome reads at a glance (doc-test binaries with no
-# tests would otherwise close the log with "0 passed").
+# Run the Rust tests, then the client examples and the README's grpcurl
+# cookbook against the real services (scripts/examples.sh), then add up every
+# "test result" and "examples" line into one closing line, so the outcome
+# reads at a glance (doc-test binaries with no tests would otherwise close
+# the log with "0 passed").
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-echo "==> cargo test --workspace"
 status=0
+echo "==> cargo test --workspace"
 cargo test --workspace 2>&1 | tee "$log" || status=$?
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+echo "==> scripts/examples.sh"
+bash scripts/examples.sh 2>&1 | tee -a "$log" || status=$?
+awk '/^test result:|^examples:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed[;,]?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

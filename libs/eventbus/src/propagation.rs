@@ -169,6 +169,7 @@ where
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
         );
         set_parent(&span, extract_http(request.headers()));
         let started = std::time::Instant::now();
@@ -197,6 +198,15 @@ where
                 span.record("rpc.grpc.status_code", code);
                 if code != 0 {
                     span.record("otel.status_code", "ERROR");
+                    // grpc-message is percent-encoded; the raw text is close
+                    // enough to read in a trace view.
+                    if let Some(message) = response
+                        .headers()
+                        .get("grpc-message")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        span.record("otel.status_description", message);
+                    }
                 }
                 let [system, service, method] = labels;
                 crate::metrics::metrics().rpc_duration.record(

@@ -190,6 +190,27 @@ async fn one_trace_spans_both_services_and_metrics_arrive() {
     let applied = find(&spans, "order-service", CONSUMER, "order-service-payments").unwrap();
     assert_eq!(applied.parent_span_id, authorized.span_id);
 
+    // A failed call marks its SERVER span as an error, with the gRPC code.
+    client
+        .get_order(GetOrderRequest {
+            order_id: String::from("not-a-uuid"),
+        })
+        .await
+        .unwrap_err();
+    wait_until(
+        "the failed call's span",
+        Duration::from_secs(20),
+        || async {
+            receiver.spans().iter().any(|s| {
+                s.kind == SERVER
+                    && s.name.ends_with("/GetOrder")
+                    && s.status_code == 2
+                    && s.attributes.get("rpc.grpc.status_code").map(String::as_str) == Some("3")
+            })
+        },
+    )
+    .await;
+
     // Metrics from both services.
     wait_until(
         "metrics from both services",
