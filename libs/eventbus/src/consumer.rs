@@ -172,7 +172,13 @@ impl DurableConsumer {
         let pause = Duration::from_millis(500);
         let mut consumer: Option<PullConsumer> = None;
         let order = Arc::new(SubjectOrder::default());
-        let mut backlog_read: Option<tokio::time::Instant> = None;
+        // The backlog gauges are read on their own timer: they matter most
+        // when the pull loop is stuck (breaker open, broker down).
+        let backlog = tokio::spawn(watch_backlog(
+            self.js.clone(),
+            spec.clone(),
+            shutdown.clone(),
+        ));
         while !shutdown.is_cancelled() {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -189,19 +195,6 @@ impl DurableConsumer {
                     }
                 },
             };
-            // The backlog gauges (pending, ack pending) are read from the
-            // consumer info every few seconds, on the way to the next pull.
-            if backlog_read.is_none_or(|at| at.elapsed() >= BACKLOG_INTERVAL) {
-                backlog_read = Some(tokio::time::Instant::now());
-                if let Ok(info) = pull.get_info().await {
-                    crate::metrics::record_backlog(
-                        &spec.stream,
-                        &spec.durable,
-                        info.num_pending,
-                        u64::try_from(info.num_ack_pending).unwrap_or(0),
-                    );
-                }
-            }
             // A short expiry bounds how long a shutdown waits for the batch
             // in flight, whose messages are all handled before returning.
             let batch = pull
@@ -248,6 +241,25 @@ impl DurableConsumer {
             }
         }
         while tasks.join_next().await.is_some() {}
+        backlog.abort();
+    }
+}
+
+/// Reads the consumer's pending and ack-pending counts every few seconds
+/// for the backlog gauges, until `shutdown`.
+async fn watch_backlog(js: JetStream, spec: Arc<ConsumerSpec>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        if let Ok(stream) = js.get_stream_no_info(&spec.stream).await
+            && let Ok(info) = stream.consumer_info(&spec.durable).await
+        {
+            crate::metrics::record_backlog(
+                &spec.stream,
+                &spec.durable,
+                info.num_pending,
+                u64::try_from(info.num_ack_pending).unwrap_or(0),
+            );
+        }
+        sleep_or_cancel(BACKLOG_INTERVAL, &shutdown).await;
     }
 }
 
@@ -398,12 +410,12 @@ async fn process<H: EventHandler>(
             }
             Outcome::Retry { reason, .. } => {
                 let reason = format!("still failing after {delivered} deliveries: {reason}");
-                metrics.dead_letters.add(1, &labels);
-                (dead_letter(js, spec, &message, &event, &reason).await, "dead_letter")
+                let stored = dead_letter(js, spec, &message, &event, &reason).await;
+                (stored.map(|()| metrics.dead_letters.add(1, &labels)), "dead_letter")
             }
             Outcome::Reject { reason } => {
-                metrics.dead_letters.add(1, &labels);
-                (dead_letter(js, spec, &message, &event, &reason).await, "dead_letter")
+                let stored = dead_letter(js, spec, &message, &event, &reason).await;
+                (stored.map(|()| metrics.dead_letters.add(1, &labels)), "dead_letter")
             }
         };
         labels.push(opentelemetry::KeyValue::new("orderflow.outcome", label));
@@ -468,7 +480,8 @@ async fn dead_letter(
             tracing::error!(%error, "could not store a dead letter; NAKing instead");
             message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                .await
+                .await?;
+            Err(error)
         }
     }
 }

@@ -140,6 +140,12 @@ pub struct TraceContextService<S> {
     inner: S,
 }
 
+/// Infrastructure calls that get neither a span nor a metric: probes every
+/// few seconds would otherwise each start a trace of their own.
+fn is_infrastructure(path: &str) -> bool {
+    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
 impl<S, B, RB> tower::Service<http::Request<B>> for TraceContextService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
@@ -154,6 +160,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if is_infrastructure(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
         let path = request.uri().path();
         // gRPC paths are `/package.Service/Method`.
         let (service, method) = path

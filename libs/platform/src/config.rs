@@ -204,7 +204,7 @@ pub const OTEL_TRACES_SAMPLER_ARG: Var = Var {
 pub const OTEL_SDK_DISABLED: Var = Var {
     name: "OTEL_SDK_DISABLED",
     default: Some("false"),
-    help: "true records and exports no spans (trace context is still passed on)",
+    help: "true records and exports no spans and no metrics (trace context is still passed on)",
 };
 /// `RUST_LOG`.
 pub const RUST_LOG: Var = Var {
@@ -294,6 +294,8 @@ pub enum SamplerChoice {
 pub struct TelemetryConfig {
     /// `service.name` of spans.
     pub service_name: String,
+    /// `service.version`: the service crate's version.
+    pub service_version: &'static str,
     /// Where to export; `None` exports nothing.
     pub otlp_endpoint: Option<String>,
     /// How to export.
@@ -325,8 +327,13 @@ pub struct CommonConfig {
 
 impl CommonConfig {
     /// Reads the common variables; `service_name` is the default
-    /// `OTEL_SERVICE_NAME`.
-    pub fn read(r: &mut EnvReader<'_>, grpc_addr: &Var, service_name: &str) -> Option<Self> {
+    /// `OTEL_SERVICE_NAME`, `service_version` the service's own version.
+    pub fn read(
+        r: &mut EnvReader<'_>,
+        grpc_addr: &Var,
+        service_name: &str,
+        service_version: &'static str,
+    ) -> Option<Self> {
         let nats_url = r.parse_with(&NATS_URL, parse_nats_urls);
         let grpc_addr = r.parse_with(grpc_addr, |v| {
             v.parse::<SocketAddr>()
@@ -412,6 +419,7 @@ impl CommonConfig {
             grpc_addr: grpc_addr?,
             telemetry: TelemetryConfig {
                 service_name,
+                service_version,
                 otlp_endpoint,
                 otlp_protocol: otlp_protocol?,
                 sampler: sampler?,
@@ -520,7 +528,7 @@ mod tests {
     fn read(pairs: &[(&str, &str)]) -> Result<CommonConfig, ConfigError> {
         let map: HashMap<&str, &str> = pairs.iter().copied().collect();
         let mut r = EnvReader::new(&map);
-        let config = CommonConfig::read(&mut r, &GRPC, "svc");
+        let config = CommonConfig::read(&mut r, &GRPC, "svc", "0.0.0");
         r.finish(config)
     }
 

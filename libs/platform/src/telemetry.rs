@@ -108,11 +108,24 @@ impl opentelemetry_http::HttpClient for RuntimeHttpClient {
     }
 }
 
+/// Identifies this process among the replicas of its service, so their
+/// metric series stay apart; `OTEL_RESOURCE_ATTRIBUTES` may set a better one
+/// (the pod name).
+fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().to_string())
+}
+
 fn resource(config: &TelemetryConfig) -> Resource {
-    Resource::builder()
-        .with_service_name(config.service_name.clone())
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build()
+    let mut builder = Resource::builder().with_service_name(config.service_name.clone());
+    builder = builder.with_attribute(KeyValue::new("service.version", config.service_version));
+    if std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+        .map(|v| !v.contains("service.instance.id="))
+        .unwrap_or(true)
+    {
+        builder = builder.with_attribute(KeyValue::new("service.instance.id", instance_id()));
+    }
+    builder.build()
 }
 
 /// Builds the meter provider exporting to the OTLP endpoint, or `None`

@@ -32,6 +32,7 @@ pub fn init_telemetry() {
     ONCE.call_once(|| {
         let config = TelemetryConfig {
             service_name: String::from("orderflow-tests"),
+            service_version: env!("CARGO_PKG_VERSION"),
             otlp_endpoint: None,
             otlp_protocol: orderflow_platform::config::OtlpProtocol::Grpc,
             sampler: orderflow_platform::config::SamplerChoice::ParentBasedAlwaysOn,

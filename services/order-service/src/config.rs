@@ -28,7 +28,12 @@ impl Config {
     /// Reads the configuration, reporting every bad variable at once.
     pub fn from_lookup(lookup: &dyn Lookup) -> Result<Self, ConfigError> {
         let mut reader = EnvReader::new(lookup);
-        let common = CommonConfig::read(&mut reader, &GRPC_ADDR, "order-service");
+        let common = CommonConfig::read(
+            &mut reader,
+            &GRPC_ADDR,
+            "order-service",
+            env!("CARGO_PKG_VERSION"),
+        );
         reader.finish(common.map(|common| Self { common }))
     }
 }

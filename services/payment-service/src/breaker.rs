@@ -84,9 +84,13 @@ impl Breaker {
                 if now >= until {
                     *state = BreakerState::HalfOpen;
                     tracing::info!("circuit breaker half-open: probing the gateway");
-                    crate::metrics::metrics()
-                        .breaker_transitions
-                        .add(1, &[opentelemetry::KeyValue::new("to", "half_open")]);
+                    crate::metrics::metrics().breaker_transitions.add(
+                        1,
+                        &[opentelemetry::KeyValue::new(
+                            "orderflow.breaker.state",
+                            "half_open",
+                        )],
+                    );
                     Ok(())
                 } else {
                     Err(BreakerOpen {
@@ -117,11 +121,23 @@ impl Breaker {
         match (*state, next) {
             (BreakerState::Closed { .. } | BreakerState::HalfOpen, BreakerState::Open { .. }) => {
                 tracing::warn!(cooldown = ?self.open_for, "circuit breaker opened: the gateway keeps failing");
-                transitions.add(1, &[opentelemetry::KeyValue::new("to", "open")]);
+                transitions.add(
+                    1,
+                    &[opentelemetry::KeyValue::new(
+                        "orderflow.breaker.state",
+                        "open",
+                    )],
+                );
             }
             (BreakerState::HalfOpen | BreakerState::Open { .. }, BreakerState::Closed { .. }) => {
                 tracing::info!("circuit breaker closed: the gateway answers again");
-                transitions.add(1, &[opentelemetry::KeyValue::new("to", "closed")]);
+                transitions.add(
+                    1,
+                    &[opentelemetry::KeyValue::new(
+                        "orderflow.breaker.state",
+                        "closed",
+                    )],
+                );
             }
             _ => {}
         }

@@ -125,7 +125,12 @@ impl Config {
     /// Reads the configuration, reporting every bad variable at once.
     pub fn from_lookup(lookup: &dyn Lookup) -> Result<Self, ConfigError> {
         let mut r = EnvReader::new(lookup);
-        let common = CommonConfig::read(&mut r, &GRPC_ADDR, "payment-service");
+        let common = CommonConfig::read(
+            &mut r,
+            &GRPC_ADDR,
+            "payment-service",
+            env!("CARGO_PKG_VERSION"),
+        );
         let decline = r.parse_with(&SIM_DECLINE_ABOVE_UNITS, |v| {
             v.parse::<u64>()
                 .map_err(|_| String::from("expected a whole number of currency units"))
