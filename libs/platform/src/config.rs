@@ -501,7 +501,7 @@ pub fn command(
 pub fn help(binary: &str, about: &str, vars: &[Var]) -> String {
     let width = vars.iter().map(|v| v.name.len()).max().unwrap_or(0);
     let mut out = format!(
-        "{binary} {}\n{about}\n\nUsage: {binary} [--help | --version]\n\nConfigured by environment variables (a .env file in the working directory is read when present):\n\n",
+        "{binary} {}\n{about}\n\nUsage: {binary} [--help | --version]\n       {binary} probe [--addr HOST:PORT] [--service NAME] [--timeout-ms N]   (gRPC health check: exit 0 only on SERVING)\n\nConfigured by environment variables (a .env file in the working directory is read when present):\n\n",
         env!("CARGO_PKG_VERSION")
     );
     for var in vars {

@@ -44,7 +44,28 @@ where
         eprintln!("{name}: cannot read .env: {error}");
         return ExitCode::from(2);
     }
-    match config::command(std::env::args(), name, service.about, &service.vars) {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("probe") {
+        // The address the service itself would listen on: GRPC_ADDR, or its
+        // default from the variable table.
+        let addr = std::env::var("GRPC_ADDR").ok().unwrap_or_else(|| {
+            service
+                .vars
+                .iter()
+                .find(|v| v.name == "GRPC_ADDR")
+                .and_then(|v| v.default)
+                .unwrap_or_default()
+                .to_owned()
+        });
+        return match crate::probe::parse(&args[2..], &addr) {
+            Ok(probe) => crate::probe::run(&probe).await,
+            Err(error) => {
+                eprintln!("{name} probe: {error}\n{}", crate::probe::usage(name));
+                ExitCode::from(2)
+            }
+        };
+    }
+    match config::command(args, name, service.about, &service.vars) {
         config::Command::Run => {}
         config::Command::Print(text) => {
             println!("{text}");

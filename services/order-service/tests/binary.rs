@@ -155,6 +155,57 @@ async fn json_logs_carry_the_trace_and_span_ids() {
     assert_eq!(line["span"], "grpc.server");
 }
 
+fn probe(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(BINARY)
+        .arg("probe")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_probe_follows_readiness_and_liveness() {
+    let mut nats = NatsServer::start();
+    if nats.is_external() {
+        eprintln!("skipped: this test kills its own nats-server");
+        return;
+    }
+    let service = ServiceProcess::start(BINARY, &nats.url(), &[]).await;
+    let addr = service.addr.to_string();
+    assert_eq!(probe(&["--addr", &addr]), (Some(0), "SERVING".into()));
+    assert_eq!(
+        probe(&[
+            "--addr",
+            &addr,
+            "--service",
+            "orderflow.order.v1.OrderService"
+        ]),
+        (Some(0), "SERVING".into())
+    );
+
+    nats.kill();
+    wait_until(
+        "the probe to see NOT_SERVING",
+        Duration::from_secs(15),
+        || async { probe(&["--addr", &addr]) == (Some(1), "NOT_SERVING".into()) },
+    )
+    .await;
+    assert_eq!(
+        probe(&["--addr", &addr, "--service", "liveness"]),
+        (Some(0), "SERVING".into()),
+        "liveness stays SERVING through a broker outage"
+    );
+
+    let unreachable = orderflow_testkit::process::free_addr().to_string();
+    assert_eq!(probe(&["--addr", &unreachable]).0, Some(1));
+    assert_eq!(probe(&["--service"]).0, Some(2), "a flag without its value");
+    assert_eq!(probe(&["--addr", "nowhere"]).0, Some(2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_0_and_loses_no_acknowledged_order() {
     let nats = NatsServer::start();
