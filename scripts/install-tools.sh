@@ -100,3 +100,22 @@ ensure_buf() {
     return 1
   fi
 }
+
+# Installs kubectl (for `kubectl kustomize`) unless it is on PATH: Debian's
+# kubernetes-client package, as root through apt. Elsewhere it says what to
+# install.
+ensure_kubectl() {
+  if command -v kubectl >/dev/null 2>&1; then
+    return 0
+  fi
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing kubectl (Debian package kubernetes-client)..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
+    hash -r
+    return 0
+  fi
+  echo "error: kubectl is needed to render deploy/k8s; install Debian's kubernetes-client" \
+    "(apt-get install kubernetes-client) or any kubectl with kustomize" >&2
+  return 1
+}
