@@ -224,6 +224,12 @@ pub const SHUTDOWN_TIMEOUT_SECS: Var = Var {
     default: Some("20"),
     help: "after SIGTERM, how long in-flight work may take before the process exits anyway",
 };
+/// `SHUTDOWN_DELAY_SECS`.
+pub const SHUTDOWN_DELAY_SECS: Var = Var {
+    name: "SHUTDOWN_DELAY_SECS",
+    default: Some("0"),
+    help: "after SIGTERM, keep answering calls this long while health reports NOT_SERVING, so load balancers (Kubernetes endpoints) stop routing first",
+};
 /// `STREAM_REPLICAS`.
 pub const STREAM_REPLICAS: Var = Var {
     name: "STREAM_REPLICAS",
@@ -250,6 +256,7 @@ pub fn common_vars(grpc_addr: Var) -> Vec<Var> {
         RUST_LOG,
         LOG_FORMAT,
         SHUTDOWN_TIMEOUT_SECS,
+        SHUTDOWN_DELAY_SECS,
         STREAM_REPLICAS,
     ]
 }
@@ -321,6 +328,9 @@ pub struct CommonConfig {
     pub telemetry: TelemetryConfig,
     /// Longest drain after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How long calls are still served after SIGTERM (health already
+    /// NOT_SERVING).
+    pub shutdown_delay: Duration,
     /// Replicas of the streams and buckets the service creates.
     pub stream_replicas: usize,
 }
@@ -407,6 +417,10 @@ impl CommonConfig {
             Ok(s) if (1..=3600).contains(&s) => Ok(Duration::from_secs(s)),
             _ => Err(String::from("expected whole seconds from 1 to 3600")),
         });
+        let shutdown_delay = r.parse_with(&SHUTDOWN_DELAY_SECS, |v| match v.parse::<u64>() {
+            Ok(s) if s <= 300 => Ok(Duration::from_secs(s)),
+            _ => Err(String::from("expected whole seconds from 0 to 300")),
+        });
         let stream_replicas = r.parse_with(&STREAM_REPLICAS, |v| match v.parse::<usize>() {
             Ok(n) if (1..=5).contains(&n) => Ok(n),
             _ => Err(String::from("expected 1 to 5")),
@@ -428,6 +442,7 @@ impl CommonConfig {
                 log_format: log_format?,
             },
             shutdown_timeout: shutdown_timeout?,
+            shutdown_delay: shutdown_delay?,
             stream_replicas: stream_replicas?,
         })
     }

@@ -182,24 +182,50 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError>
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// How a service stops.
+#[derive(Clone, Copy, Debug)]
+pub struct StopPolicy {
+    /// After the signal, calls are still served this long while health
+    /// already reports NOT_SERVING (so load balancers stop routing first).
+    pub delay: Duration,
+    /// The longest the workers may take to finish what they hold.
+    pub grace: Duration,
+}
+
 /// Runs a service until `shutdown`, then stops it in order.
 ///
 /// Serves `routes` while `workers` (consumers, the health watch) run. When
-/// `shutdown` is cancelled — or the server fails — the server stops accepting
-/// and finishes in-flight calls, the workers finish what they hold (for at
-/// most `grace`), and the NATS connection is drained so every ack and publish
-/// reaches the server before the process exits.
+/// `shutdown` is cancelled, health turns NOT_SERVING and consumers stop
+/// pulling at once; the server keeps answering for `stop.delay`, then stops
+/// accepting and finishes in-flight calls; the workers finish what they hold
+/// (for at most `stop.grace`); and the NATS connection is drained so every ack
+/// and publish reaches the server before the process exits. A failing server
+/// stops everything at once.
 pub async fn run(
     routes: Routes,
     listener: TcpListener,
     workers: tokio_util::task::TaskTracker,
     client: orderflow_eventbus::Client,
     shutdown: CancellationToken,
-    grace: Duration,
+    stop: StopPolicy,
 ) -> Result<(), ServeError> {
     workers.close();
     tracing::info!(addr = ?listener.local_addr().ok(), "serving");
-    let served = serve(routes, listener, shutdown.clone()).await;
+    let stop_serving = CancellationToken::new();
+    let delayed = {
+        let (shutdown, stop_serving) = (shutdown.clone(), stop_serving.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            if !stop.delay.is_zero() {
+                tracing::info!(delay = ?stop.delay, "NOT_SERVING; still answering calls while load balancers catch up");
+                tokio::time::sleep(stop.delay).await;
+            }
+            stop_serving.cancel();
+        })
+    };
+    let served = serve(routes, listener, stop_serving).await;
+    delayed.abort();
+    let grace = stop.grace;
     shutdown.cancel();
     if tokio::time::timeout(grace, workers.wait()).await.is_err() {
         tracing::warn!(

@@ -113,7 +113,10 @@ impl App {
             workers,
             client,
             shutdown,
-            config.common.shutdown_timeout,
+            server::StopPolicy {
+                delay: config.common.shutdown_delay,
+                grace: config.common.shutdown_timeout,
+            },
         )
         .await
     }

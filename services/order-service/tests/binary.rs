@@ -207,6 +207,32 @@ async fn the_built_in_probe_follows_readiness_and_liveness() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_health_turns_first_and_calls_are_still_answered_during_the_delay() {
+    let nats = NatsServer::start();
+    let mut service =
+        ServiceProcess::start(BINARY, &nats.url(), &[("SHUTDOWN_DELAY_SECS", "5")]).await;
+    let addr = service.addr.to_string();
+    let mut client = OrderServiceClient::connect(service.endpoint())
+        .await
+        .unwrap();
+
+    service.terminate();
+    wait_until(
+        "readiness to turn NOT_SERVING",
+        Duration::from_secs(4),
+        || async { probe(&["--addr", &addr]) == (Some(1), "NOT_SERVING".into()) },
+    )
+    .await;
+    // Load balancers are still catching up: the call is answered, not refused.
+    client
+        .create_order(order_request("c-delay", 1, 1, "r-delay"))
+        .await
+        .expect("calls are still answered during SHUTDOWN_DELAY_SECS");
+    let status = service.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_0_and_loses_no_acknowledged_order() {
     let nats = NatsServer::start();
     let mut service = ServiceProcess::start(BINARY, &nats.url(), &[]).await;
