@@ -25,6 +25,7 @@ step() {
 step cargo fmt --all --check
 step cargo clippy --workspace --all-targets -- -D warnings
 step cargo build --workspace --bins
+step python3 scripts/check-k8s.py
 # Run the Rust tests, then the client examples and the README's grpcurl
 # cookbook against the real services (scripts/examples.sh), then add up every
 # "test result" and "examples" line into one closing line, so the outcome
