@@ -787,6 +787,41 @@ def check_overlay(report: Report, overlay_dir: Path, kubectl: str, binaries: dic
     check_nats(report, overlay, objects, objs, envs, pinned)
 
 
+def check_image(report: "Report", runs_as: int) -> None:
+    """The image the manifests run: its final stages run as the numeric
+    non-root user the pods demand, and its health check is the built-in probe."""
+    dockerfile = ROOT / "deploy" / "docker" / "Dockerfile"
+    try:
+        lines = dockerfile.read_text().splitlines()
+    except OSError as error:
+        report.check(False, "image", f"cannot read {dockerfile}: {error}")
+        return
+    stage, users, healthchecks = None, {}, {}
+    for line in lines:
+        words = line.split()
+        if not words:
+            continue
+        keyword = words[0].upper()
+        if keyword == "FROM":
+            stage = words[-1] if len(words) >= 4 and words[-2].upper() == "AS" else words[1]
+            users[stage] = users.get(words[1])  # a stage inherits its base's user
+            healthchecks[stage] = healthchecks.get(words[1])
+        elif keyword == "USER" and stage is not None:
+            users[stage] = words[1]
+        elif keyword == "HEALTHCHECK" and stage is not None:
+            healthchecks[stage] = line
+    # The last stage is `FROM orderflow-${SERVICE}`: check each service's stage.
+    for name in SERVICES:
+        user = users.get(f"orderflow-{name}") or ""
+        uid = user.split(":")[0]
+        report.check(uid.isdigit() and int(uid) == runs_as, f"image user ({name})",
+                     f"its stage runs as {user!r}; pods require the non-root runAsUser {runs_as}")
+    # The HEALTHCHECK line may continue on the next line; the stage's text says it all.
+    text = "\n".join(lines)
+    report.check("probe" in text.split("HEALTHCHECK", 1)[-1].split("\nFROM", 1)[0],
+                 "image health check", "HEALTHCHECK runs the binary's built-in `probe`")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default=str(ROOT / "deploy" / "k8s"),
@@ -807,6 +842,8 @@ def main() -> int:
                         f"{kubectl} is {version} with kustomize {kustomize}" if ok
                         else f"{kubectl} is {version}, too old to render these kustomizations: {hint}"):
         return report.summary()
+
+    check_image(report, 65532)
 
     target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "debug"
     binaries, helps = {}, {}
