@@ -36,14 +36,35 @@ pub struct ViewStore {
 }
 
 impl ViewStore {
-    /// Opens the bucket, creating it when it does not exist.
+    /// Opens the bucket, creating it when it does not exist, and brings an
+    /// existing bucket to `replicas` (a cluster grown from one node to three
+    /// keeps its projections on three).
     pub async fn open(js: JetStream, bucket: &str, replicas: usize) -> Result<Self, ViewError> {
         let err = |message: String| ViewError {
             bucket: bucket.to_owned(),
             message,
         };
         let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => kv,
+            Ok(kv) => {
+                let mut stream = js
+                    .get_stream(format!("KV_{bucket}"))
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+                let config = stream
+                    .info()
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .config
+                    .clone();
+                if config.num_replicas != replicas {
+                    let mut updated = config;
+                    updated.num_replicas = replicas;
+                    js.update_stream(updated)
+                        .await
+                        .map_err(|e| err(e.to_string()))?;
+                }
+                kv
+            }
             Err(_) => js
                 .create_key_value(kv::Config {
                     bucket: bucket.to_owned(),
