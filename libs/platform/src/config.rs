@@ -224,6 +224,12 @@ pub const SHUTDOWN_TIMEOUT_SECS: Var = Var {
     default: Some("20"),
     help: "after SIGTERM, how long in-flight work may take before the process exits anyway",
 };
+/// `GRPC_MAX_CONCURRENT_CALLS`.
+pub const GRPC_MAX_CONCURRENT_CALLS: Var = Var {
+    name: "GRPC_MAX_CONCURRENT_CALLS",
+    default: Some("1024"),
+    help: "API calls worked on at once; beyond it calls are refused at once with RESOURCE_EXHAUSTED (health checks are never refused)",
+};
 /// `SHUTDOWN_DELAY_SECS`.
 pub const SHUTDOWN_DELAY_SECS: Var = Var {
     name: "SHUTDOWN_DELAY_SECS",
@@ -242,6 +248,7 @@ pub fn common_vars(grpc_addr: Var) -> Vec<Var> {
     vec![
         NATS_URL,
         grpc_addr,
+        GRPC_MAX_CONCURRENT_CALLS,
         OTEL_SERVICE_NAME,
         OTEL_EXPORTER_OTLP_ENDPOINT,
         OTEL_EXPORTER_OTLP_PROTOCOL,
@@ -324,6 +331,8 @@ pub struct CommonConfig {
     pub nats_url: String,
     /// Where the gRPC server listens.
     pub grpc_addr: SocketAddr,
+    /// API calls worked on at once before new ones are shed.
+    pub max_concurrent_calls: usize,
     /// Telemetry settings.
     pub telemetry: TelemetryConfig,
     /// Longest drain after SIGTERM.
@@ -349,6 +358,11 @@ impl CommonConfig {
             v.parse::<SocketAddr>()
                 .map_err(|_| String::from("expected an IP address and port, like 0.0.0.0:50052"))
         });
+        let max_concurrent_calls =
+            r.parse_with(&GRPC_MAX_CONCURRENT_CALLS, |v| match v.parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err(String::from("expected a whole number from 1 to 1000000")),
+            });
         let otlp_endpoint = r.parse_with(&OTEL_EXPORTER_OTLP_ENDPOINT, |v| {
             if v.starts_with("http://") || v.starts_with("https://") {
                 Ok(v.trim_end_matches('/').to_owned())
@@ -431,6 +445,7 @@ impl CommonConfig {
         Some(Self {
             nats_url: nats_url?,
             grpc_addr: grpc_addr?,
+            max_concurrent_calls: max_concurrent_calls?,
             telemetry: TelemetryConfig {
                 service_name,
                 service_version,

@@ -7,6 +7,7 @@
 //! - [`server`]: the gRPC server bootstrap: the trace-context layer, health
 //!   (driven by a readiness check), reflection v1 and v1alpha, graceful stop.
 //! - [`main_loop`]: the whole `main` of a service, shared by both binaries.
+//! - [`overload`]: the concurrency limit that sheds API calls beyond it.
 //! - [`probe`]: `<service> probe`, the gRPC health check built into each binary.
 //! - [`status`]: field violations and the `google.rpc.BadRequest` status they become.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation token.
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod json_log;
 pub mod main_loop;
+pub mod overload;
 pub mod paging;
 pub mod probe;
 pub mod server;

@@ -182,9 +182,11 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError>
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// How a service stops.
+/// How a service serves and stops.
 #[derive(Clone, Copy, Debug)]
-pub struct StopPolicy {
+pub struct ServePolicy {
+    /// API calls worked on at once before new ones are shed.
+    pub max_concurrent_calls: usize,
     /// After the signal, calls are still served this long while health
     /// already reports NOT_SERVING (so load balancers stop routing first).
     pub delay: Duration,
@@ -207,7 +209,7 @@ pub async fn run(
     workers: tokio_util::task::TaskTracker,
     client: orderflow_eventbus::Client,
     shutdown: CancellationToken,
-    stop: StopPolicy,
+    stop: ServePolicy,
 ) -> Result<(), ServeError> {
     workers.close();
     tracing::info!(addr = ?listener.local_addr().ok(), "serving");
@@ -223,7 +225,7 @@ pub async fn run(
             stop_serving.cancel();
         })
     };
-    let served = serve(routes, listener, stop_serving).await;
+    let served = serve(routes, listener, stop_serving, stop.max_concurrent_calls).await;
     delayed.abort();
     let grace = stop.grace;
     shutdown.cancel();
@@ -246,11 +248,18 @@ pub async fn serve(
     routes: Routes,
     listener: TcpListener,
     shutdown: CancellationToken,
+    max_concurrent_calls: usize,
 ) -> Result<(), ServeError> {
     tonic::transport::Server::builder()
         // Why first: every call, including health and reflection, gets its
-        // SERVER span and the caller's trace context before anything else.
+        // SERVER span and the caller's trace context before anything else,
+        // and a shed call is visible in its trace.
         .layer(TraceContextLayer)
+        // Then the shared limit: beyond it API calls are refused at once
+        // (RESOURCE_EXHAUSTED) rather than queued. The caller's grpc-timeout
+        // is enforced by tonic itself: when it expires the handler future is
+        // dropped, so no work continues for a caller that gave up.
+        .layer(crate::overload::LoadShedLayer::new(max_concurrent_calls))
         // Answer a stuck client instead of holding its stream forever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_routes(routes)

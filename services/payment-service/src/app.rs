@@ -145,7 +145,8 @@ impl App {
             workers,
             client,
             shutdown,
-            server::StopPolicy {
+            server::ServePolicy {
+                max_concurrent_calls: config.common.max_concurrent_calls,
                 delay: config.common.shutdown_delay,
                 grace: config.common.shutdown_timeout,
             },
