@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "proto/orderflow/payment/v1/payment.proto",
     "proto/orderflow/payment/v1/payment_service.proto",
     "proto/orderflow/payment/v1/payment_events.proto",
+    "proto/orderflow/admin/v1/dead_letter_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -74,3 +74,11 @@ pub mod contract {
         format!("payments.{payment_id}")
     }
 }
+
+/// `orderflow.admin.v1`: operating the dead-letter stream.
+pub mod admin {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("orderflow.admin.v1");
+    }
+}

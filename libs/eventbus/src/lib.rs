@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod consumer;
+pub mod dead_letters;
 pub mod envelope;
 pub mod metrics;
 pub mod propagation;

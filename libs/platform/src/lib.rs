@@ -1,5 +1,6 @@
 //! What every orderflow service needs around its domain.
 //!
+//! - [`admin`]: the dead-letter admin API both services serve.
 //! - [`config`]: environment variables parsed once into typed settings, every
 //!   bad variable reported together, `--help` generated from the same table.
 //! - [`telemetry`]: the tracing subscriber (text or JSON logs) and the
@@ -15,6 +16,7 @@
 //! Nothing here knows about orders or payments.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod json_log;
 pub mod main_loop;

@@ -82,10 +82,10 @@ impl App {
             shutdown.clone(),
         ));
         let routes = server::with_platform_services(
-            Routes::new(api),
+            Routes::new(api).add_service(orderflow_platform::admin::service(js.clone())),
             health_server,
             &[FILE_DESCRIPTOR_SET],
-            &[SERVICE_NAME],
+            &[SERVICE_NAME, orderflow_platform::admin::SERVICE_NAME],
         )?;
 
         let workers = TaskTracker::new();

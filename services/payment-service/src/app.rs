@@ -113,10 +113,10 @@ impl App {
         let (health, health_server) = server::health(&[SERVICE_NAME]).await;
         let api = PaymentServiceServer::new(PaymentApi::new(payments.clone(), views.clone()));
         let routes = server::with_platform_services(
-            Routes::new(api),
+            Routes::new(api).add_service(orderflow_platform::admin::service(js.clone())),
             health_server,
             &[FILE_DESCRIPTOR_SET],
-            &[SERVICE_NAME],
+            &[SERVICE_NAME, orderflow_platform::admin::SERVICE_NAME],
         )?;
 
         let workers = TaskTracker::new();
