@@ -47,7 +47,10 @@ pub struct DeadLetterRecord {
 impl DeadLetterRecord {
     /// A header's value, or "".
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.as_str()).unwrap_or_default()
+        self.headers
+            .get(name)
+            .map(|v| v.as_str())
+            .unwrap_or_default()
     }
 }
 
