@@ -93,7 +93,9 @@ pub struct ConsumerSpec {
     pub ack_wait: Duration,
     /// The number of deliveries after which a failing message is dead-lettered.
     pub max_deliver: i64,
-    /// Redelivery delays for messages whose ack wait expired.
+    /// Redelivery delays for messages whose ack wait expired; empty (the
+    /// ack wait every time) in orderflow's specs, see
+    /// [`ConsumerSpec::durable`].
     pub backoff: Vec<Duration>,
     /// How many messages one replica handles at once.
     pub concurrency: usize,
@@ -101,11 +103,18 @@ pub struct ConsumerSpec {
 
 impl ConsumerSpec {
     /// orderflow's defaults for a durable consumer of `subjects` on `stream`:
-    /// a 30 s ack wait (longer than a gateway call with its retries) growing
-    /// to 60 s and 120 s for a message whose handler keeps vanishing (a
-    /// crash-looping replica), 10 deliveries before a dead letter, and 64
-    /// messages in flight per replica. Handler failures are NAKed with their
-    /// own delay ([`retry_delay`]) and do not wait for the ack wait.
+    /// a 30 s ack wait (longer than a gateway call with its retries), 10
+    /// deliveries before a dead letter, and 64 messages in flight per
+    /// replica. Handler failures are NAKed with their own delay
+    /// ([`retry_delay`]) and do not wait for the ack wait.
+    ///
+    /// No backoff is set, on purpose. With a backoff, nats-server (2.10 to
+    /// 2.15 at least) measures a NAK's delay from the ack wait but expires it
+    /// by the backoff step of the delivery count, so each NAK delay grows by
+    /// `backoff[n] - ack_wait`: with 30/60/120 s, a 2 s retry of a second
+    /// delivery came back after 32 s, and one of a third delivery after
+    /// 94 s. Retries then took minutes where [`retry_delay`] asks for
+    /// seconds (found by the fault tests in `libs/testkit/tests/faults.rs`).
     pub fn durable(stream: &str, durable: &str, subjects: &str) -> Self {
         Self {
             stream: stream.to_owned(),
@@ -113,13 +122,16 @@ impl ConsumerSpec {
             filter_subjects: vec![subjects.to_owned()],
             ack_wait: Duration::from_secs(30),
             max_deliver: 10,
-            backoff: vec![
-                Duration::from_secs(30),
-                Duration::from_secs(60),
-                Duration::from_secs(120),
-            ],
+            backoff: Vec::new(),
             concurrency: 64,
         }
+    }
+
+    /// The same spec with an ack wait of `ack_wait` (the
+    /// `CONSUMER_ACK_WAIT_SECS` variable).
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
     }
 }
 
@@ -443,7 +455,21 @@ async fn dead_letter(
 ) -> Result<(), async_nats::Error> {
     tracing::error!(%reason, subject = %event.subject, "dead-lettering a message");
     tracing::Span::current().record("otel.status_code", "ERROR");
-    let mut dl_headers = event.headers.clone();
+    // The copy keeps the original's headers but none of JetStream's
+    // (`Nats-*`): an event appended with optimistic concurrency carries
+    // `Nats-Expected-Last-Subject-Sequence`, which the dead-letter stream
+    // would check again against its own subject and refuse the copy, every
+    // time. The replay (`dead_letters.rs`) drops them the same way.
+    let mut dl_headers = async_nats::HeaderMap::new();
+    for (name, values) in event.headers.iter() {
+        let name: &str = name.as_ref();
+        if name.starts_with("Nats-") {
+            continue;
+        }
+        for value in values {
+            dl_headers.append(name, value.as_str());
+        }
+    }
     // The copy must not be de-duplicated against the original's id, nor
     // against another consumer's dead letter of the same message.
     dl_headers.insert(

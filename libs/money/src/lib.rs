@@ -213,6 +213,165 @@ mod tests {
         Ok(())
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Currencies: valid codes mostly, and anything.
+        fn currency() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => Just(String::from("EUR")),
+                1 => Just(String::from("USD")),
+                1 => "[A-Z]{3}",
+                2 => any::<String>(),
+            ]
+        }
+
+        fn units() -> impl Strategy<Value = i64> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    i64::MIN,
+                    i64::MIN + 1,
+                    -1,
+                    0,
+                    1,
+                    i64::MAX - 1,
+                    i64::MAX
+                ]),
+                any::<i64>(),
+            ]
+        }
+
+        fn nanos() -> impl Strategy<Value = i32> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    i32::MIN,
+                    -1_000_000_000,
+                    -999_999_999,
+                    -1,
+                    0,
+                    1,
+                    999_999_999,
+                    1_000_000_000,
+                    i32::MAX,
+                ]),
+                -999_999_999..=999_999_999i32,
+                any::<i32>(),
+            ]
+        }
+
+        /// Valid amounts of one of two currencies, extremes included.
+        fn money() -> impl Strategy<Value = Money> {
+            (
+                prop::sample::select(vec!["EUR", "USD"]),
+                units(),
+                prop_oneof![Just(999_999_999i32), 0..=999_999_999i32],
+            )
+                .prop_map(|(currency, units, nanos)| {
+                    // nanos takes the sign of units, as google.type.Money requires.
+                    let nanos = if units < 0 { -nanos } else { nanos };
+                    Money::new(currency, units, nanos).unwrap_or_else(|e| panic!("{e}"))
+                })
+        }
+
+        /// What `fits` accepts: whole units within `i64`.
+        fn fits(nanos: i128) -> bool {
+            i64::try_from(nanos / NANOS_PER_UNIT).is_ok()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 1024,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn new_accepts_exactly_the_valid_fields_and_round_trips(
+                currency in currency(),
+                units in units(),
+                nanos in nanos(),
+            ) {
+                let valid_currency =
+                    currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
+                let valid_nanos = (-999_999_999..=999_999_999).contains(&nanos);
+                let same_sign = !((units > 0 && nanos < 0) || (units < 0 && nanos > 0));
+                match Money::new(&currency, units, nanos) {
+                    Ok(money) => {
+                        prop_assert!(valid_currency && valid_nanos && same_sign);
+                        prop_assert_eq!(money.parts(), (currency, units, nanos));
+                        prop_assert_eq!(
+                            money.total_nanos(),
+                            i128::from(units) * NANOS_PER_UNIT + i128::from(nanos)
+                        );
+                        let _ = money.to_string();
+                    }
+                    Err(MoneyError::Currency(_)) => prop_assert!(!valid_currency),
+                    Err(MoneyError::NanosRange(_)) => prop_assert!(valid_currency && !valid_nanos),
+                    Err(MoneyError::SignMismatch { .. }) => {
+                        prop_assert!(valid_currency && valid_nanos && !same_sign)
+                    }
+                    Err(other) => prop_assert!(false, "new answered {:?}", other),
+                }
+            }
+
+            #[test]
+            fn sums_are_exact_or_an_error_never_a_wrap(a in money(), b in money()) {
+                let exact = a.total_nanos() + b.total_nanos();
+                match a.checked_add(&b) {
+                    Ok(sum) => {
+                        prop_assert_eq!(a.currency_code(), b.currency_code());
+                        prop_assert_eq!(sum.total_nanos(), exact);
+                        prop_assert_eq!(sum.currency_code(), a.currency_code());
+                        // What `parts` gives back is valid money again.
+                        let (currency, units, nanos) = sum.parts();
+                        prop_assert_eq!(Money::new(&currency, units, nanos), Ok(sum));
+                    }
+                    Err(MoneyError::CurrencyMismatch(..)) => {
+                        prop_assert_ne!(a.currency_code(), b.currency_code())
+                    }
+                    Err(MoneyError::Overflow) => {
+                        prop_assert_eq!(a.currency_code(), b.currency_code());
+                        prop_assert!(!fits(exact));
+                    }
+                    Err(other) => prop_assert!(false, "checked_add answered {:?}", other),
+                }
+            }
+
+            #[test]
+            fn products_are_exact_or_an_error_never_a_wrap(
+                a in money(),
+                quantity in prop_oneof![
+                    prop::sample::select(vec![0u32, 1, u32::MAX]),
+                    0..=10_000u32,
+                    any::<u32>(),
+                ],
+            ) {
+                let exact = a.total_nanos().checked_mul(i128::from(quantity));
+                match a.checked_mul(quantity) {
+                    Ok(product) => {
+                        prop_assert_eq!(Some(product.total_nanos()), exact);
+                        let (currency, units, nanos) = product.parts();
+                        prop_assert_eq!(Money::new(&currency, units, nanos), Ok(product));
+                    }
+                    Err(MoneyError::Overflow) => prop_assert!(exact.is_none_or(|n| !fits(n))),
+                    Err(other) => prop_assert!(false, "checked_mul answered {:?}", other),
+                }
+            }
+
+            #[test]
+            fn comparisons_and_display_never_panic(a in money(), limit in any::<u64>()) {
+                prop_assert_eq!(
+                    a.exceeds_units(limit),
+                    a.total_nanos() > i128::from(limit) * NANOS_PER_UNIT
+                );
+                prop_assert_eq!(a.is_positive(), a.total_nanos() > 0);
+                prop_assert!(a.to_string().ends_with(a.currency_code()));
+                prop_assert_eq!(Money::zero_of(&a).total_nanos(), 0);
+            }
+        }
+    }
+
     #[test]
     fn decline_limit_compares_exactly() -> Result<(), MoneyError> {
         assert!(!Money::new("EUR", 10_000, 0)?.exceeds_units(10_000));

@@ -243,6 +243,13 @@ pub const STREAM_REPLICAS: Var = Var {
     help: "replicas of the JetStream streams and buckets this service creates (3 on a 3-node cluster)",
 };
 
+/// `CONSUMER_ACK_WAIT_SECS`.
+pub const CONSUMER_ACK_WAIT_SECS: Var = Var {
+    name: "CONSUMER_ACK_WAIT_SECS",
+    default: Some("30"),
+    help: "how long a message handed to a replica may stay unacknowledged before JetStream redelivers it (after a crash); keep it above a gateway call with its retries",
+};
+
 /// The variables every service reads, given its `GRPC_ADDR` variable.
 pub fn common_vars(grpc_addr: Var) -> Vec<Var> {
     vec![
@@ -265,6 +272,7 @@ pub fn common_vars(grpc_addr: Var) -> Vec<Var> {
         SHUTDOWN_TIMEOUT_SECS,
         SHUTDOWN_DELAY_SECS,
         STREAM_REPLICAS,
+        CONSUMER_ACK_WAIT_SECS,
     ]
 }
 
@@ -342,6 +350,8 @@ pub struct CommonConfig {
     pub shutdown_delay: Duration,
     /// Replicas of the streams and buckets the service creates.
     pub stream_replicas: usize,
+    /// The ack wait of the service's durable consumers.
+    pub consumer_ack_wait: Duration,
 }
 
 impl CommonConfig {
@@ -439,6 +449,10 @@ impl CommonConfig {
             Ok(n) if (1..=5).contains(&n) => Ok(n),
             _ => Err(String::from("expected 1 to 5")),
         });
+        let consumer_ack_wait = r.parse_with(&CONSUMER_ACK_WAIT_SECS, |v| match v.parse::<u64>() {
+            Ok(s) if (1..=3600).contains(&s) => Ok(Duration::from_secs(s)),
+            _ => Err(String::from("expected whole seconds from 1 to 3600")),
+        });
         let service_name = r
             .raw(&OTEL_SERVICE_NAME)
             .unwrap_or_else(|| service_name.to_owned());
@@ -459,6 +473,7 @@ impl CommonConfig {
             shutdown_timeout: shutdown_timeout?,
             shutdown_delay: shutdown_delay?,
             stream_replicas: stream_replicas?,
+            consumer_ack_wait: consumer_ack_wait?,
         })
     }
 }
@@ -570,6 +585,7 @@ mod tests {
         assert_eq!(config.telemetry.otlp_endpoint, None);
         assert_eq!(config.telemetry.service_name, "svc");
         assert_eq!(config.telemetry.log_format, LogFormat::Text);
+        assert_eq!(config.consumer_ack_wait, Duration::from_secs(30));
         Ok(())
     }
 

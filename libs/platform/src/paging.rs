@@ -56,4 +56,50 @@ mod tests {
         assert!(decode(&encode("x", "y")[1..], "x").is_err());
         assert_eq!(decode("", "c-1|0"), Ok(None));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 1024,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// Any token is a position or a `page_token` violation, never a
+            /// panic.
+            #[test]
+            fn any_token_is_a_position_or_a_violation(
+                token in prop_oneof![
+                    any::<String>(),
+                    "[A-Za-z0-9_-]{0,64}",
+                    prop::collection::vec(any::<u8>(), 0..64)
+                        .prop_map(|b| URL_SAFE_NO_PAD.encode(b)),
+                ],
+                filters in any::<String>(),
+            ) {
+                if let Err(violation) = decode(&token, &filters) {
+                    prop_assert_eq!(violation.field, "page_token");
+                }
+            }
+
+            /// A token gives back its position for its own filters only
+            /// (filters never hold a line break: they are built from
+            /// validated fields).
+            #[test]
+            fn tokens_round_trip_for_their_filters_only(
+                filters in "[^\n]{0,40}",
+                other in "[^\n]{0,40}",
+                last in any::<String>(),
+            ) {
+                let token = encode(&filters, &last);
+                prop_assert_eq!(decode(&token, &filters), Ok(Some(last)));
+                if other != filters {
+                    prop_assert!(decode(&token, &other).is_err());
+                }
+            }
+        }
+    }
 }

@@ -15,6 +15,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+/// The largest request message an API service decodes: 1 MiB.
+///
+/// tonic's default is 4 MiB. The largest valid request (a CreateOrder of 100
+/// items with every field at its longest) is about 20 KiB, so 1 MiB leaves
+/// room for growth while bounding what one call can make a replica buffer
+/// (times `GRPC_MAX_CONCURRENT_CALLS`). A larger message is refused before
+/// it is read, with tonic's status for it: `OUT_OF_RANGE` ("decoded message
+/// length too large").
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
 /// The health service name that reports whether the process is alive, for
 /// liveness probes: it stays SERVING through broker outages, so Kubernetes
 /// never restarts a pod because NATS is down.

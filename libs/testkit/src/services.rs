@@ -17,7 +17,7 @@ use orderflow_proto::{
     },
     payment::v1::payment_service_client::PaymentServiceClient,
 };
-use payment_service::gateway::SimulatedGateway;
+use payment_service::gateway::{GatewayError, GatewayRequest, GatewayResponse, SimulatedGateway};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -88,10 +88,16 @@ pub fn env(nats_url: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
 }
 
 /// Starts the order service on `nats_url`.
-#[allow(clippy::expect_used)] // a failed start is the test's failure
 pub async fn spawn_order_service(nats_url: &str) -> RunningService {
+    spawn_order_service_with(nats_url, &[]).await
+}
+
+/// Starts the order service on `nats_url` with `extra` environment
+/// variables (`STREAM_REPLICAS`, `CONSUMER_ACK_WAIT_SECS`, say).
+#[allow(clippy::expect_used)] // a failed start is the test's failure
+pub async fn spawn_order_service_with(nats_url: &str, extra: &[(&str, &str)]) -> RunningService {
     init_telemetry();
-    let config = order_service::Config::from_lookup(&env(nats_url, &[]))
+    let config = order_service::Config::from_lookup(&env(nats_url, extra))
         .expect("test configuration of the order service");
     let app = order_service::App::build(config)
         .await
@@ -118,12 +124,31 @@ pub fn simulated_gateway() -> SimulatedGateway {
 
 /// Starts a payment service on `nats_url` calling `gateway`, with `extra`
 /// environment variables (resilience settings, say).
-#[allow(clippy::expect_used)] // a failed start is the test's failure
 pub async fn spawn_payment_service(
     nats_url: &str,
     gateway: SimulatedGateway,
     extra: &[(&str, &str)],
 ) -> RunningService {
+    spawn_payment_service_with_gateway(nats_url, gateway, extra).await
+}
+
+/// Starts a payment service on `nats_url` calling any gateway — a wrapper
+/// around a shared [`SimulatedGateway`] that counts what this replica sends,
+/// say — with `extra` environment variables.
+#[allow(clippy::expect_used)] // a failed start is the test's failure
+pub async fn spawn_payment_service_with_gateway<G>(
+    nats_url: &str,
+    gateway: G,
+    extra: &[(&str, &str)],
+) -> RunningService
+where
+    G: tower::Service<GatewayRequest, Response = GatewayResponse, Error = GatewayError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    G::Future: Send + 'static,
+{
     init_telemetry();
     let config = payment_service::Config::from_lookup(&env(nats_url, extra))
         .expect("test configuration of the payment service");

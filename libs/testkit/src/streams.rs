@@ -24,10 +24,15 @@ impl StoredMessage {
     }
 }
 
-/// A JetStream context on `nats_url`.
+/// A JetStream context on `nats_url`, one URL or a comma-separated list of
+/// a cluster's URLs (the client follows the cluster when a node goes).
 #[allow(clippy::expect_used)]
 pub async fn jetstream(nats_url: &str) -> jetstream::Context {
-    let client = async_nats::connect(nats_url)
+    let servers: Vec<async_nats::ServerAddr> = nats_url
+        .split(',')
+        .map(|url| url.trim().parse().expect("a valid NATS URL"))
+        .collect();
+    let client = async_nats::connect(servers)
         .await
         .expect("connect to nats-server");
     jetstream::new(client)

@@ -1,25 +1,20 @@
 //! The public contract around the saga: event headers, one trace across both
-//! services, health, dead letters, and precise errors for bad input.
+//! services, health, dead letters, and FAILED_PRECONDITION for what an order's
+//! or a payment's state forbids (malformed input is in `bad_input.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
 
 use orderflow_proto::{
     Name,
-    money::v1::Money,
-    order::v1::{
-        CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, OrderConfirmed,
-        OrderCreated, OrderItem, OrderStatus,
-    },
-    payment::v1::{
-        GetPaymentRequest, ListPaymentsRequest, PaymentAuthorized, RefundPaymentRequest,
-    },
+    order::v1::{CancelOrderRequest, OrderConfirmed, OrderCreated, OrderStatus},
+    payment::v1::{ListPaymentsRequest, PaymentAuthorized, RefundPaymentRequest},
 };
 use orderflow_testkit::{
     NatsServer,
     services::{
         health_client, order_client, order_request, payment_client, simulated_gateway,
-        spawn_order_service, spawn_payment_service, violated_fields, wait_for_status,
+        spawn_order_service, spawn_payment_service, wait_for_status,
     },
     streams::{jetstream, read_all},
     wait_until,
@@ -266,26 +261,9 @@ async fn poison_messages_are_dead_lettered_and_the_consumer_goes_on() {
     orders.stop().await.unwrap();
 }
 
-fn item(sku: &str, quantity: i32, money: Option<(&str, i64, i32)>) -> OrderItem {
-    OrderItem {
-        sku: sku.to_owned(),
-        quantity,
-        unit_price: money.map(|(c, u, n)| Money {
-            currency_code: c.to_owned(),
-            units: u,
-            nanos: n,
-        }),
-    }
-}
-
-fn create(customer: &str, items: Vec<OrderItem>) -> CreateOrderRequest {
-    CreateOrderRequest {
-        customer_id: customer.to_owned(),
-        items,
-        request_id: String::new(),
-    }
-}
-
+// Malformed requests to every RPC, each with the precise status and fields it
+// gets, are in `bad_input.rs`; what is refused here is well-formed but not
+// allowed in the order's or payment's state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_with_the_field_named() {
     let nats = NatsServer::start();
@@ -293,146 +271,6 @@ async fn bad_input_is_answered_with_the_field_named() {
     let payments = spawn_payment_service(&nats.url(), simulated_gateway(), &[]).await;
     let mut order = order_client(&orders).await;
     let mut payment = payment_client(&payments).await;
-    let ok = || item("SKU-1", 1, Some(("EUR", 1, 0)));
-
-    let creates: Vec<(CreateOrderRequest, &[&str])> = vec![
-        (CreateOrderRequest::default(), &["customer_id", "items"]),
-        (
-            create("c", vec![item("SKU-1", 0, Some(("EUR", 1, 0)))]),
-            &["items[0].quantity"],
-        ),
-        (
-            create("c", vec![item("SKU-1", -3, Some(("EUR", 1, 0)))]),
-            &["items[0].quantity"],
-        ),
-        (
-            create("c", vec![item("SKU 1", 1, Some(("EUR", 1, 0)))]),
-            &["items[0].sku"],
-        ),
-        (
-            create("c", vec![item("SKU-1", 1, None)]),
-            &["items[0].unit_price"],
-        ),
-        (
-            create("c", vec![item("SKU-1", 1, Some(("EUR", -1, 0)))]),
-            &["items[0].unit_price"],
-        ),
-        (
-            create("c", vec![item("SKU-1", 1, Some(("euro", 1, 0)))]),
-            &["items[0].unit_price.currency_code"],
-        ),
-        (
-            create("c", vec![item("SKU-1", 1, Some(("EUR", 1, 1_000_000_000)))]),
-            &["items[0].unit_price.nanos"],
-        ),
-        (
-            create("c", vec![item("SKU-1", 1, Some(("EUR", 1, -1)))]),
-            &["items[0].unit_price.nanos"],
-        ),
-        (
-            create("c", vec![ok(), item("SKU-2", 1, Some(("USD", 1, 0)))]),
-            &["items[1].unit_price.currency_code"],
-        ),
-        (
-            create("c", vec![item("SKU-1", 10_000, Some(("EUR", i64::MAX, 0)))]),
-            &["items"],
-        ),
-        (create("c", (0..101).map(|_| ok()).collect()), &["items"]),
-        (create("has space", vec![ok()]), &["customer_id"]),
-        (
-            CreateOrderRequest {
-                request_id: "x".repeat(129),
-                ..create("c", vec![ok()])
-            },
-            &["request_id"],
-        ),
-    ];
-    for (request, fields) in creates {
-        let status = order.create_order(request.clone()).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
-        assert_eq!(violated_fields(&status), fields, "{request:?}");
-    }
-
-    let bad_id = order
-        .get_order(GetOrderRequest {
-            order_id: "not-a-uuid".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (bad_id.code(), violated_fields(&bad_id)),
-        (Code::InvalidArgument, vec!["order_id".to_owned()])
-    );
-    let missing = order
-        .get_order(GetOrderRequest {
-            order_id: "00000000-0000-4000-8000-000000000000".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(missing.code(), Code::NotFound);
-    let cancel_missing = order
-        .cancel_order(CancelOrderRequest {
-            order_id: "00000000-0000-4000-8000-000000000000".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(cancel_missing.code(), Code::NotFound);
-    let cancel_empty = order
-        .cancel_order(CancelOrderRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(violated_fields(&cancel_empty), ["order_id"]);
-
-    let lists: Vec<(ListOrdersRequest, &[&str])> = vec![
-        (
-            ListOrdersRequest {
-                page_size: -1,
-                ..Default::default()
-            },
-            &["page_size"],
-        ),
-        (
-            ListOrdersRequest {
-                page_token: "garbage".into(),
-                ..Default::default()
-            },
-            &["page_token"],
-        ),
-        (
-            ListOrdersRequest {
-                status: 42,
-                ..Default::default()
-            },
-            &["status"],
-        ),
-    ];
-    for (request, fields) in lists {
-        let status = order.list_orders(request.clone()).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(violated_fields(&status), fields, "{request:?}");
-    }
-
-    let bad_payment = payment
-        .get_payment(GetPaymentRequest {
-            payment_id: "123".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(violated_fields(&bad_payment), ["payment_id"]);
-    let bad_list = payment
-        .list_payments(ListPaymentsRequest {
-            order_id: "nope".into(),
-            page_size: -5,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(violated_fields(&bad_list), ["page_size", "order_id"]);
-    let bad_refund = payment
-        .refund_payment(RefundPaymentRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(violated_fields(&bad_refund), ["payment_id"]);
 
     // A declined payment cannot be refunded; a failed order cannot be cancelled.
     let declined = order

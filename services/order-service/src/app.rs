@@ -80,7 +80,8 @@ impl App {
             events.clone(),
             views.clone(),
             shutdown.clone(),
-        ));
+        ))
+        .max_decoding_message_size(server::MAX_REQUEST_BYTES);
         let routes = server::with_platform_services(
             Routes::new(api).add_service(orderflow_platform::admin::service(js.clone())),
             health_server,
@@ -97,12 +98,15 @@ impl App {
             }
         };
         workers.spawn(health.watch(Duration::from_secs(1), check, shutdown.clone()));
-        let payments = ConsumerSpec::durable(PAYMENTS_STREAM, payments::DURABLE, PAYMENTS_SUBJECTS);
+        let ack_wait = config.common.consumer_ack_wait;
+        let payments = ConsumerSpec::durable(PAYMENTS_STREAM, payments::DURABLE, PAYMENTS_SUBJECTS)
+            .with_ack_wait(ack_wait);
         workers.spawn(DurableConsumer::new(js.clone(), payments).run(
             Arc::new(PaymentResultsHandler::new(events)),
             shutdown.clone(),
         ));
-        let projection = ConsumerSpec::durable(ORDERS_STREAM, projection::DURABLE, ORDERS_SUBJECTS);
+        let projection = ConsumerSpec::durable(ORDERS_STREAM, projection::DURABLE, ORDERS_SUBJECTS)
+            .with_ack_wait(ack_wait);
         workers.spawn(
             DurableConsumer::new(js, projection)
                 .run(Arc::new(ProjectionHandler::new(views)), shutdown.clone()),

@@ -399,6 +399,185 @@ mod tests {
         assert_ne!(x.order_id(), y.order_id());
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A line as the caller sent it, owned (a `RawLine` borrows).
+        type OwnedLine = (String, i32, Option<(String, i64, i32)>);
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => "[A-Za-z0-9._-]{1,12}",
+                2 => any::<String>(),
+                1 => Just(String::new()),
+                1 => "[ \t\n\x00-\x1f\u{85}\u{a0}\u{2028}é日😀.*>]{1,6}",
+                1 => (60usize..200).prop_map(|n| "x".repeat(n)),
+            ]
+        }
+
+        fn line() -> impl Strategy<Value = OwnedLine> {
+            let currency = prop_oneof![
+                6 => Just(String::from("EUR")),
+                1 => Just(String::from("USD")),
+                1 => text(),
+            ];
+            let units = prop_oneof![
+                prop::sample::select(vec![i64::MIN, -1, 0, 1, i64::MAX / 10_000, i64::MAX]),
+                0..1_000_000i64,
+                any::<i64>(),
+            ];
+            let nanos = prop_oneof![
+                prop::sample::select(vec![
+                    i32::MIN,
+                    -1,
+                    0,
+                    1,
+                    999_999_999,
+                    1_000_000_000,
+                    i32::MAX
+                ]),
+                0..1_000_000_000i32,
+                any::<i32>(),
+            ];
+            let quantity = prop_oneof![
+                prop::sample::select(vec![
+                    i32::MIN,
+                    -1,
+                    0,
+                    1,
+                    MAX_QUANTITY,
+                    MAX_QUANTITY + 1,
+                    i32::MAX
+                ]),
+                1..=MAX_QUANTITY,
+                any::<i32>(),
+            ];
+            (
+                prop_oneof![3 => "[A-Za-z0-9._-]{1,64}", 1 => text()],
+                quantity,
+                prop::option::weighted(0.9, (currency, units, nanos)),
+            )
+        }
+
+        fn lines() -> impl Strategy<Value = Vec<OwnedLine>> {
+            prop_oneof![
+                8 => prop::collection::vec(line(), 0..5),
+                1 => prop::collection::vec(line(), MAX_ITEMS - 1..=MAX_ITEMS + 2),
+            ]
+        }
+
+        fn raw(lines: &[OwnedLine]) -> Vec<RawLine<'_>> {
+            lines
+                .iter()
+                .map(|(sku, quantity, price)| RawLine {
+                    sku,
+                    quantity: *quantity,
+                    unit_price: price.as_ref().map(|(c, u, n)| (c.as_str(), *u, *n)),
+                })
+                .collect()
+        }
+
+        /// Whether `field` is a name `parse` may report for `count` lines.
+        fn is_known_field(field: &str, count: usize) -> bool {
+            if matches!(field, "customer_id" | "request_id" | "items") {
+                return true;
+            }
+            let Some(rest) = field.strip_prefix("items[") else {
+                return false;
+            };
+            let Some((index, name)) = rest.split_once("].") else {
+                return false;
+            };
+            index
+                .parse::<usize>()
+                .is_ok_and(|i| i < count.min(MAX_ITEMS))
+                && matches!(
+                    name,
+                    "sku"
+                        | "quantity"
+                        | "unit_price"
+                        | "unit_price.currency_code"
+                        | "unit_price.nanos"
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 512,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// Whatever the input, `parse` answers: an order whose total is
+            /// the exact sum of its lines, or at least one named violation.
+            #[test]
+            fn parse_yields_an_exact_total_or_named_violations(
+                customer in prop_oneof![3 => "[A-Za-z0-9._-]{1,128}", 1 => text()],
+                lines in lines(),
+                request_id in prop_oneof![Just(String::new()), text()],
+            ) {
+                let raw = raw(&lines);
+                match NewOrder::parse(&customer, &raw, &request_id) {
+                    Ok(order) => {
+                        prop_assert_eq!(order.lines.len(), lines.len());
+                        prop_assert!(!lines.is_empty() && lines.len() <= MAX_ITEMS);
+                        let mut exact = 0i128;
+                        for (sku, quantity, price) in &lines {
+                            let Some((currency, units, nanos)) = price else {
+                                return Err(TestCaseError::fail("accepted a line without a price"));
+                            };
+                            prop_assert_eq!(currency, order.total.currency_code());
+                            prop_assert!((1..=MAX_QUANTITY).contains(quantity), "{}", sku);
+                            exact += i128::from(*quantity)
+                                * (i128::from(*units) * 1_000_000_000 + i128::from(*nanos));
+                        }
+                        prop_assert_eq!(order.total.total_nanos(), exact);
+                        prop_assert!(order.total.is_positive());
+                        prop_assert_eq!(&order.customer_id, &customer);
+                        let _ = order.order_id();
+                    }
+                    Err(violations) => {
+                        prop_assert!(!violations.is_empty());
+                        for violation in &violations {
+                            prop_assert!(
+                                is_known_field(&violation.field, lines.len()),
+                                "unknown field {:?}",
+                                violation.field
+                            );
+                            prop_assert!(!violation.description.is_empty());
+                        }
+                    }
+                }
+            }
+
+            /// Orders a real client sends are accepted, with their exact total.
+            #[test]
+            fn plausible_orders_are_accepted(
+                customer in "[A-Za-z0-9._-]{1,128}",
+                lines in prop::collection::vec(
+                    (
+                        "[A-Za-z0-9._-]{1,64}",
+                        1..=MAX_QUANTITY,
+                        0..1_000_000i64,
+                        1..1_000_000_000i32,
+                    ),
+                    1..=MAX_ITEMS,
+                ),
+            ) {
+                let owned: Vec<OwnedLine> = lines
+                    .into_iter()
+                    .map(|(sku, quantity, units, nanos)| {
+                        (sku, quantity, Some((String::from("EUR"), units, nanos)))
+                    })
+                    .collect();
+                let raw = raw(&owned);
+                let parsed = NewOrder::parse(&customer, &raw, "");
+                prop_assert!(parsed.is_ok(), "{:?}", parsed.err());
+            }
+        }
+    }
+
     #[test]
     fn payment_results_apply_once() {
         use OrderStatus::*;

@@ -22,7 +22,12 @@ use std::sync::OnceLock;
 use opentelemetry::{KeyValue, global, metrics::Counter};
 use prost::Message;
 
-use crate::{domain::OrderStatus, error::OrderError};
+use orderflow_platform::status::{check_token, is_canonical_uuid};
+
+use crate::{
+    domain::{MAX_ID_LEN, OrderStatus},
+    error::OrderError,
+};
 
 /// `ce-source` of order events.
 pub const SOURCE: &str = "/orderflow/order-service";
@@ -122,9 +127,49 @@ pub fn snapshot(ce_type: Option<&str>, payload: &[u8]) -> Result<pb::Order, Stri
     } else {
         return Err(format!("unknown order event type {ce_type:?}"));
     };
-    order
+    let order = order
         .map_err(|e| format!("undecodable {ce_type}: {e}"))?
-        .ok_or_else(|| format!("{ce_type} carries no order"))
+        .ok_or_else(|| format!("{ce_type} carries no order"))?;
+    check_identity(&order).map_err(|reason| format!("{ce_type} carries {reason}"))?;
+    Ok(order)
+}
+
+/// Why `order` cannot be one the order service wrote: every order it writes
+/// has a canonical UUID and a valid customer id (see `NewOrder::parse`).
+///
+/// An event without them comes from a foreign or broken publisher. No retry
+/// can apply it (its subject or projection key would be invalid), so it is
+/// refused at once, as corrupt, instead of being retried as if NATS were
+/// down.
+pub fn check_identity(order: &pb::Order) -> Result<(), String> {
+    if !is_canonical_uuid(&order.order_id) {
+        return Err(format!(
+            "an order id that is not a canonical UUID: {:?}",
+            shown(&order.order_id)
+        ));
+    }
+    let mut violations = Vec::new();
+    check_token(
+        "customer_id",
+        &order.customer_id,
+        MAX_ID_LEN,
+        true,
+        &mut violations,
+    );
+    match violations.first() {
+        Some(violation) => Err(format!(
+            "a customer id that {}: {:?}",
+            violation.description,
+            shown(&order.customer_id)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The start of a value quoted in a reason (which ends up in a dead
+/// letter's headers): at most 40 characters.
+fn shown(value: &str) -> String {
+    value.chars().take(40).collect()
 }
 
 /// The domain status of a stored order.
@@ -294,5 +339,127 @@ impl OrderEvents {
             }
         }
         Err(OrderError::Contended(order_id.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The `ce-type` of every order event.
+    fn known_types() -> Vec<String> {
+        vec![
+            OrderCreated::full_name(),
+            OrderConfirmed::full_name(),
+            OrderPaymentFailed::full_name(),
+            OrderCancelled::full_name(),
+            OrderRefunded::full_name(),
+        ]
+    }
+
+    fn ce_type() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            6 => prop::sample::select(known_types()).prop_map(Some),
+            1 => Just(Some(String::from("orderflow.payment.v1.PaymentAuthorized"))),
+            1 => any::<String>().prop_map(Some),
+            1 => Just(None),
+        ]
+    }
+
+    /// A stored order with arbitrary fields, its ids of the right form or not.
+    fn order() -> impl Strategy<Value = pb::Order> {
+        (
+            prop_oneof![
+                any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string()),
+                any::<String>(),
+            ],
+            prop_oneof!["[A-Za-z0-9._-]{1,128}", any::<String>()],
+            any::<i32>(),
+            any::<u64>(),
+            prop::option::of((any::<i64>(), any::<i32>())),
+        )
+            .prop_map(|(order_id, customer_id, status, version, time)| pb::Order {
+                order_id,
+                customer_id,
+                status,
+                version,
+                create_time: time.map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+                ..Default::default()
+            })
+    }
+
+    /// Event bodies: random bytes, a real event, or a real event cut short
+    /// or with one byte changed.
+    fn payload() -> impl Strategy<Value = Vec<u8>> {
+        let event = order()
+            .prop_map(|order| OrderCreated { order: Some(order) }.encode_to_vec())
+            .boxed();
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..512),
+            event.clone(),
+            (
+                event,
+                any::<prop::sample::Index>(),
+                any::<u8>(),
+                any::<bool>()
+            )
+                .prop_map(|(mut bytes, at, byte, cut)| {
+                    if !bytes.is_empty() {
+                        let at = at.index(bytes.len());
+                        if cut {
+                            bytes.truncate(at);
+                        } else {
+                            bytes[at] = byte;
+                        }
+                    }
+                    bytes
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 1024,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Any body under any type is an order or a reason, never a panic;
+        /// an order only under an order event type, decoded as prost decodes
+        /// it, and with the ids of an order the service could have written.
+        #[test]
+        fn any_event_is_an_order_or_a_reason(ce_type in ce_type(), payload in payload()) {
+            match snapshot(ce_type.as_deref(), &payload) {
+                Ok(order) => {
+                    prop_assert!(ce_type.as_ref().is_some_and(|t| known_types().contains(t)));
+                    let decoded = OrderCreated::decode(payload.as_slice())
+                        .ok()
+                        .and_then(|e| e.order);
+                    prop_assert_eq!(Some(&order), decoded.as_ref());
+                    prop_assert!(check_identity(&order).is_ok());
+                }
+                Err(reason) => prop_assert!(!reason.is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn an_order_with_an_id_no_service_assigns_is_refused() {
+        let order = |order_id: &str, customer_id: &str| pb::Order {
+            order_id: order_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            ..Default::default()
+        };
+        let id = "0190c5a2-7b1e-7c3d-9f00-123456789abc";
+        assert_eq!(check_identity(&order(id, "c-1")), Ok(()));
+        for (order_id, customer_id) in [("", "c-1"), ("x", "c-1"), (id, ""), (id, "a b")] {
+            let payload = OrderCreated {
+                order: Some(order(order_id, customer_id)),
+            }
+            .encode_to_vec();
+            let refused = snapshot(Some(&OrderCreated::full_name()), &payload);
+            assert!(refused.is_err(), "{order_id:?} {customer_id:?}");
+        }
     }
 }

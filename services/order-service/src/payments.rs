@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use orderflow_eventbus::{EventHandler, Outcome, ReceivedEvent};
+use orderflow_platform::status::is_canonical_uuid;
 use orderflow_proto::payment::v1::{
     Payment, PaymentAuthorized, PaymentDeclined, PaymentRefunded, PaymentVoided,
 };
@@ -88,6 +89,16 @@ impl EventHandler for PaymentResultsHandler {
             };
         };
         let (payment, result) = match decoded {
+            // Payments name orders by their canonical ids; any other "id"
+            // is no order's, and no retry will make it one.
+            Ok((Some(payment), _)) if !is_canonical_uuid(&payment.order_id) => {
+                return Outcome::Reject {
+                    reason: format!(
+                        "the payment names an order id that is not a canonical UUID: {:?}",
+                        payment.order_id.chars().take(40).collect::<String>()
+                    ),
+                };
+            }
             Ok((Some(payment), Some(result))) => (payment, result),
             Ok(_) => {
                 return Outcome::Reject {

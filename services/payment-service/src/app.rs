@@ -111,7 +111,8 @@ impl App {
             _breaker_gauge,
         } = self;
         let (health, health_server) = server::health(&[SERVICE_NAME]).await;
-        let api = PaymentServiceServer::new(PaymentApi::new(payments.clone(), views.clone()));
+        let api = PaymentServiceServer::new(PaymentApi::new(payments.clone(), views.clone()))
+            .max_decoding_message_size(server::MAX_REQUEST_BYTES);
         let routes = server::with_platform_services(
             Routes::new(api).add_service(orderflow_platform::admin::service(js.clone())),
             health_server,
@@ -128,13 +129,20 @@ impl App {
             }
         };
         workers.spawn(health.watch(Duration::from_secs(1), check, shutdown.clone()));
-        let orders = ConsumerSpec::durable(ORDERS_STREAM, orders::DURABLE, ORDERS_SUBJECTS);
+        let ack_wait = config.common.consumer_ack_wait;
+        let orders = ConsumerSpec::durable(ORDERS_STREAM, orders::DURABLE, ORDERS_SUBJECTS)
+            .with_ack_wait(ack_wait);
         workers.spawn(DurableConsumer::new(js.clone(), orders).run(
-            Arc::new(OrderEventsHandler::new(payments, breaker)),
+            // A message that meets the open breaker waits for it, for half
+            // the ack wait at most, instead of burning a delivery per cycle.
+            Arc::new(
+                OrderEventsHandler::new(payments, breaker).holding(ack_wait / 2, shutdown.clone()),
+            ),
             shutdown.clone(),
         ));
         let projection =
-            ConsumerSpec::durable(PAYMENTS_STREAM, projection::DURABLE, PAYMENTS_SUBJECTS);
+            ConsumerSpec::durable(PAYMENTS_STREAM, projection::DURABLE, PAYMENTS_SUBJECTS)
+                .with_ack_wait(ack_wait);
         workers.spawn(
             DurableConsumer::new(js, projection)
                 .run(Arc::new(ProjectionHandler::new(views)), shutdown.clone()),

@@ -16,7 +16,9 @@ use orderflow_proto::{
 };
 use prost::Message;
 
-use crate::{domain::PaymentStatus, error::PaymentError};
+use orderflow_platform::status::{check_token, is_canonical_uuid};
+
+use crate::{domain::PaymentStatus, error::PaymentError, grpc::MAX_ID_LEN};
 
 /// `ce-source` of payment events.
 pub const SOURCE: &str = "/orderflow/payment-service";
@@ -86,9 +88,61 @@ pub fn snapshot(ce_type: Option<&str>, payload: &[u8]) -> Result<pb::Payment, St
     } else {
         return Err(format!("unknown payment event type {ce_type:?}"));
     };
-    payment
+    let payment = payment
         .map_err(|e| format!("undecodable {ce_type}: {e}"))?
-        .ok_or_else(|| format!("{ce_type} carries no payment"))
+        .ok_or_else(|| format!("{ce_type} carries no payment"))?;
+    check_identity(&payment).map_err(|reason| format!("{ce_type} carries {reason}"))?;
+    Ok(payment)
+}
+
+/// Why `payment` cannot be one the payment service wrote: every payment it
+/// writes has canonical UUIDs for itself and its order, and the order's
+/// valid customer id.
+///
+/// An event without them comes from a foreign or broken publisher. No retry
+/// can apply it (its subject or projection key would be invalid), so it is
+/// refused at once, as corrupt, instead of being retried as if NATS were
+/// down.
+pub fn check_identity(payment: &pb::Payment) -> Result<(), String> {
+    for (what, id) in [
+        ("a payment id", &payment.payment_id),
+        ("an order id", &payment.order_id),
+    ] {
+        if !is_canonical_uuid(id) {
+            return Err(format!(
+                "{what} that is not a canonical UUID: {:?}",
+                shown(id)
+            ));
+        }
+    }
+    check_customer_id(&payment.customer_id)
+}
+
+/// Why `customer_id` is not one an order can have (the order service's
+/// rule: 1 to 128 characters, no spaces or control characters).
+pub fn check_customer_id(customer_id: &str) -> Result<(), String> {
+    let mut violations = Vec::new();
+    check_token(
+        "customer_id",
+        customer_id,
+        MAX_ID_LEN,
+        true,
+        &mut violations,
+    );
+    match violations.first() {
+        Some(violation) => Err(format!(
+            "a customer id that {}: {:?}",
+            violation.description,
+            shown(customer_id)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The start of a value quoted in a reason (which ends up in a dead
+/// letter's headers): at most 40 characters.
+pub fn shown(value: &str) -> String {
+    value.chars().take(40).collect()
 }
 
 /// The domain status of a stored payment.
@@ -194,5 +248,129 @@ impl PaymentEvents {
     /// Whether NATS is connected and the stream answers.
     pub async fn ready(&self) -> bool {
         self.store.ready().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The `ce-type` of every payment event.
+    fn known_types() -> Vec<String> {
+        vec![
+            PaymentAuthorized::full_name(),
+            PaymentDeclined::full_name(),
+            PaymentRefunded::full_name(),
+            PaymentVoided::full_name(),
+        ]
+    }
+
+    fn ce_type() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            6 => prop::sample::select(known_types()).prop_map(Some),
+            1 => Just(Some(String::from("orderflow.order.v1.OrderCreated"))),
+            1 => any::<String>().prop_map(Some),
+            1 => Just(None),
+        ]
+    }
+
+    fn id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string()),
+            1 => any::<String>(),
+        ]
+    }
+
+    /// A stored payment with arbitrary fields, its ids of the right form or
+    /// not.
+    fn payment() -> impl Strategy<Value = pb::Payment> {
+        (
+            id(),
+            id(),
+            prop_oneof!["[A-Za-z0-9._-]{1,128}", any::<String>()],
+            any::<i32>(),
+            any::<u64>(),
+            prop::option::of((any::<String>(), any::<i64>(), any::<i32>())),
+        )
+            .prop_map(
+                |(payment_id, order_id, customer_id, status, version, amount)| pb::Payment {
+                    payment_id,
+                    order_id,
+                    customer_id,
+                    status,
+                    version,
+                    amount: amount.map(|(currency_code, units, nanos)| {
+                        orderflow_proto::money::v1::Money {
+                            currency_code,
+                            units,
+                            nanos,
+                        }
+                    }),
+                    ..Default::default()
+                },
+            )
+    }
+
+    /// Event bodies: random bytes, a real event, or a real event cut short
+    /// or with one byte changed.
+    fn payload() -> impl Strategy<Value = Vec<u8>> {
+        let event = payment()
+            .prop_map(|payment| {
+                PaymentAuthorized {
+                    payment: Some(payment),
+                }
+                .encode_to_vec()
+            })
+            .boxed();
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..512),
+            event.clone(),
+            (
+                event,
+                any::<prop::sample::Index>(),
+                any::<u8>(),
+                any::<bool>()
+            )
+                .prop_map(|(mut bytes, at, byte, cut)| {
+                    if !bytes.is_empty() {
+                        let at = at.index(bytes.len());
+                        if cut {
+                            bytes.truncate(at);
+                        } else {
+                            bytes[at] = byte;
+                        }
+                    }
+                    bytes
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 1024,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Any body under any type is a payment or a reason, never a panic;
+        /// a payment only under a payment event type, decoded as prost
+        /// decodes it, and with the ids of a payment the service could have
+        /// written.
+        #[test]
+        fn any_event_is_a_payment_or_a_reason(ce_type in ce_type(), payload in payload()) {
+            match snapshot(ce_type.as_deref(), &payload) {
+                Ok(payment) => {
+                    prop_assert!(ce_type.as_ref().is_some_and(|t| known_types().contains(t)));
+                    let decoded = PaymentAuthorized::decode(payload.as_slice())
+                        .ok()
+                        .and_then(|e| e.payment);
+                    prop_assert_eq!(Some(&payment), decoded.as_ref());
+                    prop_assert!(check_identity(&payment).is_ok());
+                    let _ = status_of(&payment);
+                }
+                Err(reason) => prop_assert!(!reason.is_empty()),
+            }
+        }
     }
 }

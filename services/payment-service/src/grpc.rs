@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::{error::PaymentError, orders::Payments, projection::PaymentViews};
 
 /// Longest customer id accepted as a filter (as the order service accepts).
-const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 
 /// The `orderflow.payment.v1.PaymentService` implementation.
 #[derive(Clone)]

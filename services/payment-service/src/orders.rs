@@ -16,6 +16,7 @@ use orderflow_eventbus::{
     consumer::retry_delay, envelope::headers,
 };
 use orderflow_money::Money;
+use orderflow_platform::status::is_canonical_uuid;
 use orderflow_proto::{
     Name,
     contract::{ORDERS_STREAM, order_subject},
@@ -25,6 +26,7 @@ use orderflow_proto::{
     },
     payment::v1 as pb,
 };
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::Instrument;
 
@@ -35,7 +37,9 @@ use crate::{
         payment_id_for, refund, refund_key,
     },
     error::PaymentError,
-    events::{Current, PaymentEvent, PaymentEvents, now, status_to_proto},
+    events::{
+        Current, PaymentEvent, PaymentEvents, check_customer_id, now, shown, status_to_proto,
+    },
     gateway::{GatewayClient, GatewayError, GatewayRequest, GatewayResponse},
 };
 
@@ -182,6 +186,14 @@ impl Payments {
                 reason: format!("order {} has an invalid total: {e}", order.order_id),
             }
         })?;
+        // Orders are never free or negative (`NewOrder::parse`); charging
+        // such a "total" would pay money out.
+        if !amount.is_positive() {
+            return Err(PaymentError::Corrupt {
+                payment_id,
+                reason: format!("order {} has a total of {amount}", order.order_id),
+            });
+        }
         let answer = self
             .call(GatewayRequest::Charge {
                 idempotency_key: charge_key(&order.order_id),
@@ -335,12 +347,70 @@ impl Payments {
 pub struct OrderEventsHandler {
     payments: Payments,
     breaker: Breaker,
+    /// How long one delivery may wait for an open breaker before it is
+    /// handed back to JetStream (see [`OrderEventsHandler::through_breaker`]).
+    hold: Duration,
+    /// Ends such waits at once when the service shuts down.
+    shutdown: CancellationToken,
 }
 
 impl OrderEventsHandler {
     /// A handler using `payments`; it pulls nothing while `breaker` is open.
     pub fn new(payments: Payments, breaker: Breaker) -> Self {
-        Self { payments, breaker }
+        Self {
+            payments,
+            breaker,
+            hold: Duration::ZERO,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Lets a message whose gateway call met an open breaker wait for the
+    /// breaker for up to `hold` (keep it well below the consumer's ack wait)
+    /// instead of going back to JetStream at once, and no longer than
+    /// `shutdown`.
+    pub fn holding(mut self, hold: Duration, shutdown: CancellationToken) -> Self {
+        self.hold = hold;
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Runs `attempt` (a charge or a cancellation) and runs it again while it
+    /// fails only because the breaker is open, waiting for the breaker in
+    /// between, for at most `hold` in all or until shutdown. Any other result,
+    /// and the last `CircuitOpen`, is returned as it is.
+    ///
+    /// Without this, every message that met the open breaker was NAKed for
+    /// the breaker's cool-down, and each of those redeliveries counts towards
+    /// `max_deliver`: messages pulled in one batch (up to 128) came back
+    /// within the same pull and burned a delivery on every breaker cycle, so
+    /// a gateway failing for ten cycles (two seconds with a 200 ms cool-down)
+    /// dead-lettered orders that only had to wait. Held here, a message
+    /// loses no delivery while the breaker is open; the breaker's half-open
+    /// probe still lets one call through at a time.
+    async fn through_breaker<F, Fut>(&self, mut attempt: F) -> Result<(), PaymentError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), PaymentError>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.hold;
+        loop {
+            let result = attempt().await;
+            if !matches!(
+                result,
+                Err(PaymentError::Gateway(GatewayError::CircuitOpen(_)))
+            ) {
+                return result;
+            }
+            let breaker_admits = tokio::select! {
+                _ = self.shutdown.cancelled() => false,
+                _ = tokio::time::sleep_until(deadline) => false,
+                _ = self.breaker.wait_closed() => true,
+            };
+            if !breaker_admits || tokio::time::Instant::now() >= deadline {
+                return result;
+            }
+        }
     }
 }
 
@@ -365,6 +435,18 @@ fn outcome(result: Result<(), PaymentError>, delivered: i64) -> Outcome {
     }
 }
 
+/// Why `order` cannot be one the order service wrote.
+fn check_order_identity(order: &order_pb::Order) -> Result<(), String> {
+    if !is_canonical_uuid(&order.order_id) {
+        return Err(format!(
+            "the order event carries an order id that is not a canonical UUID: {:?}",
+            shown(&order.order_id)
+        ));
+    }
+    check_customer_id(&order.customer_id)
+        .map_err(|reason| format!("the order event carries {reason}"))
+}
+
 impl EventHandler for OrderEventsHandler {
     async fn handle(&self, event: ReceivedEvent) -> Outcome {
         let delivered = event.delivered;
@@ -386,11 +468,24 @@ impl EventHandler for OrderEventsHandler {
                 ),
             };
         };
+        // Orders have canonical ids and valid customer ids; an event with
+        // others is no order's, and no retry will make it one.
+        if let Ok((Some(order), _)) = &order
+            && let Err(reason) = check_order_identity(order)
+        {
+            return Outcome::Reject { reason };
+        }
         match order {
-            Ok((Some(order), true)) => outcome(self.payments.charge_order(&order).await, delivered),
-            Ok((Some(order), false)) => {
-                outcome(self.payments.cancel_order(&order).await, delivered)
-            }
+            Ok((Some(order), true)) => outcome(
+                self.through_breaker(|| self.payments.charge_order(&order))
+                    .await,
+                delivered,
+            ),
+            Ok((Some(order), false)) => outcome(
+                self.through_breaker(|| self.payments.cancel_order(&order))
+                    .await,
+                delivered,
+            ),
             Ok((None, _)) => Outcome::Reject {
                 reason: String::from("the order event carries no order"),
             },
