@@ -3,7 +3,7 @@
 //! refused, and a caller's deadline bounds the call even when NATS is gone.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use orderflow_proto::order::v1::order_service_client::OrderServiceClient;
 use orderflow_testkit::{NatsServer, process::ServiceProcess, services::order_request, wait_until};
@@ -12,24 +12,8 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-/// The order-service binary, built by `cargo build --workspace --bins` (the
-/// README's test command runs it before the tests).
 fn order_binary() -> String {
-    let path = std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .map(PathBuf::from)
-        })
-        .map(|dir| dir.join("order-service"))
-        .expect("the test executable has a directory");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path.display().to_string()
+    orderflow_testkit::process::workspace_binary("order-service")
 }
 
 async fn channel(endpoint: &str) -> tonic::transport::Channel {

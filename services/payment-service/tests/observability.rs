@@ -2,7 +2,7 @@
 //! binaries export to it as they would to a collector.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use orderflow_proto::order::v1::{
     GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient,
@@ -17,16 +17,8 @@ use orderflow_testkit::{
 
 const PAYMENT_BINARY: &str = env!("CARGO_BIN_EXE_payment-service");
 
-/// The order-service binary, built next to this package's binary by
-/// `cargo build --workspace --bins` (the README's test command runs it first).
 fn order_binary() -> String {
-    let path = PathBuf::from(PAYMENT_BINARY).with_file_name("order-service");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path.display().to_string()
+    orderflow_testkit::process::workspace_binary("order-service")
 }
 
 const SERVER: i32 = 2;
