@@ -17,6 +17,7 @@ pub mod dead_letters;
 pub mod envelope;
 pub mod metrics;
 pub mod propagation;
+pub mod setup;
 pub mod store;
 pub mod view;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     self, ErrorCode,
-    context::{GetStreamErrorKind, PublishErrorKind, UpdateStreamErrorKind},
+    context::{CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind, RequestErrorKind},
     stream::{Config, DirectGetErrorKind, StorageType},
 };
 use bytes::Bytes;
@@ -39,17 +39,44 @@ pub struct StreamSpec {
 pub struct EnsureStreamError {
     stream: String,
     message: String,
+    /// JetStream was not ready (timeout, no responders, a cluster still
+    /// forming); set-up retries these.
+    transient: bool,
+}
+
+impl crate::setup::Transient for EnsureStreamError {
+    fn is_transient(&self) -> bool {
+        self.transient
+    }
 }
 
 /// Creates the stream, or brings an existing one to `spec`.
 ///
 /// async-nats' `get_or_create_stream` silently keeps an existing stream whose
 /// configuration differs, so the subjects, replicas and direct-get setting are
-/// compared and updated here.
+/// compared and updated here. Answers of a JetStream that is not ready yet
+/// are retried for [`SETUP_BUDGET`](crate::setup::SETUP_BUDGET); every step
+/// reads before it writes, so a retried create that had taken effect is a
+/// no-op.
 pub async fn ensure_stream(js: &JetStream, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
-    let err = |message: String| EnsureStreamError {
+    crate::setup::retry_transient(&spec.name, || ensure_stream_once(js, spec)).await
+}
+
+async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
+    let err = |message: String, transient: bool| EnsureStreamError {
         stream: spec.name.clone(),
         message,
+        transient,
+    };
+    let create_or_update_err = |e: jetstream::context::CreateStreamError| match e.kind() {
+        CreateStreamErrorKind::JetStream(j) => err(
+            j.to_string(),
+            crate::setup::is_transient_code(j.error_code()),
+        ),
+        CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => {
+            err(e.to_string(), true)
+        }
+        _ => err(e.to_string(), false),
     };
     let wanted = Config {
         name: spec.name.clone(),
@@ -62,7 +89,13 @@ pub async fn ensure_stream(js: &JetStream, spec: &StreamSpec) -> Result<(), Ensu
     };
     match js.get_stream(&spec.name).await {
         Ok(mut stream) => {
-            let info = stream.info().await.map_err(|e| err(e.to_string()))?;
+            let info = stream.info().await.map_err(|e| {
+                let transient = matches!(
+                    e.kind(),
+                    RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
+                );
+                err(e.to_string(), transient)
+            })?;
             let current = &info.config;
             if current.subjects != wanted.subjects
                 || current.num_replicas != wanted.num_replicas
@@ -76,18 +109,22 @@ pub async fn ensure_stream(js: &JetStream, spec: &StreamSpec) -> Result<(), Ensu
                 updated.allow_direct = true;
                 js.update_stream(updated)
                     .await
-                    .map_err(|e| match e.kind() {
-                        UpdateStreamErrorKind::JetStream(j) => err(j.to_string()),
-                        _ => err(e.to_string()),
-                    })?;
+                    .map_err(create_or_update_err)?;
             }
             Ok(())
         }
         Err(e) => match e.kind() {
-            GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {
-                create(js, wanted).await.map_err(err)
-            }
-            _ => Err(err(e.to_string())),
+            GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => js
+                .create_stream(wanted)
+                .await
+                .map(|_| ())
+                .map_err(create_or_update_err),
+            GetStreamErrorKind::JetStream(j) => Err(err(
+                j.to_string(),
+                crate::setup::is_transient_code(j.error_code()),
+            )),
+            GetStreamErrorKind::Request => Err(err(e.to_string(), true)),
+            _ => Err(err(e.to_string(), false)),
         },
     }
 }
@@ -119,13 +156,6 @@ pub async fn ensure_streams(
         .await?;
     }
     Ok(())
-}
-
-async fn create(js: &JetStream, config: Config) -> Result<(), String> {
-    js.create_stream(config)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 /// Why an append did not commit.

@@ -25,6 +25,14 @@ use crate::JetStream;
 pub struct ViewError {
     bucket: String,
     message: String,
+    /// JetStream was not ready; opening the bucket retries these.
+    transient: bool,
+}
+
+impl crate::setup::Transient for ViewError {
+    fn is_transient(&self) -> bool {
+        self.transient
+    }
 }
 
 /// One KV bucket holding the latest version of every aggregate.
@@ -38,44 +46,11 @@ pub struct ViewStore {
 impl ViewStore {
     /// Opens the bucket, creating it when it does not exist, and brings an
     /// existing bucket to `replicas` (a cluster grown from one node to three
-    /// keeps its projections on three).
+    /// keeps its projections on three). A JetStream that is not ready yet is
+    /// retried for [`SETUP_BUDGET`](crate::setup::SETUP_BUDGET).
     pub async fn open(js: JetStream, bucket: &str, replicas: usize) -> Result<Self, ViewError> {
-        let err = |message: String| ViewError {
-            bucket: bucket.to_owned(),
-            message,
-        };
-        let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => {
-                let mut stream = js
-                    .get_stream(format!("KV_{bucket}"))
-                    .await
-                    .map_err(|e| err(e.to_string()))?;
-                let config = stream
-                    .info()
-                    .await
-                    .map_err(|e| err(e.to_string()))?
-                    .config
-                    .clone();
-                if config.num_replicas != replicas {
-                    let mut updated = config;
-                    updated.num_replicas = replicas;
-                    js.update_stream(updated)
-                        .await
-                        .map_err(|e| err(e.to_string()))?;
-                }
-                kv
-            }
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_owned(),
-                    history: 1,
-                    num_replicas: replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| err(e.to_string()))?,
-        };
+        let kv =
+            crate::setup::retry_transient(bucket, || open_bucket(&js, bucket, replicas)).await?;
         Ok(Self {
             js,
             kv,
@@ -87,6 +62,7 @@ impl ViewStore {
         ViewError {
             bucket: self.bucket.clone(),
             message: message.to_string(),
+            transient: false,
         }
     }
 
@@ -191,4 +167,67 @@ fn encode(version: u64, value: &[u8]) -> Bytes {
 fn decode(stored: &[u8]) -> Option<(u64, &[u8])> {
     let (version, value) = stored.split_first_chunk::<8>()?;
     Some((u64::from_be_bytes(*version), value))
+}
+
+/// One attempt at opening (or creating, or re-replicating) `bucket`.
+///
+/// async-nats' KV errors keep the JetStream code private, so an error counts
+/// as transient when its message says JetStream timed out or had no
+/// responders — the answers of a cluster still forming.
+async fn open_bucket(
+    js: &JetStream,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store, ViewError> {
+    let err = |message: String| ViewError {
+        bucket: bucket.to_owned(),
+        transient: is_transient_message(&message),
+        message,
+    };
+    match js.get_key_value(bucket).await {
+        Ok(kv) => {
+            let mut stream = js
+                .get_stream(format!("KV_{bucket}"))
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let config = stream
+                .info()
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .config
+                .clone();
+            if config.num_replicas != replicas {
+                let mut updated = config;
+                updated.num_replicas = replicas;
+                js.update_stream(updated)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            Ok(kv)
+        }
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: bucket.to_owned(),
+                history: 1,
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.to_string())),
+    }
+}
+
+fn is_transient_message(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "timed out",
+        "no responders",
+        "not available",
+        "temporarily unavailable",
+        "insufficient resources",
+        "no suitable peers",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
