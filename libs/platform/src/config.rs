@@ -81,6 +81,12 @@ impl<'a> EnvReader<'a> {
             .or_else(|| var.default.map(str::to_owned))
     }
 
+    /// The value of `name` exactly as set, for secrets (which are never
+    /// echoed, trimmed or defaulted).
+    pub(crate) fn lookup_raw(&self, name: &str) -> Option<String> {
+        self.lookup.get(name)
+    }
+
     /// Parses `var` (or its default) as `T`; a bad value is recorded and
     /// `None` returned.
     pub fn parse<T>(&mut self, var: &Var) -> Option<T>

@@ -10,6 +10,7 @@
 //! - [`main_loop`]: the whole `main` of a service, shared by both binaries.
 //! - [`overload`]: the concurrency limit that sheds API calls beyond it.
 //! - [`probe`]: `<service> probe`, the gRPC health check built into each binary.
+//! - [`secret`]: secrets from `NAME` or `NAME_FILE`, in types that never print.
 //! - [`status`]: field violations and the `google.rpc.BadRequest` status they become.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation token.
 //!
@@ -23,6 +24,7 @@ pub mod main_loop;
 pub mod overload;
 pub mod paging;
 pub mod probe;
+pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod status;
