@@ -16,12 +16,17 @@ the real binaries do:
   binaries ignore unknown variables, so a typo would pass silently), and the
   binary itself accepts the values (it is run with the rendered environment
   plus one deliberately bad variable: it must reject that one and no other,
-  which it reports before it connects anywhere);
+  which it reports before it connects anywhere; files it reads from mounted
+  Secrets, like NATS_PASSWORD_FILE, are given as local copies, and the
+  Secrets the operator creates (OPERATOR_SECRETS: the NATS passwords, never
+  in the repository) get stand-in values);
 * each Deployment has a Service (port named grpc, appProtocol grpc), a
   PodDisruptionBudget that allows a drain, and an autoscaling/v2
   HorizontalPodAutoscaler on CPU;
 * NATS: the image is the nats-server version CI pins (scripts/install-tools.sh),
-  its configuration passes `nats-server -t`, JetStream stores on a volume,
+  its configuration (with the auth.conf it includes, and stand-ins for the
+  passwords its environment gets from the Secret) passes `nats-server -t`,
+  every service's NATS_USER is a user of it, JetStream stores on a volume,
   readiness asks /healthz; NATS_URL names servers that the overlay runs and
   STREAM_REPLICAS fits them; prod has a three-node cluster with routes to
   every pod, a PodDisruptionBudget keeping two, NATS_URL listing all three
@@ -64,9 +69,13 @@ SERVICES = ("order-service", "payment-service")
 READINESS_SERVICE = ""
 LIVENESS_SERVICE = "liveness"
 # Variables the manifests set ahead of the code that reads them; the binaries
-# ignore them until then.
-FUTURE_VARS = {
-    "NATS_CREDS": "NATS credentials, read once the security issue adds NATS authentication",
+# ignore them until then. (None at the moment.)
+FUTURE_VARS: dict[str, str] = {}
+# Secrets the operator creates in the cluster, so that no secret value is in
+# the repository (deploy/k8s/README.md says how), with the keys the manifests
+# read. The checks give their keys stand-in values.
+OPERATOR_SECRETS = {
+    "nats-credentials": {"order-service-password", "payment-service-password", "ops-password"},
 }
 # The uid of the distroless nonroot user the images run as.
 NONROOT_UID = 65532
@@ -87,9 +96,8 @@ KUBECTL_HINT = (
 )
 # What each overlay promises.
 EXPECT = {
-    # dev ships every ConfigMap and Secret it reads (the NATS credentials as
-    # an empty placeholder); prod leaves the credentials Secret to the
-    # operator, so an optional reference may point outside the overlay.
+    # dev ships every ConfigMap and Secret it reads but OPERATOR_SECRETS;
+    # prod may also read optional ones created in the cluster.
     "dev": {"nats_replicas": 1, "stream_replicas": 1, "service_min_replicas": (1, 1), "all_refs_in_overlay": True},
     "prod": {"nats_replicas": 3, "stream_replicas": 3, "service_min_replicas": (2, None), "all_refs_in_overlay": False},
 }
@@ -278,7 +286,7 @@ def resolve_env(objs: dict, workload: dict, container: dict) -> tuple[dict, list
     absent_optional: list[str] = []
 
     def source(kind: str, name: str, optional: bool) -> dict | None:
-        obj = objs.get((kind, name))
+        obj = operator_secret(objs, kind, name)
         if obj is None:
             (absent_optional if optional else problems).append(f"{kind} {name}")
         return obj
@@ -331,10 +339,64 @@ def resolve_env(objs: dict, workload: dict, container: dict) -> tuple[dict, list
     return env, problems, absent_optional, referenced
 
 
-def binary_accepts(binary: Path, env: dict[str, str], help_vars: dict) -> tuple[bool, str]:
+def operator_secret(objs: dict, kind: str, name: str) -> dict | None:
+    """The object `kind`/`name` of the overlay; for a Secret of
+    OPERATOR_SECRETS that the overlay does not hold, a stand-in with its
+    documented keys (the real one is created in the cluster)."""
+    obj = objs.get((kind, name))
+    if obj is None and kind == "Secret" and name in OPERATOR_SECRETS:
+        obj = {"kind": "Secret", "metadata": {"name": name},
+               "stringData": {key: f"stand-in-{key}" for key in sorted(OPERATOR_SECRETS[name])}}
+    return obj
+
+
+def mounted_files(objs: dict, pod: dict, container: dict) -> tuple[dict[str, str], list[str]]:
+    """The files the container sees from Secret and ConfigMap volumes (plain
+    or projected), by path, with their content (stand-ins for
+    OPERATOR_SECRETS), and the references that do not resolve."""
+    volumes = {v.get("name"): v for v in pod.get("volumes") or []}
+    files: dict[str, str] = {}
+    problems: list[str] = []
+    for mount in container.get("volumeMounts") or []:
+        volume = volumes.get(mount.get("name"), {})
+        sources = [s for s in (volume.get("projected") or {}).get("sources") or []]
+        for kind, key in (("Secret", "secret"), ("ConfigMap", "configMap")):
+            if key in volume:
+                sources.append({key: volume[key]})
+        for source in sources:
+            for kind, key, name_key in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+                ref = source.get(key)
+                if ref is None:
+                    continue
+                # A plain secret volume names it secretName; a projected one, name.
+                name = ref.get(name_key) or ref.get("name", "")
+                obj = operator_secret(objs, kind, name)
+                if obj is None:
+                    if not ref.get("optional"):
+                        problems.append(f"{kind} {name}")
+                    continue
+                if kind == "Secret":
+                    data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+                    data.update(obj.get("stringData") or {})
+                else:
+                    data = dict(obj.get("data") or {})
+                items = ref.get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    if item.get("key") not in data:
+                        problems.append(f"{kind} {name} has no key {item.get('key')}")
+                        continue
+                    path = mount.get("mountPath", "").rstrip("/") + "/" + item.get("path", item["key"])
+                    files[path] = data[item["key"]]
+    return files, problems
+
+
+def binary_accepts(binary: Path, env: dict[str, str], help_vars: dict,
+                   files: dict[str, str] | None = None) -> tuple[bool, str]:
     """Runs the binary with `env` plus one variable set to a bad value: a
     binary that accepts everything else reports exactly that variable, with
-    exit code 2, before it connects anywhere."""
+    exit code 2, before it connects anywhere. A variable naming a file the
+    pod mounts (`files`, by path: a password file, say) names a local copy
+    instead, so the binary can read it."""
     sentinel = next(
         (v for v in ("OTEL_TRACES_SAMPLER", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SDK_DISABLED", "LOG_FORMAT")
          if v in help_vars and v not in env),
@@ -345,7 +407,13 @@ def binary_accepts(binary: Path, env: dict[str, str], help_vars: dict) -> tuple[
     run_env = dict(env)
     run_env[sentinel] = "not-a-valid-value-orderflow-check"
     # An empty directory, so no .env file is read.
-    with tempfile.TemporaryDirectory() as empty:
+    with tempfile.TemporaryDirectory() as empty, tempfile.TemporaryDirectory() as mounted:
+        for index, (path, content) in enumerate(sorted((files or {}).items())):
+            local = Path(mounted) / f"file-{index}"
+            local.write_text(content)
+            for name, value in env.items():
+                if value == path:
+                    run_env[name] = str(local)
         try:
             out = subprocess.run(
                 [str(binary)], env=run_env, cwd=empty, capture_output=True, text=True, timeout=20
@@ -417,7 +485,11 @@ def check_service_deployment(
     report.check(not unknown, f"{label} variable names",
                  f"every variable is one `{name} --help` lists" + (f" ({'; '.join(extras)})" if extras else "")
                  if not unknown else f"{', '.join(unknown)}: not known to the binary, which would ignore them")
-    accepted, detail = binary_accepts(binary, env, help_vars)
+    files, missing = mounted_files(objs, pod, container)
+    report.check(not missing, f"{label} volume references",
+                 f"every Secret and ConfigMap it mounts is in the overlay or one you create ({', '.join(sorted(OPERATOR_SECRETS))})"
+                 if not missing else "not in the overlay: " + ", ".join(missing))
+    accepted, detail = binary_accepts(binary, env, help_vars, files)
     report.check(accepted, f"{label} configuration", detail)
 
     # The port: GRPC_ADDR as configured, else the binary's default.
@@ -632,30 +704,56 @@ def check_nats(report: Report, overlay: str, objects: list[dict], objs: dict,
                  "non-root, read-only root, no privilege escalation, drop ALL, RuntimeDefault"
                  if not issues else "not set: " + ", ".join(issues))
 
-    # Configuration file: from the mounted ConfigMap named by --config.
+    # Configuration file: from a mounted ConfigMap (or a projected volume of
+    # ConfigMaps) named by --config, with the files next to it that it
+    # includes.
     args = (container.get("command") or []) + (container.get("args") or [])
     conf_path = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config", "-c")), None)
-    conf_text = None
     volumes = {v["name"]: v for v in pod.get("volumes") or []}
     claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates") or []}
     mounts = container.get("volumeMounts") or []
-    for mount in mounts:
-        volume = volumes.get(mount["name"], {})
-        if conf_path and "configMap" in volume and conf_path.startswith(mount["mountPath"].rstrip("/") + "/"):
-            cm = objs.get(("ConfigMap", volume["configMap"].get("name", "")))
-            key = conf_path[len(mount["mountPath"].rstrip("/")) + 1:]
-            conf_text = (cm or {}).get("data", {}).get(key)
-    if not report.check(conf_text is not None, f"{label} config",
-                        f"{conf_path} comes from a ConfigMap in the overlay" if conf_text is not None
-                        else f"cannot find the file given to --config ({conf_path}) in a mounted ConfigMap"):
+    files, missing = mounted_files(objs, pod, container)
+    conf_text = files.get(conf_path or "")
+    conf_dir = (conf_path or "").rsplit("/", 1)[0]
+    siblings = {path.rsplit("/", 1)[1]: text for path, text in files.items() if path.rsplit("/", 1)[0] == conf_dir}
+    if not report.check(conf_text is not None and not missing, f"{label} config",
+                        f"{conf_path} comes from a ConfigMap in the overlay"
+                        + (f", with {', '.join(sorted(set(siblings) - {conf_path.rsplit('/', 1)[1]}))} beside it"
+                           if len(siblings) > 1 else "") if conf_text is not None and not missing
+                        else f"cannot find the file given to --config ({conf_path}) in a mounted ConfigMap"
+                        + (f"; missing: {', '.join(missing)}" if missing else "")):
         return
+    # The whole configuration, includes inlined, for the checks below.
+    full_text = conf_text + "".join(f"\n{text}" for name, text in siblings.items()
+                                    if re.search(rf"^\s*include\s+[\"']?{re.escape(name)}", conf_text, re.M))
+    # The environment the server gets: its `$VARIABLE`s must all resolve.
+    env_problems: list[str] = []
+    server_env = {"PATH": os.environ.get("PATH", "")}
+    for entry in container.get("env") or []:
+        value_from = entry.get("valueFrom") or {}
+        ref = value_from.get("secretKeyRef") or value_from.get("configMapKeyRef")
+        if "value" in entry:
+            server_env[entry["name"]] = entry["value"]
+        elif "fieldRef" in value_from:
+            server_env[entry["name"]] = f"{name_of(nats)}-0"
+        elif ref:
+            kind = "Secret" if "secretKeyRef" in value_from else "ConfigMap"
+            obj = operator_secret(objs, kind, ref.get("name", ""))
+            data = {**(obj or {}).get("data", {}), **(obj or {}).get("stringData", {})}
+            if ref.get("key") in data:
+                server_env[entry["name"]] = f"stand-in-{ref['key']}"
+            elif not ref.get("optional"):
+                env_problems.append(f"{entry['name']}: {kind} {ref.get('name')} key {ref.get('key')}")
+    report.check(not env_problems, f"{label} env references",
+                 "every Secret it reads is in the overlay or one you create" if not env_problems
+                 else "not found: " + ", ".join(env_problems))
     nats_server = shutil.which("nats-server")
     if nats_server:
         with tempfile.TemporaryDirectory() as work:
-            conf_file = Path(work) / "nats.conf"
-            conf_file.write_text(conf_text)
-            env = {"PATH": os.environ.get("PATH", ""), "POD_NAME": f"{name_of(nats)}-0"}
-            out = subprocess.run([nats_server, "--config", str(conf_file), "-t"], env=env, cwd=work,
+            for name, text in siblings.items():
+                (Path(work) / name).write_text(text)
+            conf_file = Path(work) / conf_path.rsplit("/", 1)[1]
+            out = subprocess.run([nats_server, "--config", str(conf_file), "-t"], env=server_env, cwd=work,
                                  capture_output=True, text=True, timeout=30)
         report.check(out.returncode == 0, f"{label} config valid",
                      "`nats-server -t` accepts it" if out.returncode == 0
@@ -664,7 +762,7 @@ def check_nats(report: Report, overlay: str, objects: list[dict], objs: dict,
         report.skip(f"{label} config valid", "nats-server is not on PATH (scripts/install-tools.sh installs it)")
 
     def conf_value(key: str) -> str | None:
-        found = re.search(rf"^\s*{key}\s*[:=]?\s*([^\s#]+)", conf_text, re.M)
+        found = re.search(rf"^\s*{key}\s*[:=]?\s*([^\s#]+)", full_text, re.M)
         return found.group(1).strip("\"'") if found else None
 
     # JetStream on a volume.
@@ -757,6 +855,12 @@ def check_nats(report: Report, overlay: str, objects: list[dict], objs: dict,
                      else f"{env.get('NATS_URL')!r}: "
                           + (f"not served by the overlay's NATS: {unknown}" if unknown
                              else f"expected one URL per server ({replicas}) through {spec.get('serviceName')}"))
+        user = env.get("NATS_USER")
+        known = user is not None and re.search(
+            rf"^\s*user\s*[:=]\s*[\"']?{re.escape(user)}[\"']?\s*$", full_text, re.M) is not None
+        report.check(known, f"{slabel} NATS user",
+                     f"NATS_USER {user} is a user of the NATS configuration" if known
+                     else f"NATS_USER {user!r} is not a user of the NATS configuration (deploy/nats/auth.conf)")
         stream_replicas = env.get("STREAM_REPLICAS", "1")
         want = expected.get("stream_replicas")
         ok = stream_replicas.isdigit() and 1 <= int(stream_replicas) <= replicas and (

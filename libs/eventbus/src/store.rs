@@ -349,6 +349,7 @@ impl EventStore {
             .map_err(|e| err(e.to_string()))?;
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                name: Some(crate::security::ordered_consumer_name()),
                 filter_subject: subject.to_owned(),
                 deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: from.max(1),

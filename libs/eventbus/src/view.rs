@@ -106,6 +106,7 @@ impl ViewStore {
             .map_err(|e| self.err(e))?;
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
+                name: Some(crate::security::ordered_consumer_name()),
                 filter_subject: format!("{prefix}{pattern}"),
                 deliver_policy: DeliverPolicy::LastPerSubject,
                 ..Default::default()

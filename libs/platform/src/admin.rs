@@ -21,6 +21,10 @@ use crate::{
 /// The service's full name, for reflection.
 pub use orderflow_proto::admin::v1::dead_letter_service_server::SERVICE_NAME;
 
+/// The path prefix of every dead-letter admin method: admin-only when API
+/// calls are authenticated (replaying a message re-runs its effects).
+pub const ADMIN_PATHS: &str = "/orderflow.admin.v1.DeadLetterService/";
+
 /// The dead-letter admin API.
 #[derive(Clone)]
 pub struct DeadLetterAdmin {

@@ -258,7 +258,7 @@ pub const CONSUMER_ACK_WAIT_SECS: Var = Var {
 
 /// The variables every service reads, given its `GRPC_ADDR` variable.
 pub fn common_vars(grpc_addr: Var) -> Vec<Var> {
-    vec![
+    let mut vars = vec![
         NATS_URL,
         grpc_addr,
         GRPC_MAX_CONCURRENT_CALLS,
@@ -279,7 +279,11 @@ pub fn common_vars(grpc_addr: Var) -> Vec<Var> {
         SHUTDOWN_DELAY_SECS,
         STREAM_REPLICAS,
         CONSUMER_ACK_WAIT_SECS,
-    ]
+    ];
+    vars.extend(crate::grpc_tls::vars());
+    vars.extend(crate::auth::vars());
+    vars.extend(crate::nats_config::NatsConnectConfig::vars());
+    vars
 }
 
 /// Log line format.
@@ -343,6 +347,8 @@ pub struct TelemetryConfig {
 pub struct CommonConfig {
     /// NATS server URLs, comma-separated.
     pub nats_url: String,
+    /// How the service authenticates to NATS and secures the connection.
+    pub nats: crate::nats_config::NatsConnectConfig,
     /// Where the gRPC server listens.
     pub grpc_addr: SocketAddr,
     /// API calls worked on at once before new ones are shed.
@@ -358,6 +364,11 @@ pub struct CommonConfig {
     pub stream_replicas: usize,
     /// The ack wait of the service's durable consumers.
     pub consumer_ack_wait: Duration,
+    /// TLS, the plaintext health listener and reflection.
+    pub grpc: crate::grpc_tls::GrpcTransport,
+    /// Bearer-token verification; `None` when API calls are not
+    /// authenticated.
+    pub auth: Option<std::sync::Arc<crate::auth::Authenticator>>,
 }
 
 impl CommonConfig {
@@ -370,6 +381,7 @@ impl CommonConfig {
         service_version: &'static str,
     ) -> Option<Self> {
         let nats_url = r.parse_with(&NATS_URL, parse_nats_urls);
+        let nats = crate::nats_config::NatsConnectConfig::read(r);
         let grpc_addr = r.parse_with(grpc_addr, |v| {
             v.parse::<SocketAddr>()
                 .map_err(|_| String::from("expected an IP address and port, like 0.0.0.0:50052"))
@@ -459,12 +471,17 @@ impl CommonConfig {
             Ok(s) if (1..=3600).contains(&s) => Ok(Duration::from_secs(s)),
             _ => Err(String::from("expected whole seconds from 1 to 3600")),
         });
+        let grpc = crate::grpc_tls::GrpcTransport::read(r);
+        let auth = crate::auth::Authenticator::read(r);
         let service_name = r
             .raw(&OTEL_SERVICE_NAME)
             .unwrap_or_else(|| service_name.to_owned());
         Some(Self {
             nats_url: nats_url?,
+            nats: nats?,
             grpc_addr: grpc_addr?,
+            grpc: grpc?,
+            auth: auth?,
             max_concurrent_calls: max_concurrent_calls?,
             telemetry: TelemetryConfig {
                 service_name,

@@ -1,6 +1,8 @@
 //! What every orderflow service needs around its domain.
 //!
 //! - [`admin`]: the dead-letter admin API both services serve.
+//! - [`auth`]: bearer JWTs verified at the gRPC edge; admin-only methods.
+//! - [`grpc_tls`]: TLS and mutual TLS, the plaintext health listener, reflection on/off.
 //! - [`config`]: environment variables parsed once into typed settings, every
 //!   bad variable reported together, `--help` generated from the same table.
 //! - [`telemetry`]: the tracing subscriber (text or JSON logs) and the
@@ -10,6 +12,8 @@
 //! - [`main_loop`]: the whole `main` of a service, shared by both binaries.
 //! - [`overload`]: the concurrency limit that sheds API calls beyond it.
 //! - [`probe`]: `<service> probe`, the gRPC health check built into each binary.
+//! - [`nats_config`]: NATS credentials (user and password, token, NKey, `.creds`)
+//!   and TLS, from the environment.
 //! - [`secret`]: secrets from `NAME` or `NAME_FILE`, in types that never print.
 //! - [`status`]: field violations and the `google.rpc.BadRequest` status they become.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation token.
@@ -18,9 +22,12 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
+pub mod grpc_tls;
 pub mod json_log;
 pub mod main_loop;
+pub mod nats_config;
 pub mod overload;
 pub mod paging;
 pub mod probe;

@@ -46,17 +46,21 @@ where
     }
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("probe") {
-        // The address the service itself would listen on: GRPC_ADDR, or its
-        // default from the variable table.
-        let addr = std::env::var("GRPC_ADDR").ok().unwrap_or_else(|| {
-            service
-                .vars
-                .iter()
-                .find(|v| v.name == "GRPC_ADDR")
-                .and_then(|v| v.default)
-                .unwrap_or_default()
-                .to_owned()
-        });
+        // Where the service itself serves health in plaintext: its health
+        // listener when it has one (the API port may need TLS), else
+        // GRPC_ADDR, or its default from the variable table.
+        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let addr = set("GRPC_HEALTH_ADDR")
+            .or_else(|| set("GRPC_ADDR"))
+            .unwrap_or_else(|| {
+                service
+                    .vars
+                    .iter()
+                    .find(|v| v.name == "GRPC_ADDR")
+                    .and_then(|v| v.default)
+                    .unwrap_or_default()
+                    .to_owned()
+            });
         return match crate::probe::parse(&args[2..], &addr) {
             Ok(probe) => crate::probe::run(&probe).await,
             Err(error) => {

@@ -9,8 +9,10 @@
 //!
 //! It asks `grpc.health.v1.Health/Check` (tonic-health's client) and exits 0
 //! only when the answer is SERVING; 1 when it is anything else or the call
-//! fails; 2 for bad arguments. The address defaults to `GRPC_ADDR` with an
-//! unspecified host (`0.0.0.0`, `[::]`) replaced by loopback.
+//! fails; 2 for bad arguments. The address defaults to `GRPC_HEALTH_ADDR`
+//! (the plaintext health listener a TLS server keeps for probes), else
+//! `GRPC_ADDR`, with an unspecified host (`0.0.0.0`, `[::]`) replaced by
+//! loopback. The probe speaks plaintext, as the kubelet's gRPC probe does.
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
@@ -34,7 +36,7 @@ pub fn usage(binary: &str) -> String {
     format!(
         "Usage: {binary} probe [--addr HOST:PORT] [--service NAME] [--timeout-ms N]\n\
          Exits 0 when the gRPC health check answers SERVING, 1 otherwise, 2 on bad arguments.\n\
-         --addr defaults to GRPC_ADDR (0.0.0.0 becomes 127.0.0.1); --service defaults to \"\" (the whole server)."
+         --addr defaults to GRPC_HEALTH_ADDR, else GRPC_ADDR (0.0.0.0 becomes 127.0.0.1); health is probed in plaintext; --service defaults to \"\" (the whole server)."
     )
 }
 

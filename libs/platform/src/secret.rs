@@ -32,22 +32,31 @@ impl EnvReader<'_> {
                 None
             }
             (Some(value), None) => Some(value),
-            (None, Some(path)) => match std::fs::read_to_string(path.trim()) {
-                Ok(text) => {
-                    let value = text.trim_end_matches(['\r', '\n']);
-                    if value.is_empty() {
-                        self.problem(file_var, format!("the file {path:?} is empty"));
-                        None
-                    } else {
-                        Some(SecretString::from(value.to_owned()))
-                    }
-                }
-                Err(error) => {
-                    self.problem(file_var, format!("cannot read {path:?}: {error}"));
-                    None
-                }
-            },
+            (None, Some(_)) => self.secret_file(file_var),
             (None, None) => None,
+        }
+    }
+
+    /// Reads a secret from the file named by `file_var` (trailing newlines
+    /// trimmed), for secrets that only come as files (an NKey seed, a
+    /// `.creds` file). An unreadable or empty file is a problem, named by
+    /// the variable and the path; unset is `None`.
+    pub fn secret_file(&mut self, file_var: &Var) -> Option<SecretString> {
+        let path = self.raw(file_var)?;
+        match std::fs::read_to_string(path.trim()) {
+            Ok(text) => {
+                let value = text.trim_end_matches(['\r', '\n']);
+                if value.is_empty() {
+                    self.problem(file_var, format!("the file {path:?} is empty"));
+                    None
+                } else {
+                    Some(SecretString::from(value.to_owned()))
+                }
+            }
+            Err(error) => {
+                self.problem(file_var, format!("cannot read {path:?}: {error}"));
+                None
+            }
         }
     }
 

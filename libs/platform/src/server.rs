@@ -124,6 +124,18 @@ pub enum ServeError {
         /// What failed.
         message: String,
     },
+    /// NATS refused the service's credentials.
+    #[error(
+        "NATS at {url} refused this service's credentials ({method}): {message}. Check NATS_USER with NATS_PASSWORD or NATS_PASSWORD_FILE (or NATS_TOKEN, NATS_NKEY_SEED_FILE, NATS_CREDS_FILE) against the server's users, e.g. deploy/nats/auth.conf"
+    )]
+    NatsRefused {
+        /// The configured URLs.
+        url: String,
+        /// How the service authenticated (never the secret).
+        method: &'static str,
+        /// What the server or client said.
+        message: String,
+    },
     /// JetStream setup (streams, buckets) failed.
     #[error("cannot set up JetStream: {0}")]
     JetStream(String),
@@ -143,19 +155,38 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Adds health and reflection to `routes`.
+/// What a server serves: the API port's routes, and the health-only routes
+/// of the plaintext health listener (`GRPC_HEALTH_ADDR`).
+pub struct PlatformRoutes {
+    /// The API, health, and reflection when enabled.
+    pub api: Routes,
+    /// `grpc.health.v1.Health` alone.
+    pub health_only: Routes,
+}
+
+/// Adds health and (unless `reflection` is off) reflection to `routes`.
 ///
 /// Reflection knows every type in `descriptor_sets` (plus health's) but lists
 /// only `api_services`, health and itself, so `grpcurl list` shows what this
 /// server actually serves.
-pub fn with_platform_services(
+pub fn with_platform_services<H>(
     routes: Routes,
-    health: tonic_health::pb::health_server::HealthServer<
-        impl tonic_health::pb::health_server::Health,
-    >,
+    health: tonic_health::pb::health_server::HealthServer<H>,
     descriptor_sets: &[&'static [u8]],
     api_services: &[&str],
-) -> Result<Routes, ServeError> {
+    reflection: bool,
+) -> Result<PlatformRoutes, ServeError>
+where
+    H: tonic_health::pb::health_server::Health,
+{
+    let health_only = Routes::new(health.clone());
+    let routes = routes.add_service(health);
+    if !reflection {
+        return Ok(PlatformRoutes {
+            api: routes,
+            health_only,
+        });
+    }
     let configure = || {
         let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -168,20 +199,36 @@ pub fn with_platform_services(
         }
         builder
     };
-    Ok(routes
-        .add_service(health)
-        .add_service(configure().build_v1()?)
-        .add_service(configure().build_v1alpha()?))
+    Ok(PlatformRoutes {
+        api: routes
+            .add_service(configure().build_v1()?)
+            .add_service(configure().build_v1alpha()?),
+        health_only,
+    })
 }
 
-/// Connects to NATS for service `name`, with a start-up error that says
-/// what to do.
-pub async fn connect_nats(url: &str, name: &str) -> Result<orderflow_eventbus::Client, ServeError> {
-    orderflow_eventbus::connect(url, name)
+/// Connects to NATS for service `name` with the credentials and TLS of
+/// `nats`, with a start-up error that says what to do.
+pub async fn connect_nats(
+    url: &str,
+    nats: &crate::nats_config::NatsConnectConfig,
+    name: &str,
+) -> Result<orderflow_eventbus::Client, ServeError> {
+    orderflow_eventbus::connect(url, name, &nats.auth, &nats.tls)
         .await
-        .map_err(|e| ServeError::Nats {
-            url: url.to_owned(),
-            message: e.to_string(),
+        .map_err(|e| {
+            if orderflow_eventbus::security::is_refusal(&e) {
+                ServeError::NatsRefused {
+                    url: url.to_owned(),
+                    method: nats.auth.method(),
+                    message: e.to_string(),
+                }
+            } else {
+                ServeError::Nats {
+                    url: url.to_owned(),
+                    message: e.to_string(),
+                }
+            }
         })
 }
 
@@ -193,7 +240,7 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError>
 }
 
 /// How a service serves and stops.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ServePolicy {
     /// API calls worked on at once before new ones are shed.
     pub max_concurrent_calls: usize,
@@ -202,6 +249,30 @@ pub struct ServePolicy {
     pub delay: Duration,
     /// The longest the workers may take to finish what they hold.
     pub grace: Duration,
+    /// TLS and the plaintext health listener.
+    pub transport: crate::grpc_tls::GrpcTransport,
+    /// Who may call what.
+    pub access: crate::auth::AccessPolicy,
+}
+
+impl ServePolicy {
+    /// The policy `common` configures, with the service's admin-only
+    /// methods (see [`AccessPolicy::admin_only`](crate::auth::AccessPolicy)).
+    pub fn from_config(
+        common: &crate::config::CommonConfig,
+        admin_only: &'static [&'static str],
+    ) -> Self {
+        Self {
+            max_concurrent_calls: common.max_concurrent_calls,
+            delay: common.shutdown_delay,
+            grace: common.shutdown_timeout,
+            transport: common.grpc.clone(),
+            access: crate::auth::AccessPolicy {
+                authenticator: common.auth.clone(),
+                admin_only,
+            },
+        }
+    }
 }
 
 /// Runs a service until `shutdown`, then stops it in order.
@@ -214,7 +285,7 @@ pub struct ServePolicy {
 /// and publish reaches the server before the process exits. A failing server
 /// stops everything at once.
 pub async fn run(
-    routes: Routes,
+    routes: PlatformRoutes,
     listener: TcpListener,
     workers: tokio_util::task::TaskTracker,
     client: orderflow_eventbus::Client,
@@ -222,7 +293,20 @@ pub async fn run(
     stop: ServePolicy,
 ) -> Result<(), ServeError> {
     workers.close();
-    tracing::info!(addr = ?listener.local_addr().ok(), "serving");
+    let health_listener = match stop.transport.health_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    if stop.access.authenticator.is_none() {
+        tracing::warn!("API calls are not authenticated (AUTH_JWT_ISSUER is not set)");
+    }
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        tls = stop.transport.tls.is_some(),
+        mutual_tls = stop.transport.mutual_tls,
+        health_addr = ?health_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        "serving"
+    );
     let stop_serving = CancellationToken::new();
     let delayed = {
         let (shutdown, stop_serving) = (shutdown.clone(), stop_serving.clone());
@@ -235,7 +319,25 @@ pub async fn run(
             stop_serving.cancel();
         })
     };
-    let served = serve(routes, listener, stop_serving, stop.max_concurrent_calls).await;
+    let health_only = async {
+        match health_listener {
+            // Plaintext, no layers: probes are never shed or authenticated.
+            Some(listener) => tonic::transport::Server::builder()
+                .add_routes(routes.health_only)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop_serving.clone().cancelled_owned(),
+                )
+                .await
+                .map_err(ServeError::from),
+            None => Ok(()),
+        }
+    };
+    let (served, health_served) = tokio::join!(
+        serve(routes.api, listener, stop_serving.clone(), &stop),
+        health_only
+    );
+    let served = served.and(health_served);
     delayed.abort();
     let grace = stop.grace;
     shutdown.cancel();
@@ -258,18 +360,27 @@ pub async fn serve(
     routes: Routes,
     listener: TcpListener,
     shutdown: CancellationToken,
-    max_concurrent_calls: usize,
+    policy: &ServePolicy,
 ) -> Result<(), ServeError> {
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &policy.transport.tls {
+        builder = builder.tls_config(tls.clone())?;
+    }
+    builder
         // Why first: every call, including health and reflection, gets its
         // SERVER span and the caller's trace context before anything else,
-        // and a shed call is visible in its trace.
+        // and a refused or shed call is visible in its trace.
         .layer(TraceContextLayer)
+        // Then who is calling: an unauthenticated call is refused before it
+        // can take one of the permits below.
+        .layer(crate::auth::AuthLayer::new(policy.access.clone()))
         // Then the shared limit: beyond it API calls are refused at once
         // (RESOURCE_EXHAUSTED) rather than queued. The caller's grpc-timeout
         // is enforced by tonic itself: when it expires the handler future is
         // dropped, so no work continues for a caller that gave up.
-        .layer(crate::overload::LoadShedLayer::new(max_concurrent_calls))
+        .layer(crate::overload::LoadShedLayer::new(
+            policy.max_concurrent_calls,
+        ))
         // Answer a stuck client instead of holding its stream forever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_routes(routes)

@@ -2,8 +2,9 @@
 //!
 //! - [`NatsServer`] starts a real `nats-server` with JetStream on a free
 //!   loopback port with its own temporary store (or uses the server named by
-//!   `ORDERFLOW_TEST_NATS_URL`), can kill and restart it for fault tests, and
-//!   cleans up on drop.
+//!   `ORDERFLOW_TEST_NATS_URL`), or one with a given configuration (users and
+//!   permissions), can kill and restart it for fault tests, and cleans up on
+//!   drop.
 //! - [`NatsCluster`] starts three routed `nats-server` nodes with JetStream
 //!   on loopback, each with its own store, and kills and restarts single
 //!   nodes, for tests that lose a stream's leader.
@@ -11,6 +12,8 @@
 //!   port 0, with gRPC clients and helpers that wait for an order's status.
 //! - [`otlp`] is a real OTLP receiver (gRPC and HTTP) that keeps what the
 //!   services export.
+//! - [`pki`] generates a throwaway CA with server and client certificates
+//!   for TLS and mutual-TLS tests.
 //! - [`process`] runs a service binary as a child, for signal and exit-code
 //!   tests.
 //! - [`streams`] reads what was committed to JetStream, headers included.
@@ -26,6 +29,7 @@
 pub mod cluster;
 pub mod nats;
 pub mod otlp;
+pub mod pki;
 pub mod process;
 pub mod services;
 pub mod streams;

@@ -75,6 +75,13 @@ struct ManagedServer {
     store_dir: PathBuf,
     /// The server's stdout and stderr, appended to across restarts.
     log_path: PathBuf,
+    /// A configuration file given with `-c`, when the test brought one
+    /// (accounts, users, permissions); the command-line flags still set the
+    /// port, the store and the name.
+    config_path: Option<PathBuf>,
+    /// Extra environment of the process, for `$VARIABLE`s in the
+    /// configuration (passwords, say).
+    env: Vec<(String, String)>,
     /// Owns `store_dir` and `log_path`; deleting it is the cleanup, done in
     /// [`NatsServer`]'s `Drop` after the process has been killed. `None` only
     /// once it has been deleted.
@@ -110,8 +117,29 @@ impl NatsServer {
         }
     }
 
+    /// Starts a server of our own with the configuration `config` (the text
+    /// of a nats-server configuration file: accounts, users, permissions)
+    /// and `env` in its environment (the values of `$VARIABLE`s in it).
+    ///
+    /// Port, store, name and JetStream still come from the command line,
+    /// which overrides the file. `ORDERFLOW_TEST_NATS_URL` is ignored: a
+    /// server someone else runs does not have this configuration.
+    ///
+    /// # Panics
+    ///
+    /// As [`NatsServer::start`]; a configuration the server rejects fails
+    /// the start, with the server's message in the panic.
+    pub fn start_with_config(config: &str, env: &[(&str, &str)]) -> NatsServer {
+        NatsServer::start_managed_with(Some(config), env)
+    }
+
     /// Starts a process of our own, ignoring `ORDERFLOW_TEST_NATS_URL`.
     fn start_managed() -> NatsServer {
+        NatsServer::start_managed_with(None, &[])
+    }
+
+    /// Starts a process of our own, with `config` and `env` when given.
+    fn start_managed_with(config: Option<&str>, env: &[(&str, &str)]) -> NatsServer {
         let dir = tempfile::Builder::new()
             .prefix("orderflow-nats-")
             .tempdir()
@@ -123,11 +151,22 @@ impl NatsServer {
             std::process::id(),
             NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
         );
+        let config_path = config.map(|text| {
+            let path = dir.path().join("nats-server.conf");
+            std::fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            path
+        });
         let mut managed = ManagedServer {
             child: None,
             name,
             store_dir,
             log_path,
+            config_path,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             dir: Some(dir),
         };
 
@@ -269,7 +308,12 @@ impl ManagedServer {
             StartFailure::NotReady(format!("cannot open {}: {e}", self.log_path.display()))
         })?;
 
-        let child = Command::new(NATS_SERVER_BIN)
+        let mut command = Command::new(NATS_SERVER_BIN);
+        if let Some(config) = &self.config_path {
+            command.arg("-c").arg(config);
+        }
+        let child = command
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("-js")
             .args(["-a", "127.0.0.1"])
             .args(["-p", &port.to_string()])
@@ -425,6 +469,18 @@ mod tests {
         drop(server);
         assert!(!store.exists() && !log.exists());
         assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err());
+    }
+
+    #[test]
+    fn a_server_started_with_a_configuration_applies_it() {
+        let server = NatsServer::start_with_config(
+            "authorization { user: test, password: $TEST_PASSWORD }",
+            &[("TEST_PASSWORD", "pw")],
+        );
+        assert!(!server.is_external());
+        let info = greeting(&server);
+        assert!(info.contains("\"auth_required\":true"), "{info}");
+        assert!(info.contains("\"jetstream\":true"), "{info}");
     }
 
     #[test]

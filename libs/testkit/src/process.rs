@@ -80,7 +80,12 @@ impl ServiceProcess {
             .spawn()
             .expect("the service binary starts");
         let process = Self { child, addr, log };
-        let endpoint = format!("http://{addr}");
+        // A TLS server is probed on its plaintext health listener, as
+        // Kubernetes does.
+        let endpoint = match extra.iter().find(|(k, _)| *k == "GRPC_HEALTH_ADDR") {
+            Some((_, health)) => format!("http://{health}"),
+            None => format!("http://{addr}"),
+        };
         wait_until(
             &format!("{binary} to be SERVING"),
             Duration::from_secs(20),

@@ -26,6 +26,10 @@ use crate::{
     projection::{self, OrderViews, ProjectionHandler},
 };
 
+/// Methods only callers with the `admin` role may call when API calls are
+/// authenticated: the dead-letter admin API.
+pub const ADMIN_ONLY: &[&str] = &[orderflow_platform::admin::ADMIN_PATHS];
+
 /// A built order service, ready to run.
 pub struct App {
     config: Config,
@@ -41,7 +45,7 @@ impl App {
     /// the gRPC address.
     pub async fn build(config: Config) -> Result<Self, ServeError> {
         let common = &config.common;
-        let client = server::connect_nats(&common.nats_url, "order-service").await?;
+        let client = server::connect_nats(&common.nats_url, &common.nats, "order-service").await?;
         let js = orderflow_eventbus::jetstream(client.clone());
         ensure_streams(&js, STREAMS, common.stream_replicas)
             .await
@@ -87,6 +91,7 @@ impl App {
             health_server,
             &[FILE_DESCRIPTOR_SET],
             &[SERVICE_NAME, orderflow_platform::admin::SERVICE_NAME],
+            config.common.grpc.reflection,
         )?;
 
         let workers = TaskTracker::new();
@@ -117,11 +122,7 @@ impl App {
             workers,
             client,
             shutdown,
-            server::ServePolicy {
-                max_concurrent_calls: config.common.max_concurrent_calls,
-                delay: config.common.shutdown_delay,
-                grace: config.common.shutdown_timeout,
-            },
+            server::ServePolicy::from_config(&config.common, ADMIN_ONLY),
         )
         .await
     }

@@ -28,6 +28,13 @@ use crate::{
     projection::{self, PaymentViews, ProjectionHandler},
 };
 
+/// Methods only callers with the `admin` role may call when API calls are
+/// authenticated: refunds and the dead-letter admin API.
+pub const ADMIN_ONLY: &[&str] = &[
+    "/orderflow.payment.v1.PaymentService/RefundPayment",
+    orderflow_platform::admin::ADMIN_PATHS,
+];
+
 /// A built payment service, ready to run.
 pub struct App {
     config: Config,
@@ -64,7 +71,8 @@ impl App {
         G::Future: Send + 'static,
     {
         let common = &config.common;
-        let client = server::connect_nats(&common.nats_url, "payment-service").await?;
+        let client =
+            server::connect_nats(&common.nats_url, &common.nats, "payment-service").await?;
         let js = orderflow_eventbus::jetstream(client.clone());
         ensure_streams(&js, STREAMS, common.stream_replicas)
             .await
@@ -118,6 +126,7 @@ impl App {
             health_server,
             &[FILE_DESCRIPTOR_SET],
             &[SERVICE_NAME, orderflow_platform::admin::SERVICE_NAME],
+            config.common.grpc.reflection,
         )?;
 
         let workers = TaskTracker::new();
@@ -153,11 +162,7 @@ impl App {
             workers,
             client,
             shutdown,
-            server::ServePolicy {
-                max_concurrent_calls: config.common.max_concurrent_calls,
-                delay: config.common.shutdown_delay,
-                grace: config.common.shutdown_timeout,
-            },
+            server::ServePolicy::from_config(&config.common, ADMIN_ONLY),
         )
         .await
     }

@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# Benchmarks orderflow on this machine: builds the release binaries, starts a
+# throwaway nats-server (free port, temporary store) and both services, runs
+# orderflow-bench against them, and stops everything it started. The bench's
+# report is this script's only stdout; everything else goes to stderr, and
+# the logs to target/bench/logs/.
+#
+#   scripts/bench.sh [OPTIONS] [-- BENCH ARGS...]
+#
+#   --tracing MODE  how the services trace: default (no OTLP endpoint, the
+#                   services' default), off (OTEL_SDK_DISABLED=true), or on
+#                   (every span exported over OTLP/gRPC to
+#                   `orderflow-bench otlp-sink`, whose counts are printed to
+#                   stderr at the end)
+#   --debug         use the debug binaries (cargo build, no --release): for
+#                   the smoke test, never for figures
+#   --no-build      use the binaries as they are
+#   --full          the documented sequence (docs/benchmarks.md): start-up
+#                   time and idle RSS of both binaries, the main run with
+#                   --baseline and --sweep (writes docs/bench-latency.svg),
+#                   then tracing off and tracing on; JSON results go to
+#                   target/bench/ and a summary table to stdout
+#
+# Everything after `--` goes to orderflow-bench (see `orderflow-bench --help`),
+# e.g. `scripts/bench.sh -- --duration 30s --concurrency 64 --baseline`.
+# shellcheck disable=SC2317 # cleanup functions run from the EXIT trap
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=scripts/install-tools.sh
+source scripts/install-tools.sh
+
+TRACING=default
+PROFILE=release
+BUILD=1
+FULL=0
+BENCH_ARGS=()
+while (($#)); do
+  case "$1" in
+    --tracing)
+      TRACING=${2:-}
+      shift 2 || { echo "error: --tracing needs default, off or on" >&2; exit 2; }
+      ;;
+    --debug) PROFILE=debug; shift ;;
+    --no-build) BUILD=0; shift ;;
+    --full) FULL=1; shift ;;
+    --)
+      shift
+      BENCH_ARGS=("$@")
+      break
+      ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "error: unknown option $1 (bench arguments go after --); see --help" >&2
+      exit 2
+      ;;
+  esac
+done
+case "$TRACING" in
+  default | off | on) ;;
+  *) echo "error: --tracing must be default, off or on (got '$TRACING')" >&2; exit 2 ;;
+esac
+
+OUT=target/bench
+LOGS=$OUT/logs
+BIN=target/$PROFILE
+mkdir -p "$LOGS"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/orderflow-bench.XXXXXX")
+
+# PIDs of what this script started.
+NATS_PID=""
+ORDER_PID=""
+PAYMENT_PID=""
+SINK_PID=""
+
+log() { echo "bench.sh: $*" >&2; }
+
+# A free loopback TCP port (the kernel picks it; nothing holds it afterwards).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+listening() {
+  timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# Sends SIGTERM to pid $2 (named $1) and waits up to 30 s before SIGKILL.
+stop_pid() {
+  local name=$1 pid=$2
+  [[ -n "$pid" ]] || return 0
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name did not stop within 30 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+stop_services() {
+  stop_pid order-service "$ORDER_PID"
+  stop_pid payment-service "$PAYMENT_PID"
+  ORDER_PID="" PAYMENT_PID=""
+}
+
+stop_stack() {
+  stop_services
+  stop_pid nats-server "$NATS_PID"
+  stop_pid otlp-sink "$SINK_PID"
+  NATS_PID="" SINK_PID=""
+  rm -rf "$WORK/nats"
+}
+
+cleanup() {
+  trap - EXIT INT TERM
+  stop_stack
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts a nats-server with JetStream on a free port and a fresh store; sets
+# NATS_URL.
+start_nats() {
+  local port
+  port=$(free_port)
+  mkdir -p "$WORK/nats"
+  nats-server -js -a 127.0.0.1 -p "$port" -sd "$WORK/nats" >"$LOGS/nats.log" 2>&1 &
+  NATS_PID=$!
+  for _ in $(seq 100); do
+    listening "$port" && break
+    kill -0 "$NATS_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! listening "$port"; then
+    log "nats-server did not start; the end of $LOGS/nats.log:"
+    tail -n 20 "$LOGS/nats.log" >&2
+    exit 1
+  fi
+  NATS_URL="nats://127.0.0.1:$port"
+}
+
+# Starts the OTLP sink on a free port; sets OTLP_ENDPOINT.
+start_sink() {
+  local port
+  port=$(free_port)
+  "$BIN/orderflow-bench" otlp-sink --addr "127.0.0.1:$port" >"$LOGS/otlp-sink.json" 2>"$LOGS/otlp-sink.log" &
+  SINK_PID=$!
+  for _ in $(seq 100); do
+    listening "$port" && break
+    sleep 0.05
+  done
+  OTLP_ENDPOINT="http://127.0.0.1:$port"
+}
+
+# The environment of the services for tracing mode $1.
+tracing_env() {
+  case "$1" in
+    default) echo "OTEL_SDK_DISABLED=false" ;;
+    off) echo "OTEL_SDK_DISABLED=true" ;;
+    # A short export delay and a deep queue, so that every span of the run
+    # is exported (the defaults, 5 s and 2048, would drop most of them and
+    # make tracing look cheaper than it is).
+    on) echo "OTEL_EXPORTER_OTLP_ENDPOINT=$OTLP_ENDPOINT OTEL_BSP_SCHEDULE_DELAY=${BENCH_BSP_SCHEDULE_DELAY:-200} OTEL_BSP_MAX_QUEUE_SIZE=${BENCH_BSP_MAX_QUEUE_SIZE:-65536}" ;;
+  esac
+}
+
+# Starts service $1 on a free port, waits for SERVING; sets ${1}_PORT.
+start_service() {
+  local name=$1 port pid
+  port=$(free_port)
+  # shellcheck disable=SC2046 # tracing_env gives separate NAME=value words
+  env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_SDK_DISABLED $(tracing_env "$TRACING") \
+    NATS_URL="$NATS_URL" GRPC_ADDR="127.0.0.1:$port" \
+    "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
+  pid=$!
+  local deadline=$((SECONDS + 60))
+  until "$BIN/$name" probe --addr "127.0.0.1:$port" --timeout-ms 1000 >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
+      log "$name did not become SERVING; the end of $LOGS/$name.log:"
+      tail -n 20 "$LOGS/$name.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  case "$name" in
+    order-service) ORDER_PID=$pid ORDER_PORT=$port ;;
+    payment-service) PAYMENT_PID=$pid ;;
+  esac
+}
+
+# A fresh broker and both services, traced as $TRACING.
+start_stack() {
+  start_nats
+  if [[ "$TRACING" == on ]]; then start_sink; fi
+  start_service order-service
+  start_service payment-service
+  log "nats $NATS_URL, order-service 127.0.0.1:$ORDER_PORT, tracing $TRACING ($BIN)"
+}
+
+# Runs orderflow-bench against the running stack with arguments "$@".
+bench() {
+  "$BIN/orderflow-bench" --target "http://127.0.0.1:$ORDER_PORT" --nats-url "$NATS_URL" "$@"
+}
+
+add_pip_scripts_to_path
+ensure_nats_server any
+
+if ((BUILD)); then
+  log "building ($PROFILE)..."
+  if [[ "$PROFILE" == release ]]; then
+    cargo build --release -p orderflow-bench -p order-service -p payment-service >&2
+  else
+    cargo build -p orderflow-bench -p order-service -p payment-service >&2
+  fi
+fi
+for binary in orderflow-bench order-service payment-service; do
+  if [[ ! -x "$BIN/$binary" ]]; then
+    log "$BIN/$binary is missing; run without --no-build"
+    exit 1
+  fi
+done
+
+if ((!FULL)); then
+  start_stack
+  status=0
+  bench "${BENCH_ARGS[@]}" || status=$?
+  if [[ "$TRACING" == on ]]; then
+    stop_services # flush the last spans into the sink before it counts
+    stop_pid otlp-sink "$SINK_PID"
+    SINK_PID=""
+    log "otlp-sink received: $(cat "$LOGS/otlp-sink.json")"
+  fi
+  exit "$status"
+fi
+
+# The full sequence of docs/benchmarks.md.
+DURATION=${BENCH_DURATION:-10s}
+SWEEP_DURATION=${BENCH_SWEEP_DURATION:-6s}
+
+log "1/4 start to SERVING and idle RSS"
+start_nats
+export NATS_URL
+for name in order-service payment-service; do
+  "$BIN/orderflow-bench" startup --bin "$BIN/$name" --runs 5 --json >"$OUT/startup-$name.json"
+done
+stop_stack
+
+log "2/4 main run: closed loop, baseline, sweep (tracing default)"
+TRACING=default
+start_stack
+bench --duration "$DURATION" --baseline --sweep --sweep-duration "$SWEEP_DURATION" \
+  --svg docs/bench-latency.svg --label main --json "${BENCH_ARGS[@]}" >"$OUT/main.json"
+stop_stack
+
+log "3/4 tracing off (OTEL_SDK_DISABLED=true)"
+TRACING=off
+start_stack
+bench --duration "$DURATION" --baseline --label tracing-off --json "${BENCH_ARGS[@]}" >"$OUT/tracing-off.json"
+stop_stack
+
+log "4/4 tracing on (OTLP/gRPC export of every span to otlp-sink)"
+TRACING=on
+start_stack
+bench --duration "$DURATION" --baseline --label tracing-on --json "${BENCH_ARGS[@]}" >"$OUT/tracing-on.json"
+stop_services
+stop_pid otlp-sink "$SINK_PID"
+SINK_PID=""
+cp "$LOGS/otlp-sink.json" "$OUT/otlp-sink.json"
+stop_stack
+
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then COMMIT="$COMMIT + uncommitted changes"; fi
+python3 - "$OUT" "$COMMIT" <<'EOF'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+load = lambda name: json.loads((out / name).read_text())
+main, off, on = load("main.json"), load("tracing-off.json"), load("tracing-on.json")
+sink = load("otlp-sink.json")
+startup = {n: load(f"startup-{n}.json") for n in ("order-service", "payment-service")}
+r = main["ratios"]
+print(f"machine: {main['machine']['cpus']} CPU(s), {main['machine']['cpu_model']}; commit {sys.argv[2]}")
+print()
+print("| figure | value | ratio to raw publish | goal |")
+print("| --- | --- | --- | --- |")
+print(f"| raw JetStream acked publish, {main['concurrency']} in flight | {main['baseline_publish_rps']:.0f}/s, p50 {main['baseline_p50_ms']:.2f} ms, p99 {main['baseline_p99_ms']:.2f} ms | 1 | |")
+print(f"| CreateOrder throughput | {main['create_rps']:.0f}/s | {r['create_vs_baseline']:.3f} | >= 0.30 |")
+print(f"| CreateOrder latency p50 / p90 / p99 / p99.9 | {main['create_p50_ms']:.2f} / {main['create_p90_ms']:.2f} / {main['create_p99_ms']:.2f} / {main['create_p999_ms']:.2f} ms | p99 {r['create_p99_vs_baseline_p99']:.2f} | |")
+print(f"| completed sagas | {main['saga_rps']:.0f}/s | {r['saga_vs_baseline']:.3f} | >= 0.10 |")
+print(f"| saga latency p50 / p90 / p99 / p99.9 | {main['saga_p50_ms']:.2f} / {main['saga_p90_ms']:.2f} / {main['saga_p99_ms']:.2f} / {main['saga_p999_ms']:.2f} ms | p99 {r['saga_p99_vs_baseline_p99']:.2f} | |")
+half = main.get("saga_p99_at_half_peak_ms")
+print(f"| saga p99 at half of peak (open loop) | {half if half is not None else '-'} ms | | <= 25 ms |")
+t_off, t_on = off["create_rps"], on["create_rps"]
+s_off, s_on = off["saga_rps"], on["saga_rps"]
+print(f"| tracing on / off, CreateOrder | {t_on:.0f} / {t_off:.0f} per s = {t_on / t_off:.3f} (vs raw: {on['ratios']['create_vs_baseline']:.3f} / {off['ratios']['create_vs_baseline']:.3f}) | | >= 0.85 |")
+print(f"| tracing on / off, sagas | {s_on:.0f} / {s_off:.0f} per s = {s_on / s_off:.3f} (vs raw: {on['ratios']['saga_vs_baseline']:.3f} / {off['ratios']['saga_vs_baseline']:.3f}) | | >= 0.85 |")
+for name, s in startup.items():
+    print(f"| {name} start to SERVING (median of {len(s['runs'])}) | {s['median_start_to_serving_ms']:.1f} ms | | <= 20 ms |")
+    print(f"| {name} idle RSS (median) | {s['median_idle_rss_mib']:.1f} MiB | | <= 12 MB |")
+print()
+print(f"errors: main {main['errors']}, tracing off {off['errors']}, tracing on {on['errors']}")
+print(f"otlp-sink: {sink['spans']} spans in {sink['trace_exports']} exports {sink['spans_by_service']}, {sink['metric_points']} metric points; "
+      f"{sink['spans'] / max(1, on['sagas_observed_total']):.1f} spans per saga")
+print()
+print("sweep:", json.dumps(main["sweep"], indent=None))
+EOF
+log "results in $OUT/*.json, plot in docs/bench-latency.svg"

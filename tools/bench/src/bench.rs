@@ -1,0 +1,283 @@
+//! The benchmark itself: check the system end to end with one order, measure
+//! the baseline, run the load, optionally sweep open-loop rates, report.
+//!
+//! The order of the phases matters. The probe order comes first so that a
+//! misconfigured run (payment service missing, wrong NATS server) fails in
+//! seconds with a message instead of after the whole load; it also gives the
+//! exact size of this run's `OrderCreated` events, which the baseline then
+//! publishes. The baseline runs before the load, while the services are idle,
+//! so it measures the broker alone.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use orderflow_proto::order::v1::{Order, OrderCreated, OrderStatus};
+use prost::Message as _;
+
+use crate::{
+    RunArgs, baseline,
+    load::{self, CreateStats, Driver, Length, Mode, Orders},
+    progress::Progress,
+    report::{self, Report, Setup, SweepPoint},
+    saga::{self, SagaTracker},
+    schedule::Schedule,
+    svg,
+};
+
+/// How long the probe order may take, CreateOrder and saga together.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Checks the flags that clap cannot check alone.
+fn validate(args: &RunArgs) -> Result<(), String> {
+    if args.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    if args.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if args.count == Some(0) {
+        return Err("--count must be at least 1".into());
+    }
+    if args.duration.is_zero() && args.count.is_none() {
+        return Err("--duration must be longer than 0".into());
+    }
+    if let Some(rate) = args.rate
+        && Schedule::new(rate).is_none()
+    {
+        return Err(format!(
+            "--rate must be a positive number of requests per second, got {rate}"
+        ));
+    }
+    if args.sweep && args.rate.is_some() {
+        return Err(
+            "--sweep scales the peak of a closed-loop run; leave out --rate (use --concurrency)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A name for this run's orders, unique across runs against the same broker.
+fn run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+/// The size of an `OrderCreated` for this run's requests, should the probe's
+/// event not have been seen: the event carries the order as committed, with
+/// a UUID and two timestamps added to the request.
+fn estimated_event_bytes(orders: &Orders) -> usize {
+    let request = orders.request(1_000_000);
+    let now = prost_types::Timestamp {
+        seconds: 1_800_000_000,
+        nanos: 123_456_789,
+    };
+    OrderCreated {
+        order: Some(Order {
+            order_id: "00000000-0000-5000-8000-000000000000".into(),
+            customer_id: request.customer_id,
+            items: request.items,
+            total: None,
+            status: OrderStatus::PendingPayment as i32,
+            create_time: Some(now),
+            update_time: Some(now),
+            request_id: request.request_id,
+            version: 1,
+            ..Default::default()
+        }),
+    }
+    .encoded_len()
+}
+
+async fn nats(
+    url: &str,
+    name: &str,
+    tracker: Option<Arc<SagaTracker>>,
+) -> Result<async_nats::Client, String> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        // Room for a long burst of events while the bench is descheduled; a
+        // full buffer drops events (counted, and shown in the report).
+        .subscription_capacity(1 << 20);
+    if let Some(tracker) = tracker {
+        options = options.event_callback(move |event| {
+            let tracker = tracker.clone();
+            async move {
+                if matches!(event, async_nats::Event::SlowConsumer(_)) {
+                    tracker.note_dropped();
+                }
+            }
+        });
+    }
+    options
+        .connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {url}: {e}; is --nats-url right?"))
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(args: RunArgs) -> Result<(), String> {
+    validate(&args)?;
+    let orders = Arc::new(Orders::new(&run_id()));
+    let tracker = Arc::new(SagaTracker::new(orders.customer_prefix().to_owned()));
+    let observer_client = nats(
+        &args.nats_url,
+        "orderflow-bench-observer",
+        Some(tracker.clone()),
+    )
+    .await?;
+    let observer = saga::observe(&observer_client, tracker.clone()).await?;
+    let driver = Driver {
+        clients: load::connect(&args.target, args.connections).await?,
+        orders: orders.clone(),
+        tracker: tracker.clone(),
+    };
+    driver.probe(PROBE_TIMEOUT).await?;
+    let event_bytes = tracker.created_event_bytes();
+
+    let baseline = if args.baseline {
+        let payload = event_bytes.unwrap_or_else(|| estimated_event_bytes(&orders));
+        let client = nats(&args.nats_url, "orderflow-bench-baseline", None).await?;
+        if !args.quiet {
+            eprintln!(
+                "baseline: raw JetStream publishes, {} in flight, {payload} B, {:.1} s...",
+                args.concurrency,
+                args.baseline_duration
+                    .unwrap_or(args.duration)
+                    .as_secs_f64()
+            );
+        }
+        Some(
+            baseline::run(
+                client,
+                args.concurrency,
+                payload,
+                args.warmup,
+                args.baseline_duration.unwrap_or(args.duration),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
+    let (mode, setup_concurrency) = match args.rate.and_then(Schedule::new) {
+        Some(schedule) => (
+            Mode::Open {
+                schedule,
+                max_in_flight: args.max_in_flight,
+            },
+            args.max_in_flight,
+        ),
+        None => (
+            Mode::Closed {
+                concurrency: args.concurrency,
+            },
+            args.concurrency,
+        ),
+    };
+    let length = args
+        .count
+        .map_or(Length::Time(args.duration), Length::Count);
+    let stats = Arc::new(CreateStats::default());
+    let progress = Progress::start("load".into(), args.quiet, stats.clone(), tracker.clone());
+    let (cpu_before, wall_before) = (report::cpu_time(), Instant::now());
+    let phase = driver
+        .run(mode, args.warmup, length, args.saga_timeout, stats)
+        .await?;
+    let bench_cpu_percent = match (cpu_before, report::cpu_time()) {
+        (Some(before), Some(after)) => Some(
+            (after.saturating_sub(before).as_secs_f64() / wall_before.elapsed().as_secs_f64()
+                * 100.0)
+                .round(),
+        ),
+        _ => None,
+    };
+    drop(progress);
+
+    let setup = Setup {
+        label: args.label.clone(),
+        mode: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
+        concurrency: setup_concurrency,
+        target_rps: args.rate,
+        connections: args.connections,
+        warmup_s: args.warmup.as_secs_f64(),
+    };
+    let mut report = Report::new(setup, &phase, baseline, event_bytes, tracker.dropped());
+    report.bench_cpu_percent = bench_cpu_percent;
+
+    if args.sweep {
+        sweep(&args, &driver, &mut report).await?;
+    }
+    report.observer_dropped = tracker.dropped();
+    report.sagas_observed_total = tracker.completed_total();
+    observer.abort();
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| format!("cannot write JSON: {e}"))?
+        );
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+/// Open-loop runs at fractions of the closed-loop peak, then the plot.
+async fn sweep(args: &RunArgs, driver: &Driver, report: &mut Report) -> Result<(), String> {
+    let peak = report.peak_rps();
+    if peak < 1.0 {
+        return Err(format!(
+            "the closed-loop run reached {peak:.1} orders/s; too little to sweep"
+        ));
+    }
+    let duration = args.sweep_duration.unwrap_or(args.duration);
+    for &fraction in &args.sweep_fractions.0 {
+        let rate = fraction * peak;
+        let Some(schedule) = Schedule::new(rate) else {
+            continue;
+        };
+        let stats = Arc::new(CreateStats::default());
+        let progress = Progress::start(
+            format!("sweep {:.0}/s", schedule.rate()),
+            args.quiet,
+            stats.clone(),
+            driver.tracker.clone(),
+        );
+        let phase = driver
+            .run(
+                Mode::Open {
+                    schedule,
+                    max_in_flight: args.max_in_flight,
+                },
+                args.warmup,
+                Length::Time(duration),
+                args.saga_timeout,
+                stats,
+            )
+            .await?;
+        drop(progress);
+        report.sweep.push(SweepPoint::new(fraction, rate, &phase));
+    }
+    report.saga_p99_at_half_peak_ms = report
+        .sweep
+        .iter()
+        .find(|p| (p.fraction - 0.5).abs() < 1e-9)
+        .map(|p| p.saga_p99_ms);
+    let svg = svg::render(&report::sweep_plot(report));
+    std::fs::write(&args.svg, svg)
+        .map_err(|e| format!("cannot write {}: {e}", args.svg.display()))?;
+    if !args.quiet {
+        eprintln!("wrote {}", args.svg.display());
+    }
+    Ok(())
+}

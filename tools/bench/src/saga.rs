@@ -1,0 +1,388 @@
+//! Watching sagas finish.
+//!
+//! A saga starts when the bench sends CreateOrder and ends when the order's
+//! final event (`OrderConfirmed`, `OrderPaymentFailed`, `OrderCancelled` or
+//! `OrderRefunded`) is published on `orders.<order_id>`. One plain NATS
+//! subscription on `orders.>` sees every event as the order service commits
+//! it, which costs the broker one more delivery per event and the bench one
+//! protobuf decode per final event: far cheaper than a WatchOrder stream per
+//! order, and it never falls behind a JetStream consumer's flow control.
+//!
+//! Orders are matched by their customer and `request_id`: the bench's
+//! customers share a prefix unique to the run, and the `request_id` is the
+//! request's sequence number. The final event can arrive before the
+//! CreateOrder response, so both orders of arrival are handled
+//! ([`SagaTracker::created`] and [`SagaTracker::completed`]).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt as _;
+use orderflow_proto::{
+    Name as _,
+    order::v1::{OrderCancelled, OrderConfirmed, OrderCreated, OrderPaymentFailed, OrderRefunded},
+};
+use prost::Message as _;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::stats::Latencies;
+
+/// How a saga ended, by the type of the order's final event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `OrderConfirmed`: the payment was authorised.
+    Confirmed,
+    /// `OrderPaymentFailed`: the payment was declined.
+    PaymentFailed,
+    /// `OrderCancelled` or `OrderRefunded` (the bench never asks for either,
+    /// so these point at someone else touching the orders).
+    Other,
+}
+
+/// How many sagas ended each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Outcomes {
+    /// Orders confirmed.
+    pub confirmed: u64,
+    /// Orders whose payment failed.
+    pub payment_failed: u64,
+    /// Orders cancelled or refunded.
+    pub other: u64,
+}
+
+/// The part of a phase's timeline that counts.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// Requests sent (or due, in open loop) before this are warm-up.
+    pub measure_from: Instant,
+    /// The end of the measured window when it is known in advance (a run of
+    /// fixed duration); `None` for a run of fixed count.
+    pub measure_until: Option<Instant>,
+}
+
+/// A saga whose CreateOrder was answered, waiting for its final event.
+#[derive(Clone, Copy, Debug)]
+struct Started {
+    /// When the request was sent (closed loop) or due (open loop).
+    at: Instant,
+    /// Whether it was sent inside the measured window.
+    measured: bool,
+}
+
+/// What one phase observed.
+#[derive(Debug)]
+struct PhaseState {
+    window: Window,
+    /// Answered CreateOrders still waiting for their final event, by sequence.
+    pending: HashMap<u64, Started>,
+    /// Final events that arrived before their CreateOrder response.
+    early: HashMap<u64, (Instant, Outcome)>,
+    /// Saga latencies of measured requests.
+    latencies: Latencies,
+    /// Ends of the measured sagas.
+    outcomes: Outcomes,
+    /// Final events of this run's orders inside the window (any request).
+    in_window: u64,
+    /// When the last measured saga finished.
+    last_measured_end: Option<Instant>,
+}
+
+impl PhaseState {
+    fn new(window: Window) -> Self {
+        Self {
+            window,
+            pending: HashMap::new(),
+            early: HashMap::new(),
+            latencies: Latencies::new(),
+            outcomes: Outcomes::default(),
+            in_window: 0,
+            last_measured_end: None,
+        }
+    }
+
+    fn finish(&mut self, started: Started, ended: Instant, outcome: Outcome) {
+        if !started.measured {
+            return;
+        }
+        self.latencies
+            .record(ended.saturating_duration_since(started.at));
+        match outcome {
+            Outcome::Confirmed => self.outcomes.confirmed += 1,
+            Outcome::PaymentFailed => self.outcomes.payment_failed += 1,
+            Outcome::Other => self.outcomes.other += 1,
+        }
+        self.last_measured_end = Some(self.last_measured_end.map_or(ended, |t| t.max(ended)));
+    }
+}
+
+/// The sagas of a phase, as [`SagaTracker::end_phase`] reports them.
+#[derive(Debug)]
+pub struct SagaResults {
+    /// Saga latencies of the measured requests.
+    pub latencies: Latencies,
+    /// How they ended.
+    pub outcomes: Outcomes,
+    /// Final events seen inside the measured window.
+    pub in_window: u64,
+    /// When the last measured saga finished.
+    pub last_measured_end: Option<Instant>,
+    /// Measured sagas that had not finished when the bench stopped waiting.
+    pub unfinished: u64,
+}
+
+/// Matches CreateOrder answers with final events, one phase at a time.
+#[derive(Debug)]
+pub struct SagaTracker {
+    /// The customer-id prefix of this run's orders (`bench-<run>-`).
+    customer_prefix: String,
+    state: Mutex<PhaseState>,
+    /// Final events of this run's orders, for the progress line.
+    completed_total: AtomicU64,
+    /// Encoded size of the first `OrderCreated` seen, for the baseline.
+    created_event_bytes: AtomicUsize,
+    /// Slow-consumer events on the observing connection: events dropped
+    /// before the bench could read them (the report shows it).
+    dropped: AtomicU64,
+}
+
+impl SagaTracker {
+    /// A tracker for the orders whose customer id starts with `customer_prefix`.
+    pub fn new(customer_prefix: String) -> Self {
+        let now = Instant::now();
+        Self {
+            customer_prefix,
+            state: Mutex::new(PhaseState::new(Window {
+                measure_from: now,
+                measure_until: None,
+            })),
+            completed_total: AtomicU64::new(0),
+            created_event_bytes: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, PhaseState> {
+        // A panic while holding the lock cannot leave the maps inconsistent
+        // in a way that matters to a report, so keep going.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a phase; whatever the previous one left is forgotten.
+    pub fn begin_phase(&self, window: Window) {
+        *self.state() = PhaseState::new(window);
+    }
+
+    /// Records that CreateOrder `seq`, sent (or due) at `at`, was answered.
+    pub fn created(&self, seq: u64, at: Instant, measured: bool) {
+        let started = Started { at, measured };
+        let mut state = self.state();
+        if let Some((ended, outcome)) = state.early.remove(&seq) {
+            state.finish(started, ended, outcome);
+        } else {
+            state.pending.insert(seq, started);
+        }
+    }
+
+    /// Records the final event of order `seq`, seen at `at`.
+    pub fn completed(&self, seq: u64, at: Instant, outcome: Outcome) {
+        self.completed_total.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state();
+        let window = state.window;
+        if at >= window.measure_from && window.measure_until.is_none_or(|end| at <= end) {
+            state.in_window += 1;
+        }
+        if let Some(started) = state.pending.remove(&seq) {
+            state.finish(started, at, outcome);
+        } else {
+            state.early.insert(seq, (at, outcome));
+        }
+    }
+
+    /// Answered CreateOrders whose saga has not finished.
+    pub fn pending(&self) -> usize {
+        self.state().pending.len()
+    }
+
+    /// Final events seen since the tracker was made.
+    pub fn completed_total(&self) -> u64 {
+        self.completed_total.load(Ordering::Relaxed)
+    }
+
+    /// Encoded size of this run's `OrderCreated` events, once one was seen.
+    pub fn created_event_bytes(&self) -> Option<usize> {
+        Some(self.created_event_bytes.load(Ordering::Relaxed)).filter(|b| *b > 0)
+    }
+
+    /// Slow-consumer events seen on the observing connection.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every answered CreateOrder has its final event, or
+    /// `timeout` passes; returns how long it waited.
+    pub async fn drain(&self, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        while self.pending() > 0 && start.elapsed() < timeout {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        start.elapsed()
+    }
+
+    /// Ends the phase and returns what it observed.
+    pub fn end_phase(&self) -> SagaResults {
+        let mut state = self.state();
+        let unfinished = state.pending.values().filter(|s| s.measured).count() as u64;
+        state.pending.clear();
+        state.early.clear();
+        SagaResults {
+            latencies: std::mem::take(&mut state.latencies),
+            outcomes: state.outcomes,
+            in_window: state.in_window,
+            last_measured_end: state.last_measured_end,
+            unfinished,
+        }
+    }
+
+    /// Parses the sequence number of one of this run's orders from its
+    /// customer and `request_id`; `None` for anyone else's order.
+    fn sequence_of(&self, customer_id: &str, request_id: &str) -> Option<u64> {
+        if !customer_id.starts_with(&self.customer_prefix) {
+            return None;
+        }
+        request_id.parse().ok()
+    }
+
+    /// Handles one message from `orders.>`.
+    fn on_event(&self, message: &async_nats::Message) {
+        let at = Instant::now();
+        let Some(kind) = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("ce-type"))
+            .map(|v| v.as_str())
+        else {
+            return;
+        };
+        let outcome = if kind == OrderConfirmed::full_name() {
+            Outcome::Confirmed
+        } else if kind == OrderPaymentFailed::full_name() {
+            Outcome::PaymentFailed
+        } else if kind == OrderCancelled::full_name() || kind == OrderRefunded::full_name() {
+            Outcome::Other
+        } else {
+            if kind == OrderCreated::full_name()
+                && self.created_event_bytes.load(Ordering::Relaxed) == 0
+                && let Ok(event) = OrderCreated::decode(message.payload.clone())
+                && let Some(order) = event.order
+                && self
+                    .sequence_of(&order.customer_id, &order.request_id)
+                    .is_some()
+            {
+                self.created_event_bytes
+                    .store(message.payload.len(), Ordering::Relaxed);
+            }
+            return;
+        };
+        // Every order event has the same shape (`Order order = 1`), so one
+        // decoder reads all four final events.
+        let Ok(event) = OrderConfirmed::decode(message.payload.clone()) else {
+            return;
+        };
+        let Some(order) = event.order else { return };
+        if let Some(seq) = self.sequence_of(&order.customer_id, &order.request_id) {
+            self.completed(seq, at, outcome);
+        }
+    }
+
+    /// Counts a slow-consumer event on the observing connection.
+    pub fn note_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Subscribes to `orders.>` on `client` and feeds every event to `tracker`
+/// until the connection closes. The subscription is registered on the server
+/// (flushed) before this returns, so no event of a later request is missed.
+pub async fn observe(
+    client: &async_nats::Client,
+    tracker: Arc<SagaTracker>,
+) -> Result<JoinHandle<()>, String> {
+    let mut subscriber = client
+        .subscribe(orderflow_proto::contract::ORDERS_SUBJECTS)
+        .await
+        .map_err(|e| format!("cannot subscribe to order events: {e}"))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("cannot subscribe to order events: {e}"))?;
+    Ok(tokio::spawn(async move {
+        while let Some(message) = subscriber.next().await {
+            tracker.on_event(&message);
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(now: Instant) -> Window {
+        Window {
+            measure_from: now,
+            measure_until: Some(now + Duration::from_secs(60)),
+        }
+    }
+
+    #[test]
+    fn final_event_before_or_after_the_answer_is_matched() {
+        let tracker = SagaTracker::new("bench-x-".into());
+        let t0 = Instant::now();
+        tracker.begin_phase(window(t0));
+        // Answer first, then the event.
+        tracker.created(1, t0, true);
+        tracker.completed(1, t0 + Duration::from_millis(5), Outcome::Confirmed);
+        // Event first, then the answer.
+        tracker.completed(2, t0 + Duration::from_millis(7), Outcome::PaymentFailed);
+        tracker.created(2, t0 + Duration::from_millis(1), true);
+        // Never finishes.
+        tracker.created(3, t0, true);
+        // Warm-up: finishes but is not measured.
+        tracker.created(4, t0, false);
+        tracker.completed(4, t0 + Duration::from_millis(2), Outcome::Confirmed);
+        assert_eq!(tracker.pending(), 1);
+        let results = tracker.end_phase();
+        assert_eq!(results.latencies.len(), 2);
+        assert_eq!(
+            results.outcomes,
+            Outcomes {
+                confirmed: 1,
+                payment_failed: 1,
+                other: 0
+            }
+        );
+        assert_eq!(results.in_window, 3);
+        assert_eq!(results.unfinished, 1);
+        assert_eq!(
+            results.last_measured_end,
+            Some(t0 + Duration::from_millis(7))
+        );
+        assert_eq!(tracker.pending(), 0);
+    }
+
+    #[test]
+    fn only_this_runs_orders_are_recognised() {
+        let tracker = SagaTracker::new("bench-abc-".into());
+        assert_eq!(tracker.sequence_of("bench-abc-3", "42"), Some(42));
+        assert_eq!(tracker.sequence_of("bench-abd-3", "42"), None);
+        assert_eq!(tracker.sequence_of("bench-abc-3", "r-1"), None);
+    }
+}
