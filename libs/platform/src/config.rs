@@ -120,6 +120,24 @@ impl<'a> EnvReader<'a> {
         }
     }
 
+    /// Like [`EnvReader::parse_with`], but a problem shows the value as
+    /// `shown` renders it (a URL without its password, say).
+    pub fn parse_with_shown<T>(
+        &mut self,
+        var: &Var,
+        shown: impl Fn(&str) -> String,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.raw(var)?;
+        match parse(raw.trim()) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.problem(var, format!("{error} (got {:?})", shown(&raw)));
+                None
+            }
+        }
+    }
+
     /// Records a problem with `var`.
     pub fn problem(&mut self, var: &Var, message: impl Display) {
         self.problems.push(format!("{}: {message}", var.name));
@@ -380,7 +398,9 @@ impl CommonConfig {
         service_name: &str,
         service_version: &'static str,
     ) -> Option<Self> {
-        let nats_url = r.parse_with(&NATS_URL, parse_nats_urls);
+        // A URL may carry a password (refused later, by the NATS settings);
+        // a problem never echoes it.
+        let nats_url = r.parse_with_shown(&NATS_URL, redact_url_credentials, parse_nats_urls);
         let nats = crate::nats_config::NatsConnectConfig::read(r);
         let grpc_addr = r.parse_with(grpc_addr, |v| {
             v.parse::<SocketAddr>()
@@ -519,10 +539,32 @@ fn parse_nats_urls(value: &str) -> Result<String, String> {
             }
         });
         if rest.is_empty() || rest.starts_with(':') {
-            return Err(format!("{url:?} is not a NATS URL like nats://host:4222"));
+            return Err(format!(
+                "{:?} is not a NATS URL like nats://host:4222",
+                redact_url_credentials(url)
+            ));
         }
     }
     Ok(urls.join(","))
+}
+
+/// `value` with the user-info part of every URL in it (`user:password@`)
+/// replaced by `***@`, for messages.
+pub fn redact_url_credentials(value: &str) -> String {
+    value
+        .split(',')
+        .map(|url| match url.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => url.to_owned(),
+            },
+            None => match url.split_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => url.to_owned(),
+            },
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses `true`/`false` (and 1/0, yes/no).
@@ -639,6 +681,26 @@ mod tests {
         let config = read(&[("NATS_URL", "nats://a:4222, nats://b:4222")])?;
         assert_eq!(config.nats_url, "nats://a:4222,nats://b:4222");
         Ok(())
+    }
+
+    #[test]
+    fn a_bad_nats_url_is_reported_without_its_password() {
+        let env = HashMap::from([("NATS_URL", "http://alice:s3cret@host:4222")]);
+        let mut r = EnvReader::new(&env);
+        let config = CommonConfig::read(&mut r, &GRPC, "svc", "0");
+        let problems = r
+            .finish(config)
+            .err()
+            .map(|e| e.problems)
+            .unwrap_or_default();
+        assert!(
+            problems.iter().any(|p| p.starts_with("NATS_URL:")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().all(|p| !p.contains("s3cret")),
+            "{problems:?}"
+        );
     }
 
     #[test]
