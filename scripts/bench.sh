@@ -50,7 +50,7 @@ while (($#)); do
       break
       ;;
     -h | --help)
-      sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+      sed -n '2,/^# shellcheck/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -105,7 +105,36 @@ stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
+# CPU seconds (user + system) pid $1 has used, from /proc (USER_HZ is 100).
+cpu_seconds() {
+  awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat" 2>/dev/null || echo null
+}
+
+# Stops the OTLP sink after the services (so their last spans are in), and
+# tells how much CPU it used: the sink shares the machine with what it
+# measures, so its cost is part of the "tracing on" figures.
+stop_sink() {
+  [[ -n "$SINK_PID" ]] || return 0
+  log "otlp-sink used $(cpu_seconds "$SINK_PID") s of CPU"
+  stop_pid otlp-sink "$SINK_PID"
+  SINK_PID=""
+}
+
+# The CPU seconds the services (and the sink) have used, as JSON, into
+# $CPU_FILE when it is set: CPU per saga is steadier than throughput on a
+# shared machine. nats-server's is left out, as the baseline used it too.
+CPU_FILE=""
 stop_services() {
+  if [[ -n "$ORDER_PID" && -n "$PAYMENT_PID" ]]; then
+    local order payment sink=null
+    order=$(cpu_seconds "$ORDER_PID")
+    payment=$(cpu_seconds "$PAYMENT_PID")
+    [[ -n "$SINK_PID" ]] && sink=$(cpu_seconds "$SINK_PID")
+    log "CPU used: order-service $order s, payment-service $payment s"
+    if [[ -n "$CPU_FILE" ]]; then
+      echo "{\"order_service_s\": $order, \"payment_service_s\": $payment, \"otlp_sink_s\": $sink}" >"$CPU_FILE"
+    fi
+  fi
   stop_pid order-service "$ORDER_PID"
   stop_pid payment-service "$PAYMENT_PID"
   ORDER_PID="" PAYMENT_PID=""
@@ -235,8 +264,7 @@ if ((!FULL)); then
   bench "${BENCH_ARGS[@]}" || status=$?
   if [[ "$TRACING" == on ]]; then
     stop_services # flush the last spans into the sink before it counts
-    stop_pid otlp-sink "$SINK_PID"
-    SINK_PID=""
+    stop_sink
     log "otlp-sink received: $(cat "$LOGS/otlp-sink.json")"
   fi
   exit "$status"
@@ -246,6 +274,8 @@ fi
 DURATION=${BENCH_DURATION:-10s}
 SWEEP_DURATION=${BENCH_SWEEP_DURATION:-6s}
 
+# Other work on the machine skews every figure; the summary shows the load.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "1/4 start to SERVING and idle RSS"
 start_nats
 export NATS_URL
@@ -259,27 +289,31 @@ TRACING=default
 start_stack
 bench --duration "$DURATION" --baseline --sweep --sweep-duration "$SWEEP_DURATION" \
   --svg docs/bench-latency.svg --label main --json "${BENCH_ARGS[@]}" >"$OUT/main.json"
+CPU_FILE=$OUT/cpu-main.json
 stop_stack
 
 log "3/4 tracing off (OTEL_SDK_DISABLED=true)"
 TRACING=off
 start_stack
 bench --duration "$DURATION" --baseline --label tracing-off --json "${BENCH_ARGS[@]}" >"$OUT/tracing-off.json"
+CPU_FILE=$OUT/cpu-tracing-off.json
 stop_stack
 
 log "4/4 tracing on (OTLP/gRPC export of every span to otlp-sink)"
 TRACING=on
 start_stack
 bench --duration "$DURATION" --baseline --label tracing-on --json "${BENCH_ARGS[@]}" >"$OUT/tracing-on.json"
+CPU_FILE=$OUT/cpu-tracing-on.json
 stop_services
-stop_pid otlp-sink "$SINK_PID"
-SINK_PID=""
+stop_sink
 cp "$LOGS/otlp-sink.json" "$OUT/otlp-sink.json"
+CPU_FILE=""
 stop_stack
 
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then COMMIT="$COMMIT + uncommitted changes"; fi
-python3 - "$OUT" "$COMMIT" <<'EOF'
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$OUT" "$COMMIT" "$LOAD_BEFORE" "$LOAD_AFTER" <<'EOF'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 load = lambda name: json.loads((out / name).read_text())
@@ -287,7 +321,8 @@ main, off, on = load("main.json"), load("tracing-off.json"), load("tracing-on.js
 sink = load("otlp-sink.json")
 startup = {n: load(f"startup-{n}.json") for n in ("order-service", "payment-service")}
 r = main["ratios"]
-print(f"machine: {main['machine']['cpus']} CPU(s), {main['machine']['cpu_model']}; commit {sys.argv[2]}")
+print(f"machine: {main['machine']['cpus']} CPU(s), {main['machine']['cpu_model']}; commit {sys.argv[2]}; "
+      f"load average before {sys.argv[3]}, after {sys.argv[4]}")
 print()
 print("| figure | value | ratio to raw publish | goal |")
 print("| --- | --- | --- | --- |")
@@ -302,6 +337,13 @@ t_off, t_on = off["create_rps"], on["create_rps"]
 s_off, s_on = off["saga_rps"], on["saga_rps"]
 print(f"| tracing on / off, CreateOrder | {t_on:.0f} / {t_off:.0f} per s = {t_on / t_off:.3f} (vs raw: {on['ratios']['create_vs_baseline']:.3f} / {off['ratios']['create_vs_baseline']:.3f}) | | >= 0.85 |")
 print(f"| tracing on / off, sagas | {s_on:.0f} / {s_off:.0f} per s = {s_on / s_off:.3f} (vs raw: {on['ratios']['saga_vs_baseline']:.3f} / {off['ratios']['saga_vs_baseline']:.3f}) | | >= 0.85 |")
+cpu = {n: load(f"cpu-{n}.json") for n in ("tracing-off", "tracing-on")}
+def per_saga(label, report):
+    c = cpu[label]
+    return 1e6 * (c["order_service_s"] + c["payment_service_s"]) / max(1, report["sagas_observed_total"])
+us_off, us_on = per_saga("tracing-off", off), per_saga("tracing-on", on)
+sink_us = 1e6 * (cpu["tracing-on"]["otlp_sink_s"] or 0) / max(1, on["sagas_observed_total"])
+print(f"| tracing on / off, service CPU per saga | {us_on:.0f} / {us_off:.0f} us = {us_off / us_on:.3f} (+ otlp-sink {sink_us:.0f} us) | | >= 0.85 |")
 for name, s in startup.items():
     print(f"| {name} start to SERVING (median of {len(s['runs'])}) | {s['median_start_to_serving_ms']:.1f} ms | | <= 20 ms |")
     print(f"| {name} idle RSS (median) | {s['median_idle_rss_mib']:.1f} MiB | | <= 12 MB |")

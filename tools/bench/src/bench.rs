@@ -273,7 +273,7 @@ async fn sweep(args: &RunArgs, driver: &Driver, report: &mut Report) -> Result<(
         .iter()
         .find(|p| (p.fraction - 0.5).abs() < 1e-9)
         .map(|p| p.saga_p99_ms);
-    let svg = svg::render(&report::sweep_plot(report));
+    let svg = svg::render(&report::sweep_plot(&report::SweepContext::from(&*report)));
     std::fs::write(&args.svg, svg)
         .map_err(|e| format!("cannot write {}: {e}", args.svg.display()))?;
     if !args.quiet {

@@ -4,6 +4,7 @@
 //! orderflow-bench [OPTIONS]            CreateOrder load, saga completion, --baseline, --sweep
 //! orderflow-bench otlp-sink --addr A   an OTLP/gRPC receiver that counts spans and discards them
 //! orderflow-bench startup --bin PATH   start-to-SERVING time and idle RSS of a service binary
+//! orderflow-bench plot --from R.json   redraw the sweep's SVG from a saved report
 //! ```
 //!
 //! `scripts/bench.sh` starts a broker and both services and runs all of it;
@@ -57,6 +58,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:4317")]
         addr: SocketAddr,
     },
+    /// Redraw the sweep's SVG plot from a saved `--sweep --json` report.
+    Plot {
+        /// The JSON report.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to write the SVG.
+        #[arg(long, default_value = "bench-latency.svg")]
+        svg: PathBuf,
+    },
     /// Start a service binary several times and measure start to SERVING and
     /// idle RSS. The binary inherits the environment (set NATS_URL); its
     /// GRPC_ADDR is a free loopback port.
@@ -96,7 +106,7 @@ pub struct RunArgs {
     pub rate: Option<f64>,
     /// Open loop: at most this many requests in flight (bounds memory when
     /// the server falls behind; the schedule then slips and the latencies
-    /// show it). Default: 4096.
+    /// show it).
     #[arg(long, default_value_t = 4096)]
     pub max_in_flight: usize,
     /// How long to measure, after the warm-up (10s, 500ms, 2m).
@@ -157,6 +167,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         None => bench::run(cli.run).await,
         Some(Command::OtlpSink { addr }) => otlp_sink::run(addr).await,
+        Some(Command::Plot { from, svg }) => plot_command(&from, &svg),
         Some(Command::Startup {
             binary,
             runs,
@@ -171,6 +182,25 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn plot_command(from: &std::path::Path, svg: &std::path::Path) -> Result<(), String> {
+    let json = std::fs::read_to_string(from)
+        .map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    let context: report::SweepContext = serde_json::from_str(&json).map_err(|e| {
+        format!(
+            "{} is not a report of `orderflow-bench --sweep --json`: {e}",
+            from.display()
+        )
+    })?;
+    if context.sweep.is_empty() {
+        return Err(format!(
+            "{} has no sweep; run the bench with --sweep",
+            from.display()
+        ));
+    }
+    std::fs::write(svg, svg::render(&report::sweep_plot(&context)))
+        .map_err(|e| format!("cannot write {}: {e}", svg.display()))
 }
 
 async fn startup_command(

@@ -80,7 +80,10 @@ fn status_kib(status: &str, field: &str) -> Option<f64> {
         .and_then(|kib| kib.parse().ok())
 }
 
-/// Asks for SERVING every millisecond until `deadline`.
+/// Asks for SERVING every millisecond until `deadline`, each time on a new
+/// connection, as a probe does (kubelet, `grpc_health_probe`, `<service>
+/// probe`). Reusing one connection would add the server's delayed answers on
+/// a kept-alive connection (see docs/benchmarks.md) to the start-up time.
 async fn wait_serving(
     addr: SocketAddr,
     child: &mut Child,
@@ -89,7 +92,6 @@ async fn wait_serving(
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_millis(200));
-    let mut client = None;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("it exited with {status} before SERVING"));
@@ -97,21 +99,14 @@ async fn wait_serving(
         if Instant::now() >= deadline {
             return Err("it did not report SERVING within 60 s".into());
         }
-        if client.is_none() {
-            client = endpoint.connect().await.ok().map(HealthClient::new);
-        }
-        if let Some(health) = client.as_mut() {
-            match health
+        if let Ok(channel) = endpoint.connect().await {
+            let answer = HealthClient::new(channel)
                 .check(HealthCheckRequest {
                     service: String::new(),
                 })
-                .await
-            {
-                Ok(answer) if answer.get_ref().status == ServingStatus::Serving as i32 => {
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(_) => client = None,
+                .await;
+            if answer.is_ok_and(|a| a.get_ref().status == ServingStatus::Serving as i32) {
+                return Ok(());
             }
         }
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -38,6 +38,8 @@ pub struct Plot {
     pub series: Vec<Series>,
     /// A horizontal goal line: its y value and its label.
     pub goal: Option<(f64, String)>,
+    /// A vertical marker (e.g. half of the peak): its x value and its label.
+    pub marker: Option<(f64, String)>,
 }
 
 const WIDTH: f64 = 760.0;
@@ -98,7 +100,12 @@ pub fn render(plot: &Plot) -> String {
     let goal_y = plot.goal.as_ref().map(|(y, _)| *y).filter(|y| *y > 0.0);
 
     // x: linear from 0 to a nice bound above the largest throughput.
-    let x_max_data = points().map(|(x, _)| x).fold(0.0, f64::max);
+    let marker_x = plot
+        .marker
+        .as_ref()
+        .map(|(x, _)| *x)
+        .filter(|x| x.is_finite() && *x > 0.0);
+    let x_max_data = points().map(|(x, _)| x).chain(marker_x).fold(0.0, f64::max);
     let x_step = nice_step(x_max_data.max(1.0), 5.0);
     let x_max = ((x_max_data / x_step).ceil().max(1.0)) * x_step;
 
@@ -212,9 +219,26 @@ pub fn render(plot: &Plot) -> String {
         );
         let _ = writeln!(
             svg,
-            r##"<text x="{:.1}" y="{:.1}" fill="#c00" text-anchor="end">{}</text>"##,
-            LEFT + plot_w - 4.0,
+            r##"<text x="{:.1}" y="{:.1}" fill="#c00">{}</text>"##,
+            LEFT + 6.0,
             gy - 4.0,
+            escape(text)
+        );
+    }
+
+    // The vertical marker.
+    if let (Some(x), Some((_, text))) = (marker_x, plot.marker.as_ref()) {
+        let gx = px(x);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{gx:.1}" y1="{TOP}" x2="{gx:.1}" y2="{:.1}" stroke="#777" stroke-dasharray="2 3"/>"##,
+            TOP + plot_h
+        );
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" fill="#555">{}</text>"##,
+            gx + 4.0,
+            TOP + 14.0,
             escape(text)
         );
     }
@@ -297,6 +321,7 @@ mod tests {
                 },
             ],
             goal: Some((25.0, "saga p99 goal 25 ms".into())),
+            marker: Some((500.0, "half of peak".into())),
         }
     }
 
@@ -308,6 +333,7 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert_eq!(svg.matches("<circle").count(), 6);
         assert!(svg.contains("latency &lt;vs&gt; throughput &amp; more"));
+        assert!(svg.contains(">half of peak<") && svg.contains(">saga p99 goal 25 ms<"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
         // Decades from 1 to 100 ms are labelled.
         for tick in [">1<", ">10<", ">100<"] {
