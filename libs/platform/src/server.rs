@@ -10,7 +10,6 @@ use std::{future::Future, time::Duration};
 
 use orderflow_eventbus::propagation::TraceContextLayer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -325,7 +324,7 @@ pub async fn run(
             Some(listener) => tonic::transport::Server::builder()
                 .add_routes(routes.health_only)
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
+                    incoming(listener),
                     stop_serving.clone().cancelled_owned(),
                 )
                 .await
@@ -352,6 +351,15 @@ pub async fn run(
     }
     tracing::info!("stopped");
     served
+}
+
+/// The connections accepted on `listener`, with Nagle's algorithm off.
+///
+/// With it on, a small HTTP/2 frame (a health answer, a unary response's
+/// trailers) waits up to 40 ms behind an earlier unacknowledged one: seen
+/// as 50 ms start-up probes and a 45-60 ms p99.9 at light load before this.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Serves `routes` on `listener` until `shutdown`, then stops accepting and
@@ -384,7 +392,7 @@ pub async fn serve(
         // Answer a stuck client instead of holding its stream forever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())
 }

@@ -244,8 +244,21 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         let provider = tracer_provider(config)?;
         let tracer = provider.tracer("orderflow");
         global::set_tracer_provider(provider.clone());
+        // The defaults of tracing-opentelemetry cost a third of the
+        // throughput under load (docs/benchmarks.md): each poll of an
+        // instrumented future activated the span's OpenTelemetry context and
+        // read the clock twice (busy/idle time), and every span carried five
+        // attributes no one queries (source file, line, module, thread id and
+        // name, target). Our propagation reads the context from the tracing
+        // span itself, so none of that is needed; the spans keep their
+        // semantic-convention attributes, kinds, links and parents.
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_context_activation(false)
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
             .with_filter(LevelFilter::INFO);
         (Some(layer), Some(provider))
     };

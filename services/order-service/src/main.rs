@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use order_service::{App, Config};
 use orderflow_platform::main_loop::{Service, main as run_service};
 
+/// mimalloc instead of glibc malloc: under load glibc's `malloc`, `free`
+/// and `malloc_consolidate` took about a third of the service's CPU
+/// (docs/benchmarks.md has the profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let service = Service {

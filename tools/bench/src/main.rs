@@ -161,6 +161,11 @@ pub struct RunArgs {
 #[derive(Clone, Debug)]
 pub struct Fractions(pub Vec<f64>);
 
+/// The services' allocator, so the load generator spends as little CPU as
+/// they do per message and leaves the rest of the machine to them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
