@@ -318,11 +318,6 @@ pub struct Auth<S> {
     policy: Arc<AccessPolicy>,
 }
 
-/// Paths that stay open: probes and discovery.
-fn is_open(path: &str) -> bool {
-    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
-}
-
 impl<S, B> tower::Service<http::Request<B>> for Auth<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
@@ -341,7 +336,7 @@ where
             return Box::pin(self.inner.call(request));
         };
         let path = request.uri().path();
-        if is_open(path) {
+        if crate::overload::is_exempt(path) {
             return Box::pin(self.inner.call(request));
         }
         let header = request

@@ -110,14 +110,7 @@ impl<'a> EnvReader<'a> {
         var: &Var,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
-        let raw = self.raw(var)?;
-        match parse(raw.trim()) {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.problem(var, format!("{error} (got {raw:?})"));
-                None
-            }
-        }
+        self.parse_with_shown(var, str::to_owned, parse)
     }
 
     /// Like [`EnvReader::parse_with`], but a problem shows the value as

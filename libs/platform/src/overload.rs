@@ -57,7 +57,9 @@ pub struct LoadShed<S> {
     limit: usize,
 }
 
-fn is_exempt(path: &str) -> bool {
+/// Health and reflection: never shed here, never authenticated in
+/// [`crate::auth`], so probes and discovery always answer.
+pub(crate) fn is_exempt(path: &str) -> bool {
     path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
 }
 
