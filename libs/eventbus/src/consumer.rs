@@ -68,7 +68,11 @@ pub enum Outcome {
 /// (after a crash, an ack lost on the way, or an expired ack wait).
 pub trait EventHandler: Send + Sync + 'static {
     /// Handles one message.
-    fn handle(&self, event: ReceivedEvent) -> impl Future<Output = Outcome> + Send;
+    ///
+    /// The event is borrowed: the consumer keeps it for the dead-letter copy,
+    /// and a clone of its headers per delivery was a measurable share of
+    /// the services' allocations (docs/benchmarks.md).
+    fn handle<'a>(&'a self, event: &'a ReceivedEvent) -> impl Future<Output = Outcome> + Send + 'a;
 
     /// Resolves when the handler can take more work.
     ///
@@ -362,7 +366,10 @@ async fn process<H: EventHandler>(
         Ok(info) => (info.stream_sequence, info.delivered),
         Err(_) => (0, 1),
     };
-    let headers = message.message.headers.clone().unwrap_or_default();
+    // Moved out, not cloned: nothing reads the message's headers afterwards
+    // (acks use its reply subject, dead letters copy from `event`).
+    let mut message = message;
+    let headers = message.message.headers.take().unwrap_or_default();
     let event = ReceivedEvent {
         subject: message.message.subject.to_string(),
         payload: message.message.payload.clone(),
@@ -412,7 +419,7 @@ async fn process<H: EventHandler>(
     }
     let started = std::time::Instant::now();
     async {
-        let outcome = handler.handle(event.clone()).await;
+        let outcome = handler.handle(&event).await;
         let (settled, label) = match outcome {
             Outcome::Done => (message.ack().await, "ack"),
             Outcome::Retry { after, reason } if delivered < spec.max_deliver => {

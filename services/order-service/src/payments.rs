@@ -63,7 +63,7 @@ impl PaymentResultsHandler {
 }
 
 impl EventHandler for PaymentResultsHandler {
-    async fn handle(&self, event: ReceivedEvent) -> Outcome {
+    async fn handle(&self, event: &ReceivedEvent) -> Outcome {
         let decoded = if event.is::<PaymentAuthorized>() {
             event
                 .decode::<PaymentAuthorized>()

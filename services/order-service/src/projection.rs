@@ -97,7 +97,7 @@ impl ProjectionHandler {
 }
 
 impl EventHandler for ProjectionHandler {
-    async fn handle(&self, event: ReceivedEvent) -> Outcome {
+    async fn handle(&self, event: &ReceivedEvent) -> Outcome {
         let order = match snapshot(event.ce_type(), &event.payload) {
             Ok(order) => order,
             Err(reason) => return Outcome::Reject { reason },

@@ -448,7 +448,7 @@ fn check_order_identity(order: &order_pb::Order) -> Result<(), String> {
 }
 
 impl EventHandler for OrderEventsHandler {
-    async fn handle(&self, event: ReceivedEvent) -> Outcome {
+    async fn handle(&self, event: &ReceivedEvent) -> Outcome {
         let delivered = event.delivered;
         let order = if event.is::<OrderCreated>() {
             event.decode::<OrderCreated>().map(|e| (e.order, true))

@@ -99,7 +99,7 @@ impl ProjectionHandler {
 }
 
 impl EventHandler for ProjectionHandler {
-    async fn handle(&self, event: ReceivedEvent) -> Outcome {
+    async fn handle(&self, event: &ReceivedEvent) -> Outcome {
         let payment = match snapshot(event.ce_type(), &event.payload) {
             Ok(payment) => payment,
             Err(reason) => return Outcome::Reject { reason },
