@@ -47,15 +47,20 @@ pub(crate) trait Transient {
     fn is_transient(&self) -> bool;
 }
 
-/// Runs `attempt` until it succeeds, fails for good, or [`SETUP_BUDGET`] is
-/// spent; each transient failure is logged with what is being set up.
-pub(crate) async fn retry_transient<T, E, F, Fut>(what: &str, mut attempt: F) -> Result<T, E>
+/// Runs `attempt` until it succeeds, fails for good, or `deadline` passes;
+/// each transient failure is logged with what is being set up. Callers that
+/// set up several things share one deadline, so start-up as a whole waits
+/// at most [`SETUP_BUDGET`].
+pub(crate) async fn retry_transient<T, E, F, Fut>(
+    what: &str,
+    deadline: Instant,
+    mut attempt: F,
+) -> Result<T, E>
 where
     E: Transient + std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let deadline = Instant::now() + SETUP_BUDGET;
     let mut pause = FIRST_PAUSE;
     loop {
         match attempt().await {

@@ -59,7 +59,8 @@ impl crate::setup::Transient for EnsureStreamError {
 /// reads before it writes, so a retried create that had taken effect is a
 /// no-op.
 pub async fn ensure_stream(js: &JetStream, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
-    crate::setup::retry_transient(&spec.name, || ensure_stream_once(js, spec)).await
+    let deadline = std::time::Instant::now() + crate::setup::SETUP_BUDGET;
+    crate::setup::retry_transient(&spec.name, deadline, || ensure_stream_once(js, spec)).await
 }
 
 async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
@@ -143,17 +144,15 @@ pub async fn ensure_streams(
         crate::consumer::DEAD_LETTER_STREAM,
         crate::consumer::DEAD_LETTER_SUBJECTS,
     );
+    let deadline = std::time::Instant::now() + crate::setup::SETUP_BUDGET;
     for (name, subjects) in streams.iter().chain(std::iter::once(&dead_letters)) {
-        ensure_stream(
-            js,
-            &StreamSpec {
-                name: (*name).to_owned(),
-                subjects: vec![(*subjects).to_owned()],
-                replicas,
-                duplicate_window: Duration::from_secs(600),
-            },
-        )
-        .await?;
+        let spec = StreamSpec {
+            name: (*name).to_owned(),
+            subjects: vec![(*subjects).to_owned()],
+            replicas,
+            duplicate_window: Duration::from_secs(600),
+        };
+        crate::setup::retry_transient(name, deadline, || ensure_stream_once(js, &spec)).await?;
     }
     Ok(())
 }

@@ -49,8 +49,10 @@ impl ViewStore {
     /// keeps its projections on three). A JetStream that is not ready yet is
     /// retried for [`SETUP_BUDGET`](crate::setup::SETUP_BUDGET).
     pub async fn open(js: JetStream, bucket: &str, replicas: usize) -> Result<Self, ViewError> {
+        let deadline = std::time::Instant::now() + crate::setup::SETUP_BUDGET;
         let kv =
-            crate::setup::retry_transient(bucket, || open_bucket(&js, bucket, replicas)).await?;
+            crate::setup::retry_transient(bucket, deadline, || open_bucket(&js, bucket, replicas))
+                .await?;
         Ok(Self {
             js,
             kv,
