@@ -10,14 +10,40 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The closing "examples:" line is printed on every exit, early ones included:
+# a check that never ran counts as failed, so scripts/test.sh's total can
+# never read "0 failed" after this script failed.
+passed=0
+reported=false
+work=""
+pids=()
+cleanup() {
+  local status=$?
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [[ -n "$work" ]] && rm -rf "$work"
+  if [[ $reported == false ]]; then
+    echo "examples: $passed passed, $((${#checks[@]} - passed)) failed (stopped early, exit status $status)"
+  fi
+}
+trap cleanup EXIT
+
+# Every check CI runs. A fixed list, so a check that goes missing fails the
+# run instead of silently dropping out of it.
+all_checks=(scripts/check-cookbook.py examples/python/check.sh examples/typescript/check.sh)
 checks=("$@")
 if [[ ${#checks[@]} -eq 0 ]]; then
-  for candidate in scripts/check-cookbook.py examples/python/check.sh examples/typescript/check.sh; do
-    [[ -e "$candidate" ]] && checks+=("$candidate")
-  done
+  checks=("${all_checks[@]}")
 fi
+for check in "${checks[@]}"; do
+  if [[ ! -x "$check" ]]; then
+    echo "error: example check $check is missing or not executable" >&2
+    exit 1
+  fi
+done
 
 target=${CARGO_TARGET_DIR:-target}/debug
+work=$(mktemp -d)
 for binary in order-service payment-service; do
   if [[ ! -x "$target/$binary" ]]; then
     echo "error: $target/$binary is missing; run \`cargo build --workspace --bins\` first" >&2
@@ -28,15 +54,6 @@ done
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 nats_port=$(free_port)
 nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/nats" >"$work/nats.log" 2>&1 &
@@ -78,7 +95,6 @@ for addr in "$ORDER_ADDR" "$PAYMENT_ADDR"; do
   done
 done
 
-passed=0
 failed=0
 for check in "${checks[@]}"; do
   echo "==> example check: $check"
@@ -89,5 +105,6 @@ for check in "${checks[@]}"; do
     echo "FAILED: $check" >&2
   fi
 done
+reported=true
 echo "examples: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -21,4 +21,9 @@ else
   echo "supply chain: no advisory database at $dbs; advisories not checked (see deny.toml)"
 fi
 
+# cargo-deny reads `cargo metadata`, which needs the source of every package
+# in Cargo.lock for every target platform, while a build downloads only what
+# this host compiles: fetch them all first (a no-op when the cache has them),
+# so the offline check passes on a machine whose registry cache is empty.
+cargo fetch --locked --quiet
 cargo deny --log-level warn --offline check "${checks[@]}"

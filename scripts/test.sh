@@ -16,28 +16,59 @@ fi
 # The README cookbook check runs grpcurl.
 ensure_grpcurl
 
+# `cargo build --release` (scripts/run-local.sh, the Dockerfile) builds the
+# workspace's default members: the test-only libs/testkit and what only it
+# pulls in must not be among them, or every release build compiles them.
+release_build_has_no_test_crates() {
+  local found
+  found=$(cargo tree --locked -e normal,build --prefix none | awk '$1 == "orderflow-testkit" || $1 == "rcgen" || $1 == "proptest" { print $1 }' | sort -u)
+  if [[ -n "$found" ]]; then
+    echo "error: cargo build --release would compile test-only crates: $found (see default-members in Cargo.toml)" >&2
+    return 1
+  fi
+}
+
 # Print each step before running it, so a failure is easy to place.
 step() {
+  local started=$SECONDS
   echo "==> $*"
   "$@"
+  echo "==> done in $((SECONDS - started)) s: $*"
 }
 
 step cargo fmt --all --check
 step cargo clippy --workspace --all-targets -- -D warnings
 step cargo build --workspace --bins
+step release_build_has_no_test_crates
 step python3 scripts/check-k8s.py
-# Run the Rust tests, then the client examples and the README's grpcurl
+# Run every Rust test binary (--no-fail-fast: a failure in one binary does not
+# hide the others), then the client examples and the README's grpcurl
 # cookbook against the real services (scripts/examples.sh), then add up every
 # "test result" and "examples" line into one closing line, so the outcome
 # reads at a glance (doc-test binaries with no tests would otherwise close
 # the log with "0 passed").
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-status=0
-echo "==> cargo test --workspace"
-cargo test --workspace 2>&1 | tee "$log" || status=$?
+tests_status=0
+examples_status=0
+started=$SECONDS
+echo "==> cargo test --workspace --no-fail-fast"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || tests_status=$?
+echo "==> done in $((SECONDS - started)) s: cargo test (exit status $tests_status)"
+started=$SECONDS
 echo "==> scripts/examples.sh"
-bash scripts/examples.sh 2>&1 | tee -a "$log" || status=$?
-awk '/^test result:|^examples:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed[;,]?$/) f += $(i-1) } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+bash scripts/examples.sh 2>&1 | tee -a "$log" || examples_status=$?
+echo "==> done in $((SECONDS - started)) s: scripts/examples.sh (exit status $examples_status)"
+# The closing line says FAILED whenever either step failed: a test binary
+# that crashed or did not build prints no "test result:" line, so the counts
+# alone could read "0 failed" after a failure. No test counted at all is a
+# failure too.
+awk -v tests_status="$tests_status" -v examples_status="$examples_status" '
+  /^test result:|^examples:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed[;,]?$/) f += $(i-1) } }
+  END {
+    if (tests_status != 0 || examples_status != 0 || f > 0 || p == 0) {
+      printf "tests: FAILED (cargo test exit status %d, scripts/examples.sh exit status %d; the result lines above count %d passed and %d failed, and miss any test binary that crashed or did not build)\n", tests_status, examples_status, p, f
+      exit 1
+    }
+    printf "tests: %d passed, %d failed\n", p, f
+  }' "$log"
