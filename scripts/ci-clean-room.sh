@@ -89,29 +89,23 @@ if [[ ${#leaked[@]} -gt 0 ]]; then
   exit 1
 fi
 
-# Variables of the machine itself (pip's wheel directory and certificates,
-# proxies, rustup's settings) pass through, as they would on a new machine.
-passthrough=()
-while IFS= read -r line; do
-  passthrough+=("$line")
-done < <(env | grep -E '^(PIP_[A-Z_]+|RUSTUP_[A-Z_]+|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY|SSL_CERT_(FILE|DIR))=' | grep -v '^RUSTUP_HOME=' || true)
-
 started=$SECONDS
 status=0
 (
   cd "$room/orderflow"
-  env -i \
+  # The machine's environment stays (certificates, proxies, pip's settings:
+  # a new machine has them too); only what points at caches, at tools found
+  # before, or at a developer's own set-up is replaced or dropped.
+  env \
+    -u CARGO_TARGET_DIR -u ORDERFLOW_TEST_NATS_URL -u ORDERFLOW_TOOLS_DIR \
+    -u XDG_CACHE_HOME -u VIRTUAL_ENV -u npm_config_prefix -u PYTHONPATH \
     PATH="$clean_path" \
     HOME="$room/home" \
     CARGO_HOME="$room/cargo" \
     RUSTUP_HOME="$RUSTUP_HOME" \
     PYTHONUSERBASE="$room/python-user" \
     npm_config_cache="$room/home/.npm" \
-    TMPDIR="${TMPDIR:-/tmp}" \
-    LANG="${LANG:-C.UTF-8}" \
-    TERM=dumb \
     CI=true \
-    "${passthrough[@]}" \
     bash .ci/run </dev/null
 ) 2>&1 | tee "$log" || status=$?
 
