@@ -701,7 +701,20 @@ mod tests {
         let vars = common_vars(GRPC);
         let text = help("svc", "about", &vars);
         for var in &vars {
-            assert!(text.contains(var.name));
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|line| line.split_whitespace().next() == Some(var.name))
+                .collect();
+            assert_eq!(lines.len(), 1, "{} has one line in: {text}", var.name);
+            match var.default {
+                Some(default) => assert!(
+                    lines[0].contains(&format!("[default: {default}]")),
+                    "{} shows its default {default:?}: {}",
+                    var.name,
+                    lines[0]
+                ),
+                None => assert!(!lines[0].contains("[default:"), "{}", lines[0]),
+            }
         }
         assert!(text.contains("[default: nats://127.0.0.1:4222]"));
     }

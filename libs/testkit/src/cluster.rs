@@ -587,5 +587,73 @@ mod tests {
         cluster.restart(leader);
         assert!(cluster.is_running(leader));
         assert!(cluster.nodes[leader].answers());
+
+        // Taken back, not merely answering: the node is routed to both
+        // others again, and the stream it used to lead counts it as a
+        // current replica when asked through that node alone.
+        let others: Vec<&str> = (0..NODES)
+            .filter(|i| *i != leader)
+            .map(|i| cluster.node_name(i))
+            .collect();
+        crate::wait_until(
+            "the restarted node's /routez to list routes to both others",
+            READY_TIMEOUT,
+            || async {
+                let routed = routed_to(&cluster.nodes[leader]);
+                others.iter().all(|o| routed.iter().any(|name| name == o))
+            },
+        )
+        .await;
+        let restarted = cluster.node_name(leader).to_owned();
+        let through_it = async_nats::jetstream::new(
+            async_nats::connect(cluster.node_url(leader))
+                .await
+                .expect("a client connects to the restarted node"),
+        );
+        crate::wait_until(
+            "the restarted node to be a current replica of PROBE",
+            READY_TIMEOUT,
+            || async {
+                let Ok(mut stream) = through_it.get_stream("PROBE").await else {
+                    return false;
+                };
+                let Ok(info) = stream.info().await else {
+                    return false;
+                };
+                let Some(group) = info.cluster.clone() else {
+                    return false;
+                };
+                let leader = group.leader.unwrap_or_default();
+                let current = |name: &str| {
+                    leader == name
+                        || group
+                            .replicas
+                            .iter()
+                            .any(|p| p.name == name && p.current && !p.offline)
+                };
+                current(&restarted) && others.iter().all(|o| current(o))
+            },
+        )
+        .await;
+    }
+
+    /// The `server_name`s the node's `/routez` lists routes to; none while
+    /// it does not answer.
+    fn routed_to(node: &Node) -> Vec<String> {
+        let Some((200, body)) = http_get(node.monitor_port, "/routez") else {
+            return Vec::new();
+        };
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .as_ref()
+            .and_then(|routez| routez.get("routes"))
+            .and_then(|r| r.as_array())
+            .map(|routes| {
+                routes
+                    .iter()
+                    .filter_map(|r| r.get("remote_name")?.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }

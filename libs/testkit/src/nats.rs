@@ -2,9 +2,10 @@
 //! port with its own JetStream store, and killed and cleaned up on drop.
 //!
 //! Modelled on nats.rs's `nats-server` test crate: tests talk to the real
-//! broker, never a mock. Set `ORDERFLOW_TEST_NATS_URL` to run the tests against
-//! a server you already have instead (fault tests that kill or restart the
-//! server cannot run then; see [`NatsServer::is_external`]).
+//! broker, never a mock. Set `ORDERFLOW_TEST_NATS_URL` to run the tests that
+//! can share a broker against a server you already have instead; tests that
+//! kill, restart or configure the server, or read whole streams, start their
+//! own with [`NatsServer::start_own`] and so are never skipped.
 //!
 //! Everything here is synchronous (`std::process`, `std::net`) so it works from
 //! plain `#[test]`s as well as from inside any async runtime.
@@ -133,6 +134,17 @@ impl NatsServer {
         NatsServer::start_managed_with(Some(config), env)
     }
 
+    /// Starts a server of our own, ignoring `ORDERFLOW_TEST_NATS_URL`: for
+    /// tests that kill or restart it, or that read whole streams, which a
+    /// shared server would spoil.
+    ///
+    /// # Panics
+    ///
+    /// As [`NatsServer::start`].
+    pub fn start_own() -> NatsServer {
+        NatsServer::start_managed()
+    }
+
     /// Starts a process of our own, ignoring `ORDERFLOW_TEST_NATS_URL`.
     fn start_managed() -> NatsServer {
         NatsServer::start_managed_with(None, &[])
@@ -212,7 +224,8 @@ impl NatsServer {
     }
 
     /// True when the server comes from `ORDERFLOW_TEST_NATS_URL`; such a
-    /// server cannot be killed or restarted, so fault tests skip themselves.
+    /// server cannot be killed or restarted (tests that do either start
+    /// their own with [`NatsServer::start_own`]).
     pub fn is_external(&self) -> bool {
         self.managed.is_none()
     }

@@ -1,5 +1,9 @@
 //! Reading JetStream directly, to check what the services committed: the
 //! events on a stream, their headers, and whether a consumer has caught up.
+//!
+//! A read is complete or it fails the test: an empty answer has to mean an
+//! empty stream, or "nothing was dead-lettered" would pass whenever the read
+//! went wrong.
 
 use std::time::Duration;
 
@@ -42,49 +46,73 @@ async fn stream(js: &jetstream::Context, name: &str) -> Option<Stream> {
     js.get_stream(name).await.ok()
 }
 
+/// How long [`read_all`] may take to receive what its consumer reported.
+/// Generous: CI is a loaded 2-core machine, and a complete read of a test's
+/// streams takes well under a second.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Every message of `stream_name` matching `filter` (`>` for all), in order.
+///
+/// The read is complete or it fails: it collects exactly the messages the
+/// ordered consumer reports pending (`num_pending`) when it is created, so
+/// messages appended during the read are left for the next one.
+///
+/// # Panics
+///
+/// Panics, naming the stream and the filter, when the stream does not exist
+/// (a misspelled name or a stream nobody created must not read as "no
+/// messages"), when JetStream does not answer, when the consumer cannot be
+/// created or its delivery fails, and when the reported messages do not all
+/// arrive within [`READ_TIMEOUT`].
 pub async fn read_all(
     js: &jetstream::Context,
     stream_name: &str,
     filter: &str,
 ) -> Vec<StoredMessage> {
-    let Some(mut stream) = stream(js, stream_name).await else {
-        return Vec::new();
-    };
-    let Ok(info) = stream.info().await else {
-        return Vec::new();
-    };
-    if info.state.messages == 0 {
-        return Vec::new();
-    }
-    let Ok(consumer) = stream
+    let what = format!("stream {stream_name} (filter {filter:?})");
+    let stream = js
+        .get_stream(stream_name)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read {what}: cannot look the stream up: {e}"));
+    let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: filter.to_owned(),
             ..Default::default()
         })
         .await
-    else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    if consumer.cached_info().num_pending == 0 {
+        .unwrap_or_else(|e| panic!("cannot read {what}: cannot create a consumer: {e}"));
+    let expected = consumer.cached_info().num_pending;
+    let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or_default());
+    if expected == 0 {
         return out;
     }
-    let Ok(mut messages) = consumer.messages().await else {
-        return out;
-    };
-    while let Ok(Some(Ok(message))) =
-        tokio::time::timeout(Duration::from_secs(2), messages.next()).await
-    {
-        let pending = message.info().map(|i| i.pending).unwrap_or(0);
+    let mut messages = consumer
+        .messages()
+        .await
+        .unwrap_or_else(|e| panic!("cannot read {what}: cannot pull its messages: {e}"));
+    let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
+    while (out.len() as u64) < expected {
+        let message = match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => panic!(
+                "cannot read {what}: delivery failed after {} of {expected} messages: {e}",
+                out.len()
+            ),
+            Ok(None) => panic!(
+                "cannot read {what}: the consumer ended after {} of {expected} messages",
+                out.len()
+            ),
+            Err(_) => panic!(
+                "cannot read {what}: received {} of the {expected} messages its consumer \
+                 reported within {READ_TIMEOUT:?}",
+                out.len()
+            ),
+        };
         out.push(StoredMessage {
             subject: message.subject.to_string(),
             headers: message.headers.clone().unwrap_or_default(),
             payload: message.payload.to_vec(),
         });
-        if pending == 0 {
-            break;
-        }
     }
     out
 }

@@ -10,7 +10,10 @@
 //! - `arbitrary_requests_are_answered_never_crash_a_service` sends proptest's
 //!   requests (and raw bytes) to every RPC.
 //! - `garbage_events_are_dead_lettered_and_both_services_keep_serving`
-//!   publishes random payloads under the event types the services know.
+//!   publishes random payloads under the event types the services know, and
+//!   checks, consumer by consumer, that each one no consumer can apply left
+//!   exactly one dead letter naming that consumer and the reason, and that
+//!   each one a consumer applies or ignores left none.
 //!
 //! A panic inside a service shows up to a client as a reset connection (a
 //! status that none of these tests accepts), and is also caught directly: a
@@ -24,6 +27,7 @@ use std::{
     time::Duration,
 };
 
+use orderflow_eventbus::{consumer::DEAD_LETTER_STREAM, envelope::headers};
 use orderflow_platform::{paging, server::MAX_REQUEST_BYTES};
 use orderflow_proto::{
     Name,
@@ -46,7 +50,7 @@ use orderflow_testkit::{
         simulated_gateway, spawn_order_service, spawn_payment_service, violated_fields,
         wait_for_status,
     },
-    streams::{consumer_caught_up, jetstream, read_all},
+    streams::{StoredMessage, consumer_caught_up, jetstream, read_all},
     wait_until,
 };
 use proptest::{
@@ -1889,6 +1893,284 @@ fn garbage_events(n: usize) -> Vec<Garbage> {
         .collect()
 }
 
+/// A garbage event as stored in its stream.
+#[derive(Debug)]
+struct Published {
+    subject: String,
+    sequence: u64,
+    garbage: Garbage,
+}
+
+/// What one consumer must do with one garbage event.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    /// Refuse it: exactly one dead letter, whose reason contains one of
+    /// these.
+    DeadLetter(&'static [&'static str]),
+    /// Apply or ignore it: no dead letter.
+    Handled,
+    /// Either, on details this test does not model (the money rules of a
+    /// total, an earlier payment of the same order); a dead letter's reason
+    /// then contains one of these (any reason when there are none).
+    Either(&'static [&'static str]),
+}
+
+const UNKNOWN_ORDER_TYPE: &[&str] = &["unknown order event type", "no ce-type header"];
+const UNKNOWN_PAYMENT_TYPE: &[&str] = &["unknown payment event type", "no ce-type header"];
+/// The projections' and the handlers' wording of a body that does not decode.
+const UNDECODABLE: &[&str] = &["undecodable", "is not a valid"];
+const NO_ORDER: &[&str] = &["carries no order"];
+const NO_PAYMENT: &[&str] = &["carries no payment"];
+const NOT_A_UUID: &[&str] = &["not a canonical UUID"];
+const BAD_CUSTOMER: &[&str] = &["customer id"];
+const NO_SUCH_ORDER: &[&str] = &["not found"];
+const BAD_TOTAL: &[&str] = &["total"];
+
+/// A garbage event's body read as the event its `ce-type` names.
+enum Body<T> {
+    /// The type is none of this stream's events (or missing).
+    UnknownType,
+    Undecodable,
+    /// It decodes, without the order or payment every event carries.
+    Empty,
+    Carries(T),
+}
+
+/// Every order event is `{ Order order = 1; }`, so one decoder reads them all.
+fn order_body(ce_type: Option<&str>, payload: &[u8]) -> Body<Order> {
+    let known = [
+        OrderCreated::full_name(),
+        OrderConfirmed::full_name(),
+        OrderPaymentFailed::full_name(),
+        OrderCancelled::full_name(),
+        OrderRefunded::full_name(),
+    ];
+    if !ce_type.is_some_and(|t| known.iter().any(|k| k == t)) {
+        return Body::UnknownType;
+    }
+    match OrderCreated::decode(payload) {
+        Err(_) => Body::Undecodable,
+        Ok(OrderCreated { order: None }) => Body::Empty,
+        Ok(OrderCreated { order: Some(order) }) => Body::Carries(order),
+    }
+}
+
+/// Every payment event is `{ Payment payment = 1; }`.
+fn payment_body(ce_type: Option<&str>, payload: &[u8]) -> Body<Payment> {
+    let known = [
+        PaymentAuthorized::full_name(),
+        PaymentDeclined::full_name(),
+        PaymentRefunded::full_name(),
+        PaymentVoided::full_name(),
+    ];
+    if !ce_type.is_some_and(|t| known.iter().any(|k| k == t)) {
+        return Body::UnknownType;
+    }
+    match PaymentAuthorized::decode(payload) {
+        Err(_) => Body::Undecodable,
+        Ok(PaymentAuthorized { payment: None }) => Body::Empty,
+        Ok(PaymentAuthorized {
+            payment: Some(payment),
+        }) => Body::Carries(payment),
+    }
+}
+
+/// The ids orderflow assigns: lower-case, hyphenated UUIDs.
+fn canonical_uuid(id: &str) -> bool {
+    id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
+/// A customer id an order can have: 1 to 128 characters, no whitespace or
+/// control characters.
+fn valid_customer(id: &str) -> bool {
+    (1..=128).contains(&id.chars().count())
+        && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Why no service can have written `order`, in the order the services check.
+fn order_identity(order: &Order) -> Option<&'static [&'static str]> {
+    if !canonical_uuid(&order.order_id) {
+        Some(NOT_A_UUID)
+    } else if !valid_customer(&order.customer_id) {
+        Some(BAD_CUSTOMER)
+    } else {
+        None
+    }
+}
+
+fn payment_identity(payment: &Payment) -> Option<&'static [&'static str]> {
+    if !canonical_uuid(&payment.payment_id) || !canonical_uuid(&payment.order_id) {
+        Some(NOT_A_UUID)
+    } else if !valid_customer(&payment.customer_id) {
+        Some(BAD_CUSTOMER)
+    } else {
+        None
+    }
+}
+
+/// Order ids whose payment an event other than the one being judged may have
+/// decided: the well-known id (an earlier run on the same external server
+/// may have paid it) and every id carried by more than one garbage event.
+fn shared_order_ids(published: &[Published]) -> Vec<String> {
+    let mut seen = BTreeMap::<String, usize>::new();
+    for event in published.iter().filter(|e| e.garbage.stream == "ORDERS") {
+        if let Body::Carries(order) =
+            order_body(event.garbage.ce_type.as_deref(), &event.garbage.payload)
+        {
+            *seen.entry(order.order_id).or_default() += 1;
+        }
+    }
+    seen.into_iter()
+        .filter(|(id, n)| *n > 1 || id == UNKNOWN_ID)
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// What consumer `durable` must do with `garbage`, from the event contract
+/// alone: what the body says, never what a service did with it.
+fn fate(durable: &str, garbage: &Garbage, shared: &[String]) -> Fate {
+    let ce_type = garbage.ce_type.as_deref();
+    let is = |name: String| ce_type == Some(name.as_str());
+    match durable {
+        order_service::projection::DURABLE => match order_body(ce_type, &garbage.payload) {
+            Body::UnknownType => Fate::DeadLetter(UNKNOWN_ORDER_TYPE),
+            Body::Undecodable => Fate::DeadLetter(UNDECODABLE),
+            Body::Empty => Fate::DeadLetter(NO_ORDER),
+            Body::Carries(order) => order_identity(&order).map_or(Fate::Handled, Fate::DeadLetter),
+        },
+        payment_service::orders::DURABLE => {
+            // Confirmations, failures and refunds follow from the payment
+            // service's own events: it ignores them, whatever they carry.
+            if is(OrderConfirmed::full_name())
+                || is(OrderPaymentFailed::full_name())
+                || is(OrderRefunded::full_name())
+            {
+                return Fate::Handled;
+            }
+            if !is(OrderCreated::full_name()) && !is(OrderCancelled::full_name()) {
+                return Fate::DeadLetter(UNKNOWN_ORDER_TYPE);
+            }
+            let order = match order_body(ce_type, &garbage.payload) {
+                Body::UnknownType => unreachable!("the type is OrderCreated or OrderCancelled"),
+                Body::Undecodable => return Fate::DeadLetter(UNDECODABLE),
+                Body::Empty => return Fate::DeadLetter(NO_ORDER),
+                Body::Carries(order) => order,
+            };
+            if let Some(reason) = order_identity(&order) {
+                return Fate::DeadLetter(reason);
+            }
+            let first_of_its_order = !shared.contains(&order.order_id);
+            if is(OrderCancelled::full_name()) {
+                // An order never charged is voided.
+                return if first_of_its_order {
+                    Fate::Handled
+                } else {
+                    Fate::Either(&[])
+                };
+            }
+            let not_positive = order
+                .total
+                .as_ref()
+                .is_none_or(|t| t.units < 0 || (t.units == 0 && t.nanos <= 0));
+            if not_positive && first_of_its_order {
+                // Charging it would pay money out, or charge nothing.
+                Fate::DeadLetter(BAD_TOTAL)
+            } else {
+                Fate::Either(BAD_TOTAL)
+            }
+        }
+        order_service::payments::DURABLE => {
+            if is(PaymentVoided::full_name()) {
+                // A voided payment changes no order: ignored.
+                return Fate::Handled;
+            }
+            match payment_body(ce_type, &garbage.payload) {
+                Body::UnknownType => Fate::DeadLetter(UNKNOWN_PAYMENT_TYPE),
+                Body::Undecodable => Fate::DeadLetter(UNDECODABLE),
+                Body::Empty => Fate::DeadLetter(NO_PAYMENT),
+                Body::Carries(payment) if !canonical_uuid(&payment.order_id) => {
+                    Fate::DeadLetter(NOT_A_UUID)
+                }
+                // No garbage payment names an order that exists.
+                Body::Carries(_) => Fate::DeadLetter(NO_SUCH_ORDER),
+            }
+        }
+        payment_service::projection::DURABLE => match payment_body(ce_type, &garbage.payload) {
+            Body::UnknownType => Fate::DeadLetter(UNKNOWN_PAYMENT_TYPE),
+            Body::Undecodable => Fate::DeadLetter(UNDECODABLE),
+            Body::Empty => Fate::DeadLetter(NO_PAYMENT),
+            Body::Carries(payment) => {
+                payment_identity(&payment).map_or(Fate::Handled, Fate::DeadLetter)
+            }
+        },
+        other => panic!("no fate for consumer {other}"),
+    }
+}
+
+/// Whether `letters` (the dead letters `durable` left for `event`) are what
+/// `fate` demands: as many as it says, each a copy of the event naming its
+/// stream, sequence and consumer, with a reason it allows.
+fn check_dead_letters(
+    event: &Published,
+    stream: &str,
+    durable: &str,
+    fate: Fate,
+    letters: &[&StoredMessage],
+) -> Result<(), String> {
+    let reasons: Vec<_> = letters
+        .iter()
+        .map(|l| l.header(headers::DEAD_LETTER_REASON))
+        .collect();
+    let allowed = match (fate, letters) {
+        (Fate::Handled, []) | (Fate::Either(_), []) => return Ok(()),
+        (Fate::DeadLetter(_), []) => return Err(String::from("no dead letter")),
+        (Fate::DeadLetter(allowed) | Fate::Either(allowed), [_]) => allowed,
+        (Fate::Handled, _) => return Err(format!("dead-lettered: {reasons:?}")),
+        (_, _) => return Err(format!("{} dead letters: {reasons:?}", letters.len())),
+    };
+    let letter = letters[0];
+    let expected_subject = format!("deadletter.{stream}.{durable}");
+    if letter.subject != expected_subject {
+        return Err(format!(
+            "the dead letter is on {}, not {expected_subject}",
+            letter.subject
+        ));
+    }
+    let sequence = event.sequence.to_string();
+    for (name, want) in [
+        (headers::ORIGINAL_STREAM, stream),
+        (headers::ORIGINAL_SEQUENCE, sequence.as_str()),
+    ] {
+        if letter.header(name).as_deref() != Some(want) {
+            return Err(format!(
+                "the dead letter's {name} is {:?}, not {want}",
+                letter.header(name)
+            ));
+        }
+    }
+    if letter.payload != event.garbage.payload {
+        return Err(String::from("the dead letter's body is not the event's"));
+    }
+    let reason = letter
+        .header(headers::DEAD_LETTER_REASON)
+        .unwrap_or_default();
+    let explained = if allowed.is_empty() {
+        !reason.trim().is_empty()
+    } else {
+        allowed.iter().any(|a| reason.contains(a))
+    };
+    if !explained {
+        return Err(format!(
+            "the dead letter's reason {reason:?} is not one of {allowed:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// How many garbage events are published.
 const GARBAGE_EVENTS: usize = 32;
 
@@ -1905,28 +2187,40 @@ async fn garbage_events_are_dead_lettered_and_both_services_keep_serving() {
     let garbage = fixed_garbage()
         .into_iter()
         .chain(garbage_events(GARBAGE_EVENTS));
-    for (i, garbage) in garbage.enumerate() {
+    for (i, mut garbage) in garbage.enumerate() {
         let subject = format!(
             "{}.{}",
             garbage.stream.to_lowercase(),
             uuid_text(u128::from(std::process::id()) << 64 | i as u128, false)
         );
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("garbage-{i}").as_str());
+        // The process id keeps a second run against the same external server
+        // from being de-duplicated into storing nothing.
+        let msg_id = format!("garbage-{}-{i}", std::process::id());
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
         if garbage.expects_new_subject {
             headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
         }
+        // A header value cannot carry a line break; NATS would split it.
+        // What the consumers judge is the value sent.
+        garbage.ce_type = garbage
+            .ce_type
+            .map(|t| t.chars().filter(|c| !c.is_control()).collect());
         if let Some(ce_type) = &garbage.ce_type {
-            // A header value cannot carry a line break; NATS would split it.
-            let value: String = ce_type.chars().filter(|c| !c.is_control()).collect();
-            headers.insert("ce-type", value.as_str());
+            headers.insert("ce-type", ce_type.as_str());
         }
-        js.publish_with_headers(subject.clone(), headers, garbage.payload.clone().into())
+        let ack = js
+            .publish_with_headers(subject.clone(), headers, garbage.payload.clone().into())
             .await
             .unwrap()
             .await
-            .unwrap();
-        published.push((subject, garbage));
+            .expect("JetStream stores the garbage event");
+        assert!(!ack.duplicate, "{msg_id} was taken for a duplicate");
+        published.push(Published {
+            subject,
+            sequence: ack.sequence,
+            garbage,
+        });
     }
 
     // Settled: every consumer has handled everything, and the streams have
@@ -1976,6 +2270,51 @@ async fn garbage_events_are_dead_lettered_and_both_services_keep_serving() {
         "{} garbage events settled by every consumer in {:?}",
         published.len(),
         started.elapsed()
+    );
+
+    // Settled means every dead letter is stored: a consumer stores the copy
+    // before it terminates the original.
+    let letters = read_all(&js, DEAD_LETTER_STREAM, ">").await;
+    let shared = shared_order_ids(&published);
+    let mut wrong = Vec::new();
+    let mut dead_lettered = 0;
+    for event in &published {
+        for (stream, durable) in durables() {
+            if stream != event.garbage.stream {
+                continue;
+            }
+            let fate = fate(durable, &event.garbage, &shared);
+            let mine: Vec<_> = letters
+                .iter()
+                .filter(|l| {
+                    l.header(headers::ORIGINAL_SUBJECT).as_deref() == Some(event.subject.as_str())
+                        && l.header(headers::ORIGINAL_CONSUMER).as_deref() == Some(durable)
+                })
+                .collect();
+            dead_lettered += mine.len();
+            if let Err(why) = check_dead_letters(event, stream, durable, fate, &mine) {
+                wrong.push(format!(
+                    "{durable} on {} (sequence {}): {why}\n    expected {fate:?} for {:?}",
+                    event.subject, event.sequence, event.garbage
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} consumers did the wrong thing with a garbage event; the first ones:\n{}",
+        wrong.len(),
+        wrong[..wrong.len().min(8)].join("\n")
+    );
+    // The fixed garbage alone leaves four: a charge of a negative total, and
+    // three payments of orders that do not exist.
+    assert!(
+        dead_lettered >= 4,
+        "only {dead_lettered} dead letters for the garbage"
+    );
+    eprintln!(
+        "{dead_lettered} dead letters for {} garbage events",
+        published.len()
     );
 
     // Whatever the garbage said, the payment service charged only positive

@@ -1,6 +1,7 @@
 //! The public contract around the saga: event headers, one trace across both
-//! services, health, dead letters, and FAILED_PRECONDITION for what an order's
-//! or a payment's state forbids (malformed input is in `bad_input.rs`).
+//! services, health, dead letters, bad input naming its field, and
+//! FAILED_PRECONDITION for what an order's or a payment's state forbids (the
+//! whole table of malformed input is in `bad_input.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ use orderflow_testkit::{
 };
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic_types::StatusExt;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -132,11 +134,7 @@ async fn health(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_nats_while_liveness_stays_serving() {
-    let mut nats = NatsServer::start();
-    if nats.is_external() {
-        eprintln!("skipped: this test kills and restarts its own nats-server");
-        return;
-    }
+    let mut nats = NatsServer::start_own();
     let orders = spawn_order_service(&nats.url()).await;
     let probe = health_client(&orders).await;
     let serving = ServingStatus::Serving as i32;
@@ -261,11 +259,73 @@ async fn poison_messages_are_dead_lettered_and_the_consumer_goes_on() {
     orders.stop().await.unwrap();
 }
 
-// Malformed requests to every RPC, each with the precise status and fields it
-// gets, are in `bad_input.rs`; what is refused here is well-formed but not
-// allowed in the order's or payment's state.
+/// The `google.rpc.BadRequest` field violations of an `INVALID_ARGUMENT`,
+/// as `(field, description)`, decoded from the status details a client sees.
+fn field_violations(status: &tonic::Status) -> Vec<(String, String)> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no google.rpc.BadRequest details in {status:?}"))
+        .field_violations
+        .into_iter()
+        .map(|v| (v.field, v.description))
+        .collect()
+}
+
+/// Asserts that `status` names exactly `fields` in its BadRequest details,
+/// each with a description of what is wrong.
+fn assert_names_fields(status: &tonic::Status, fields: &[&str]) {
+    let violations = field_violations(status);
+    let named: Vec<&str> = violations.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(named, fields, "the fields named by {status:?}");
+    for (field, description) in &violations {
+        assert!(
+            !description.trim().is_empty(),
+            "{field} is named without saying what is wrong with it"
+        );
+    }
+}
+
+// One malformed request per service is enough here: the whole table of bad
+// input to every RPC, with its exact fields, is in `bad_input.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_with_the_field_named() {
+    let nats = NatsServer::start();
+    let orders = spawn_order_service(&nats.url()).await;
+    let payments = spawn_payment_service(&nats.url(), simulated_gateway(), &[]).await;
+    let mut order = order_client(&orders).await;
+    let mut payment = payment_client(&payments).await;
+
+    let bad_id = order
+        .cancel_order(CancelOrderRequest {
+            order_id: String::from("not-a-uuid"),
+        })
+        .await
+        .unwrap_err();
+    assert_names_fields(&bad_id, &["order_id"]);
+
+    let bad_item = order
+        .create_order(order_request("c-bad", 0, 1, "r-bad-quantity"))
+        .await
+        .unwrap_err();
+    assert_names_fields(&bad_item, &["items[0].quantity"]);
+
+    let bad_payment = payment
+        .refund_payment(RefundPaymentRequest {
+            payment_id: String::from("not-a-uuid"),
+        })
+        .await
+        .unwrap_err();
+    assert_names_fields(&bad_payment, &["payment_id"]);
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+// What is refused here is well-formed but not allowed in the order's or
+// payment's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_state_forbids_is_answered_failed_precondition() {
     let nats = NatsServer::start();
     let orders = spawn_order_service(&nats.url()).await;
     let payments = spawn_payment_service(&nats.url(), simulated_gateway(), &[]).await;

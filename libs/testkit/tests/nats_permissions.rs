@@ -13,7 +13,7 @@
 
 use std::{
     path::PathBuf,
-    process::Command,
+    process::{Command, Output, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -190,16 +190,53 @@ impl ServerErrors {
     }
 }
 
-/// Skips a test that needs a nats-server with its own configuration when the
-/// tests run against an external server (`ORDERFLOW_TEST_NATS_URL`), where
-/// `nats-server` may not be on PATH.
-fn skip_with_external_nats() -> bool {
-    let external = std::env::var(orderflow_testkit::nats::ENV_TEST_NATS_URL)
-        .is_ok_and(|url| !url.trim().is_empty());
-    if external {
-        eprintln!("skipped: this test runs nats-server with deploy/nats/auth.conf itself");
+/// How long a child that exits by itself (a refused start-up, `--help`,
+/// `nats-server -t`) may run. They exit within a second; this is reached
+/// only when the feature under test is broken, and then the test fails
+/// instead of stalling CI.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `command` to its exit with its output captured, for at most
+/// `limit`. A child still running then is killed, and the test fails with
+/// what it printed so far.
+///
+/// The output goes to files rather than pipes so that nothing it printed is
+/// lost with a read cut short by the timeout.
+async fn output_within(command: Command, limit: Duration) -> Output {
+    let shown = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let stdout = tempfile::NamedTempFile::new().expect("a temporary file for the child's stdout");
+    let stderr = tempfile::NamedTempFile::new().expect("a temporary file for the child's stderr");
+    let mut command = tokio::process::Command::from(command);
+    command
+        .stdin(Stdio::null())
+        .stdout(stdout.reopen().expect("the stdout file opens for writing"))
+        .stderr(stderr.reopen().expect("the stderr file opens for writing"))
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("{shown} does not start: {e}"));
+    let read = |file: &tempfile::NamedTempFile| std::fs::read(file.path()).unwrap_or_default();
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => Output {
+            status: status.unwrap_or_else(|e| panic!("cannot wait for {shown}: {e}")),
+            stdout: read(&stdout),
+            stderr: read(&stderr),
+        },
+        Err(_) => {
+            // Killed and reaped first, so that the files are complete.
+            let killed = child.kill().await;
+            panic!(
+                "{shown} did not exit within {limit:?} (killed: {killed:?}); it printed so far:\n\
+                 --- stdout\n{}\n--- stderr\n{}",
+                String::from_utf8_lossy(&read(&stdout)),
+                String::from_utf8_lossy(&read(&stderr)),
+            );
+        }
     }
-    external
 }
 
 fn deploy_file(path: &str) -> PathBuf {
@@ -273,9 +310,6 @@ fn violations(log: &str) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_services_do_all_their_work_with_only_their_own_nats_permissions() {
-    if skip_with_external_nats() {
-        return;
-    }
     let nats = SecuredNats::start();
     let mut orders_process = nats.start_service("order-service").await;
     let mut payments_process = nats.start_service("payment-service").await;
@@ -567,9 +601,6 @@ async fn both_services_do_all_their_work_with_only_their_own_nats_permissions() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_event_sent_with_the_order_services_credentials_is_refused_and_the_reverse() {
-    if skip_with_external_nats() {
-        return;
-    }
     let nats = SecuredNats::start();
     let ops = nats.ops().await;
     orderflow_eventbus::ensure_streams(&ops, STREAMS, 1)
@@ -667,29 +698,19 @@ async fn a_payment_event_sent_with_the_order_services_credentials_is_refused_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_stops_start_up_with_exit_code_1_and_is_never_printed() {
-    if skip_with_external_nats() {
-        return;
-    }
     let nats = SecuredNats::start();
     let wrong_file = nats.password_file("wrong");
     let wrong = std::fs::read_to_string(&wrong_file).unwrap();
-    let out = tokio::task::spawn_blocking({
-        let url = nats.url();
-        move || {
-            Command::new(workspace_binary("order-service"))
-                .env_clear()
-                .env("NATS_URL", url)
-                .env("GRPC_ADDR", "127.0.0.1:0")
-                .env("NATS_USER", "order-service")
-                .env("NATS_PASSWORD_FILE", wrong_file)
-                .env("RUST_LOG", "trace")
-                .current_dir(std::env::temp_dir())
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let mut command = Command::new(workspace_binary("order-service"));
+    command
+        .env_clear()
+        .env("NATS_URL", nats.url())
+        .env("GRPC_ADDR", "127.0.0.1:0")
+        .env("NATS_USER", "order-service")
+        .env("NATS_PASSWORD_FILE", wrong_file)
+        .env("RUST_LOG", "trace")
+        .current_dir(std::env::temp_dir());
+    let out = output_within(command, CHILD_TIMEOUT).await;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -711,9 +732,6 @@ async fn a_wrong_password_stops_start_up_with_exit_code_1_and_is_never_printed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_logs_in_over_mutual_tls_and_without_a_client_certificate_is_refused() {
-    if skip_with_external_nats() {
-        return;
-    }
     let pki = orderflow_testkit::pki::TestPki::generate();
     let tls = format!(
         "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}\n",
@@ -763,18 +781,14 @@ async fn a_service_logs_in_over_mutual_tls_and_without_a_client_certificate_is_r
         .unwrap();
     drop(service);
 
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(workspace_binary("order-service"))
-            .env_clear()
-            .env("NATS_URL", url)
-            .env("GRPC_ADDR", "127.0.0.1:0")
-            .envs(owned_login)
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut command = Command::new(workspace_binary("order-service"));
+    command
+        .env_clear()
+        .env("NATS_URL", url)
+        .env("GRPC_ADDR", "127.0.0.1:0")
+        .envs(owned_login)
+        .current_dir(std::env::temp_dir());
+    let out = output_within(command, CHILD_TIMEOUT).await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -788,15 +802,15 @@ async fn a_service_logs_in_over_mutual_tls_and_without_a_client_certificate_is_r
     );
 }
 
-#[test]
-fn help_lists_the_nats_credentials_without_any_secret_default() {
+#[tokio::test]
+async fn help_lists_the_nats_credentials_without_any_secret_default() {
     for binary in ["order-service", "payment-service"] {
-        let out = Command::new(workspace_binary(binary))
+        let mut command = Command::new(workspace_binary(binary));
+        command
             .arg("--help")
             .env_clear()
-            .env("NATS_PASSWORD", "hunter2-from-env")
-            .output()
-            .unwrap();
+            .env("NATS_PASSWORD", "hunter2-from-env");
+        let out = output_within(command, CHILD_TIMEOUT).await;
         let help = String::from_utf8_lossy(&out.stdout);
         for var in [
             "NATS_USER",
@@ -816,21 +830,18 @@ fn help_lists_the_nats_credentials_without_any_secret_default() {
     }
 }
 
-#[test]
-fn the_deploy_nats_configuration_is_valid() {
-    if skip_with_external_nats() {
-        return;
-    }
-    let out = Command::new("nats-server")
+#[tokio::test]
+async fn the_deploy_nats_configuration_is_valid() {
+    let mut command = Command::new("nats-server");
+    command
         .args(["-t", "-c"])
         .arg(deploy_file("nats/nats-server.conf"))
         .envs([
             ("ORDER_SERVICE_NATS_PASSWORD", "a"),
             ("PAYMENT_SERVICE_NATS_PASSWORD", "b"),
             ("OPS_NATS_PASSWORD", "c"),
-        ])
-        .output()
-        .expect("nats-server runs");
+        ]);
+    let out = output_within(command, CHILD_TIMEOUT).await;
     assert!(
         out.status.success(),
         "nats-server -t: {}",

@@ -23,7 +23,23 @@ use orderflow_testkit::{
     streams::{consumer_caught_up, jetstream, read_all},
     wait_until,
 };
-use prost::Message;
+
+/// How long a test waits for the next message of a server stream: as long as
+/// `wait_for_status` waits for a change, since the next message is one.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The next message of a server stream, or a test failure naming `what` when
+/// none (not even the stream's end) arrives within [`STREAM_TIMEOUT`], so a
+/// stream that stalls fails the test instead of hanging it.
+async fn next_message<T>(
+    stream: &mut tonic::Streaming<T>,
+    what: &str,
+) -> Result<Option<T>, tonic::Status> {
+    match tokio::time::timeout(STREAM_TIMEOUT, stream.message()).await {
+        Ok(message) => message,
+        Err(_) => panic!("timed out after {STREAM_TIMEOUT:?} waiting for {what}"),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_order_is_paid_and_confirmed() {
@@ -374,21 +390,61 @@ async fn a_redelivered_order_created_event_charges_once() {
         .filter(|m| m.header("ce-type").as_deref() == Some(PaymentAuthorized::full_name().as_str()))
         .count();
     assert_eq!(authorized, 1);
-    // The projection ignored the stale copy: the listed order is still confirmed.
+    // The list ignored the stale copy: it answers the order confirmed at
+    // version 2, not rolled back to the copy's pending version 1. The copy is
+    // only stale for the list once whatever builds the list has read it, so
+    // wait for the list to reach the final state and for the list's own
+    // consumer (not the payment service's) to have handled every event,
+    // the copy included.
+    let listed_confirmed = || {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_orders(ListOrdersRequest {
+                    customer_id: String::from("c-6"),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .orders
+                        .iter()
+                        .any(|o| o.status == OrderStatus::Confirmed as i32)
+                })
+                .unwrap_or(false)
+        }
+    };
+    wait_until(
+        "ListOrders to answer the order confirmed",
+        Duration::from_secs(20),
+        listed_confirmed,
+    )
+    .await;
+    wait_until(
+        "the order list's consumer to handle the copy",
+        Duration::from_secs(20),
+        || consumer_caught_up(&js, "ORDERS", order_service::projection::DURABLE),
+    )
+    .await;
     let listed = client
         .list_orders(ListOrdersRequest {
             customer_id: String::from("c-6"),
             ..Default::default()
         })
         .await
-        .unwrap()
+        .expect("ListOrders answers")
         .into_inner()
         .orders;
-    assert!(
-        listed
-            .iter()
-            .all(|o| o.status == OrderStatus::Confirmed as i32 || o.version < 2)
+    let [only] = listed.as_slice() else {
+        panic!("ListOrders for c-6 answers exactly its one order: {listed:?}");
+    };
+    assert_eq!(only.order_id, order.order_id);
+    assert_eq!(
+        only.status,
+        OrderStatus::Confirmed as i32,
+        "the stale copy did not roll the listed order back: {only:?}"
     );
+    assert_eq!(only.version, 2, "the listed order is at its last version");
 
     payments.stop().await.unwrap();
     orders.stop().await.unwrap();
@@ -397,10 +453,16 @@ async fn a_redelivered_order_created_event_charges_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_payment_replicas_never_charge_an_order_twice() {
     let nats = NatsServer::start();
-    let gateway = simulated_gateway();
+    // Each replica gets a gateway ledger of its own. Replicas sharing one
+    // ledger would hide a second replica's charge behind the idempotency key
+    // the first one used; with two ledgers, an order charged by both replicas
+    // is a charge in each, and every call a replica makes is counted as its
+    // own.
+    let first_gateway = simulated_gateway();
+    let second_gateway = simulated_gateway();
     let orders = spawn_order_service(&nats.url()).await;
-    let first = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
-    let second = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    let first = spawn_payment_service(&nats.url(), first_gateway.clone(), &[]).await;
+    let second = spawn_payment_service(&nats.url(), second_gateway.clone(), &[]).await;
     let client = order_client(&orders).await;
 
     let count = 60;
@@ -417,48 +479,52 @@ async fn two_payment_replicas_never_charge_an_order_twice() {
                     &format!("r-two-{i}"),
                 ))
                 .await
-                .unwrap()
+                .expect("CreateOrder answers")
                 .into_inner()
                 .order
-                .unwrap()
+                .expect("CreateOrder answers the order")
         });
     }
     while let Some(order) = calls.join_next().await {
-        created.push(order.unwrap());
+        created.push(order.expect("the CreateOrder task"));
     }
     for order in &created {
         wait_for_status(&client, &order.order_id, OrderStatus::Confirmed).await;
     }
+    // Stopped first, so the counts cover each replica's whole run.
+    second.stop().await.unwrap();
+    first.stop().await.unwrap();
 
-    assert_eq!(
-        gateway.stats().charges,
-        count as u64,
-        "one charge per order"
+    let (first_stats, second_stats) = (first_gateway.stats(), second_gateway.stats());
+    eprintln!(
+        "gateway calls: first replica {}, second replica {}",
+        first_stats.calls, second_stats.calls
     );
-    let js = jetstream(&nats.url()).await;
-    let events = read_all(&js, "PAYMENTS", ">").await;
+    // No order total is above the decline limit and the gateway never fails,
+    // so every call is a charge and nothing is retried.
+    assert_eq!(
+        first_stats.calls + second_stats.calls,
+        count as u64,
+        "the two replicas called the gateway once per order in all \
+         (first {first_stats:?}, second {second_stats:?})"
+    );
+    assert_eq!(
+        first_stats.charges + second_stats.charges,
+        count as u64,
+        "the two replicas charged once per order in all \
+         (first {first_stats:?}, second {second_stats:?})"
+    );
     for order in &created {
-        let mine = events
-            .iter()
-            .filter(|m| {
-                m.header("ce-type").as_deref() == Some(PaymentAuthorized::full_name().as_str())
-                    && PaymentAuthorized::decode(m.payload.as_slice())
-                        .unwrap()
-                        .payment
-                        .unwrap()
-                        .order_id
-                        == order.order_id
-            })
-            .count();
-        assert_eq!(
-            mine, 1,
-            "exactly one PaymentAuthorized for {}",
+        let key = payment_service::domain::charge_key(&order.order_id);
+        let by_first = first_gateway.charged(&key);
+        let by_second = second_gateway.charged(&key);
+        assert!(
+            by_first != by_second,
+            "order {} is charged by exactly one replica (first: {by_first}, second: {by_second})",
             order.order_id
         );
     }
 
-    second.stop().await.unwrap();
-    first.stop().await.unwrap();
     orders.stop().await.unwrap();
 }
 
@@ -606,16 +672,32 @@ async fn watch_order_streams_every_change_until_the_order_settles() {
         .await
         .unwrap()
         .into_inner();
-    let first = stream.message().await.unwrap().unwrap().order.unwrap();
+    let first = next_message(
+        &mut stream,
+        "the watch's first message (the order as created)",
+    )
+    .await
+    .expect("the watch's first message")
+    .expect("the watch answers the order before it changes")
+    .order
+    .expect("the first message carries the order");
     assert_eq!(first.status, OrderStatus::PendingPayment as i32);
 
     // The payment service starts only now: the next message is a real change.
     let payments = spawn_payment_service(&nats.url(), simulated_gateway(), &[]).await;
-    let next = stream.message().await.unwrap().unwrap().order.unwrap();
+    let next = next_message(&mut stream, "the watch's second message (the confirmation)")
+        .await
+        .expect("the watch's second message")
+        .expect("the watch sends the confirmation before it ends")
+        .order
+        .expect("the second message carries the order");
     assert_eq!(next.status, OrderStatus::Confirmed as i32);
     assert_eq!(next.version, 2);
     assert!(
-        stream.message().await.unwrap().is_none(),
+        next_message(&mut stream, "the watch to end once the order settled")
+            .await
+            .expect("the watch ends cleanly")
+            .is_none(),
         "the stream ends once settled"
     );
 
@@ -627,18 +709,21 @@ async fn watch_order_streams_every_change_until_the_order_settles() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        again
-            .message()
+    let settled = next_message(&mut again, "the settled order's watch to answer its state")
+        .await
+        .expect("the settled order's watch answers")
+        .expect("the settled order's watch sends its state before it ends")
+        .order
+        .expect("the message carries the order");
+    assert_eq!(settled.status, OrderStatus::Confirmed as i32);
+    assert_eq!(settled.version, 2);
+    assert!(
+        next_message(&mut again, "the settled order's watch to end")
             .await
-            .unwrap()
-            .unwrap()
-            .order
-            .unwrap()
-            .status,
-        OrderStatus::Confirmed as i32
+            .expect("the settled order's watch ends cleanly")
+            .is_none(),
+        "a settled order's watch ends after its one message"
     );
-    assert!(again.message().await.unwrap().is_none());
 
     let missing = client
         .watch_order(WatchOrderRequest {
@@ -680,9 +765,20 @@ async fn shutdown_ends_open_watches_instead_of_waiting_for_them() {
         .await
         .unwrap()
         .into_inner();
-    stream.message().await.unwrap().unwrap();
+    next_message(&mut stream, "the watch's first message (the pending order)")
+        .await
+        .expect("the watch's first message")
+        .expect("the watch answers the pending order");
 
-    orders.stop().await.unwrap();
-    let ended = stream.message().await.unwrap_err();
+    // A shutdown that waited for the watch would never return (the watch
+    // has no end of its own); the bound is well above SHUTDOWN_TIMEOUT_SECS
+    // (10 s here), so it fails only a stop that waits for the watch.
+    tokio::time::timeout(Duration::from_secs(30), orders.stop())
+        .await
+        .expect("the order service stops although a watch is open")
+        .unwrap();
+    let ended = next_message(&mut stream, "shutdown to end the open watch")
+        .await
+        .expect_err("shutdown ends the watch with an error, not a clean end");
     assert_eq!(ended.code(), tonic::Code::Unavailable);
 }

@@ -437,25 +437,60 @@ async fn api_calls_need_a_valid_token_and_admin_methods_the_admin_role() {
     }
 }
 
+/// What grpcurl prints when the server answers UNIMPLEMENTED for the
+/// reflection service: reflection is not served. Any other failure (no
+/// grpcurl, nothing listening, a TLS mismatch) prints something else.
+const REFLECTION_NOT_SERVED: &str =
+    "Failed to list services: server does not support the reflection API";
+
+fn grpcurl_list(addr: &str) -> std::process::Output {
+    Command::new("grpcurl")
+        .args(["-plaintext", addr, "list"])
+        .output()
+        .expect("grpcurl runs (scripts/install-tools.sh installs it)")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_can_be_turned_off() {
     let nats = NatsServer::start();
-    let orders = ServiceProcess::start(
+    // The same command against the switch turned on lists the services, so
+    // grpcurl works and is pointed the right way.
+    let on = ServiceProcess::start(
+        &workspace_binary("order-service"),
+        &nats.url(),
+        &[("GRPC_REFLECTION", "true")],
+    )
+    .await;
+    let listed = grpcurl_list(&on.addr.to_string());
+    assert!(
+        listed.status.success(),
+        "reflection should be on: {listed:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("orderflow.order.v1.OrderService"),
+        "{listed:?}"
+    );
+
+    let off = ServiceProcess::start(
         &workspace_binary("order-service"),
         &nats.url(),
         &[("GRPC_REFLECTION", "false")],
     )
     .await;
-    let listed = Command::new("grpcurl")
-        .args(["-plaintext", &orders.addr.to_string(), "list"])
-        .output()
-        .expect("grpcurl runs");
+    let refused = grpcurl_list(&off.addr.to_string());
     assert!(
-        !listed.status.success(),
-        "reflection should be off: {listed:?}"
+        !refused.status.success(),
+        "reflection should be off: {refused:?}"
     );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        stderr.trim(),
+        REFLECTION_NOT_SERVED,
+        "grpcurl failed for another reason than reflection being off"
+    );
+    assert!(refused.stdout.is_empty(), "{refused:?}");
     // The API itself still answers.
-    let channel = Channel::from_shared(orders.endpoint())
+    let channel = Channel::from_shared(off.endpoint())
         .unwrap()
         .connect()
         .await
