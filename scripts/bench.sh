@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks orderflow on this machine: builds the release binaries, starts a
-# throwaway nats-server (free port, temporary store) and both services, runs
-# orderflow-bench against them, and stops everything it started. The bench's
-# report is this script's only stdout; everything else goes to stderr, and
-# the logs to target/bench/logs/.
+# throwaway nats-server (free port, temporary store, monitoring endpoint on
+# another free port) and both services, runs orderflow-bench against them,
+# and stops everything it started. The bench gets the broker's monitoring URL
+# and the pids of the broker and the services, so its report has the
+# broker's messages and bytes and each process's CPU time per saga. The
+# bench's report is this script's only stdout; everything else goes to
+# stderr, and the logs to target/bench/logs/.
 #
 #   scripts/bench.sh [OPTIONS] [-- BENCH ARGS...]
 #
@@ -12,14 +15,18 @@
 #                   (every span exported over OTLP/gRPC to
 #                   `orderflow-bench otlp-sink`, whose counts are printed to
 #                   stderr at the end)
+#   --create-only   start the order service without the payment service
+#                   (nothing else consumes its events) and measure
+#                   CreateOrder alone (orderflow-bench --create-only)
 #   --debug         use the debug binaries (cargo build, no --release): for
 #                   the smoke test, never for figures
 #   --no-build      use the binaries as they are
 #   --full          the documented sequence (docs/benchmarks.md): start-up
 #                   time and idle RSS of both binaries, the main run with
-#                   --baseline and --sweep (writes docs/bench-latency.svg),
-#                   then tracing off and tracing on; JSON results go to
-#                   target/bench/ and a summary table to stdout
+#                   --baseline and --sweep (writes docs/bench-latency.svg;
+#                   the sweep also bisects for the saga p99 goal), the
+#                   create-only run, then tracing off and tracing on; JSON
+#                   results go to target/bench/ and a summary table to stdout
 #
 # Everything after `--` goes to orderflow-bench (see `orderflow-bench --help`),
 # e.g. `scripts/bench.sh -- --duration 30s --concurrency 64 --baseline`.
@@ -34,6 +41,7 @@ TRACING=default
 PROFILE=release
 BUILD=1
 FULL=0
+CREATE_ONLY=0
 BENCH_ARGS=()
 while (($#)); do
   case "$1" in
@@ -41,6 +49,7 @@ while (($#)); do
       TRACING=${2:-}
       shift 2 || { echo "error: --tracing needs default, off or on" >&2; exit 2; }
       ;;
+    --create-only) CREATE_ONLY=1; shift ;;
     --debug) PROFILE=debug; shift ;;
     --no-build) BUILD=0; shift ;;
     --full) FULL=1; shift ;;
@@ -105,6 +114,15 @@ stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
+# Warns when pid $2 is not binary $1 (a wrapper on PATH that did not exec
+# it): the bench would report the wrapper's CPU time as $1's. /proc's comm
+# holds the first 15 characters of the name.
+check_pid() {
+  local comm
+  comm=$(cat "/proc/$2/comm" 2>/dev/null || true)
+  [[ "$comm" == "${1:0:15}" ]] || log "warning: pid $2 is '$comm', not $1: its CPU figures are not $1's"
+}
+
 # CPU seconds (user + system) pid $1 has used, from /proc (USER_HZ is 100).
 cpu_seconds() {
   awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat" 2>/dev/null || echo null
@@ -120,15 +138,17 @@ stop_sink() {
   SINK_PID=""
 }
 
-# The CPU seconds the services (and the sink) have used, as JSON, into
-# $CPU_FILE when it is set: CPU per saga is steadier than throughput on a
-# shared machine. nats-server's is left out, as the baseline used it too.
+# The CPU seconds the services (and the sink) have used over their whole
+# life, as JSON, into $CPU_FILE when it is set: CPU per saga is steadier than
+# throughput on a shared machine. nats-server's is left out, as the baseline
+# used it too. (The bench's own cpu_us_per_saga covers its measured window
+# only, nats-server included.)
 CPU_FILE=""
 stop_services() {
-  if [[ -n "$ORDER_PID" && -n "$PAYMENT_PID" ]]; then
-    local order payment sink=null
+  if [[ -n "$ORDER_PID" ]]; then
+    local order payment=null sink=null
     order=$(cpu_seconds "$ORDER_PID")
-    payment=$(cpu_seconds "$PAYMENT_PID")
+    [[ -n "$PAYMENT_PID" ]] && payment=$(cpu_seconds "$PAYMENT_PID")
     [[ -n "$SINK_PID" ]] && sink=$(cpu_seconds "$SINK_PID")
     log "CPU used: order-service $order s, payment-service $payment s"
     if [[ -n "$CPU_FILE" ]]; then
@@ -156,25 +176,28 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Starts a nats-server with JetStream on a free port and a fresh store; sets
-# NATS_URL.
+# Starts a nats-server with JetStream on a free port, its monitoring endpoint
+# (/varz) on another, and a fresh store; sets NATS_URL and NATS_MONITOR_URL.
 start_nats() {
-  local port
+  local port monitor_port
   port=$(free_port)
+  monitor_port=$(free_port)
   mkdir -p "$WORK/nats"
-  nats-server -js -a 127.0.0.1 -p "$port" -sd "$WORK/nats" >"$LOGS/nats.log" 2>&1 &
+  nats-server -js -a 127.0.0.1 -p "$port" -m "$monitor_port" -sd "$WORK/nats" >"$LOGS/nats.log" 2>&1 &
   NATS_PID=$!
   for _ in $(seq 100); do
-    listening "$port" && break
+    listening "$port" && listening "$monitor_port" && break
     kill -0 "$NATS_PID" 2>/dev/null || break
     sleep 0.1
   done
-  if ! listening "$port"; then
+  if ! listening "$port" || ! listening "$monitor_port"; then
     log "nats-server did not start; the end of $LOGS/nats.log:"
     tail -n 20 "$LOGS/nats.log" >&2
     exit 1
   fi
+  check_pid nats-server "$NATS_PID"
   NATS_URL="nats://127.0.0.1:$port"
+  NATS_MONITOR_URL="http://127.0.0.1:$monitor_port"
 }
 
 # Starts the OTLP sink on a free port; sets OTLP_ENDPOINT.
@@ -220,24 +243,32 @@ start_service() {
     fi
     sleep 0.1
   done
+  check_pid "$name" "$pid"
   case "$name" in
     order-service) ORDER_PID=$pid ORDER_PORT=$port ;;
     payment-service) PAYMENT_PID=$pid ;;
   esac
 }
 
-# A fresh broker and both services, traced as $TRACING.
+# A fresh broker and both services (only the order service when
+# $CREATE_ONLY), traced as $TRACING.
 start_stack() {
+  local payment=running
   start_nats
   if [[ "$TRACING" == on ]]; then start_sink; fi
   start_service order-service
-  start_service payment-service
-  log "nats $NATS_URL, order-service 127.0.0.1:$ORDER_PORT, tracing $TRACING ($BIN)"
+  if ((CREATE_ONLY)); then payment="not started"; else start_service payment-service; fi
+  log "nats $NATS_URL (monitor $NATS_MONITOR_URL), order-service 127.0.0.1:$ORDER_PORT, payment-service $payment, tracing $TRACING ($BIN)"
 }
 
-# Runs orderflow-bench against the running stack with arguments "$@".
+# Runs orderflow-bench against the running stack with arguments "$@", telling
+# it the broker's monitoring URL and the pids of what this script started
+# (each is the binary's own pid: `env` execs the service).
 bench() {
-  "$BIN/orderflow-bench" --target "http://127.0.0.1:$ORDER_PORT" --nats-url "$NATS_URL" "$@"
+  local known=(--nats-monitor-url "$NATS_MONITOR_URL" --nats-pid "$NATS_PID" --order-pid "$ORDER_PID")
+  if [[ -n "$PAYMENT_PID" ]]; then known+=(--payment-pid "$PAYMENT_PID"); fi
+  if ((CREATE_ONLY)); then known+=(--create-only); fi
+  "$BIN/orderflow-bench" --target "http://127.0.0.1:$ORDER_PORT" --nats-url "$NATS_URL" "${known[@]}" "$@"
 }
 
 add_pip_scripts_to_path
@@ -276,7 +307,7 @@ SWEEP_DURATION=${BENCH_SWEEP_DURATION:-6s}
 
 # Other work on the machine skews every figure; the summary shows the load.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-log "1/4 start to SERVING and idle RSS"
+log "1/5 start to SERVING and idle RSS"
 start_nats
 export NATS_URL
 for name in order-service payment-service; do
@@ -284,7 +315,7 @@ for name in order-service payment-service; do
 done
 stop_stack
 
-log "2/4 main run: closed loop, baseline, sweep (tracing default)"
+log "2/5 main run: closed loop, baseline, sweep and saga p99 bisection (tracing default)"
 TRACING=default
 start_stack
 bench --duration "$DURATION" --baseline --sweep --sweep-duration "$SWEEP_DURATION" \
@@ -292,14 +323,22 @@ bench --duration "$DURATION" --baseline --sweep --sweep-duration "$SWEEP_DURATIO
 CPU_FILE=$OUT/cpu-main.json
 stop_stack
 
-log "3/4 tracing off (OTEL_SDK_DISABLED=true)"
+log "3/5 CreateOrder alone: order-service without payment-service (tracing default)"
+CREATE_ONLY=1
+start_stack
+bench --duration "$DURATION" --baseline --label create-only --json "${BENCH_ARGS[@]}" >"$OUT/create-only.json"
+CPU_FILE=$OUT/cpu-create-only.json
+stop_stack
+CREATE_ONLY=0
+
+log "4/5 tracing off (OTEL_SDK_DISABLED=true)"
 TRACING=off
 start_stack
 bench --duration "$DURATION" --baseline --label tracing-off --json "${BENCH_ARGS[@]}" >"$OUT/tracing-off.json"
 CPU_FILE=$OUT/cpu-tracing-off.json
 stop_stack
 
-log "4/4 tracing on (OTLP/gRPC export of every span to otlp-sink)"
+log "5/5 tracing on (OTLP/gRPC export of every span to otlp-sink)"
 TRACING=on
 start_stack
 bench --duration "$DURATION" --baseline --label tracing-on --json "${BENCH_ARGS[@]}" >"$OUT/tracing-on.json"
@@ -318,6 +357,7 @@ import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 load = lambda name: json.loads((out / name).read_text())
 main, off, on = load("main.json"), load("tracing-off.json"), load("tracing-on.json")
+create_only = load("create-only.json")
 sink = load("otlp-sink.json")
 startup = {n: load(f"startup-{n}.json") for n in ("order-service", "payment-service")}
 r = main["ratios"]
@@ -333,6 +373,28 @@ print(f"| completed sagas | {main['saga_rps']:.0f}/s | {r['saga_vs_baseline']:.3
 print(f"| saga latency p50 / p90 / p99 / p99.9 | {main['saga_p50_ms']:.2f} / {main['saga_p90_ms']:.2f} / {main['saga_p99_ms']:.2f} / {main['saga_p999_ms']:.2f} ms | p99 {r['saga_p99_vs_baseline_p99']:.2f} | |")
 half = main.get("saga_p99_at_half_peak_ms")
 print(f"| saga p99 at half of peak (open loop) | {half if half is not None else '-'} ms | | <= 25 ms |")
+num = lambda v, fmt=".0f": "-" if v is None else format(v, fmt)
+slo, slo_fail = main.get("slo_rps"), main.get("slo_fail_rps")
+slo_note = ("every rate tried passed: a lower bound" if main.get("slo_bounded") is False
+            else f"{num(slo_fail)}/s failed")
+print(f"| highest open-loop rate with saga p99 <= {num(main.get('slo_p99_ms'), 'g')} ms (bisected) | {num(slo)}/s ({slo_note}) | "
+      f"{num(main.get('slo_ratio'), '.3f')} of the closed-loop saga rate | |")
+c = create_only
+print(f"| CreateOrder alone (no payment service), {c['concurrency']} in flight | {c['create_rps']:.0f}/s, p99 {c['create_p99_ms']:.2f} ms | "
+      f"{num((c.get('ratios') or {}).get('create_vs_baseline'), '.3f')} | >= 0.30 |")
+def broker(report, unit):
+    m = report.get(f"broker_msgs_per_{unit}")
+    if m is None:
+        return "-"
+    g = lambda k: report.get(f"broker_{k}_per_{unit}")
+    return f"{m:.1f} ({g('in_msgs'):.1f} in, {g('out_msgs'):.1f} out); {g('in_bytes'):.0f} B in, {g('out_bytes'):.0f} B out"
+def cpu_text(report, unit):
+    c = report.get(f"cpu_us_per_{unit}") or {}
+    return ", ".join(f"{k.replace('_', '-')} {v:.0f} us" for k, v in c.items()) or "-"
+print(f"| broker messages per saga (main run, observer left out) | {broker(main, 'saga')} | | |")
+print(f"| broker messages per CreateOrder (create-only run) | {broker(create_only, 'create')} | | |")
+print(f"| CPU per saga in the window (main run) | {cpu_text(main, 'saga')} | | |")
+print(f"| CPU per CreateOrder in the window (create-only run) | {cpu_text(create_only, 'create')} | | |")
 t_off, t_on = off["create_rps"], on["create_rps"]
 s_off, s_on = off["saga_rps"], on["saga_rps"]
 print(f"| tracing on / off, CreateOrder | {t_on:.0f} / {t_off:.0f} per s = {t_on / t_off:.3f} (vs raw: {on['ratios']['create_vs_baseline']:.3f} / {off['ratios']['create_vs_baseline']:.3f}) | | >= 0.85 |")
@@ -344,14 +406,16 @@ def per_saga(label, report):
 us_off, us_on = per_saga("tracing-off", off), per_saga("tracing-on", on)
 sink_us = 1e6 * (cpu["tracing-on"]["otlp_sink_s"] or 0) / max(1, on["sagas_observed_total"])
 print(f"| tracing on / off, service CPU per saga | {us_on:.0f} / {us_off:.0f} us = {us_off / us_on:.3f} (+ otlp-sink {sink_us:.0f} us) | | >= 0.85 |")
+print(f"| CPU per saga in the window, tracing off / on | {cpu_text(off, 'saga')} / {cpu_text(on, 'saga')} | | |")
 for name, s in startup.items():
     print(f"| {name} start to SERVING (median of {len(s['runs'])}) | {s['median_start_to_serving_ms']:.1f} ms | | <= 20 ms |")
     print(f"| {name} idle RSS (median) | {s['median_idle_rss_mib']:.1f} MiB | | <= 12 MB |")
 print()
-print(f"errors: main {main['errors']}, tracing off {off['errors']}, tracing on {on['errors']}")
+print(f"errors: main {main['errors']}, create-only {create_only['errors']}, tracing off {off['errors']}, tracing on {on['errors']}")
 print(f"otlp-sink: {sink['spans']} spans in {sink['trace_exports']} exports {sink['spans_by_service']}, {sink['metric_points']} metric points; "
       f"{sink['spans'] / max(1, on['sagas_observed_total']):.1f} spans per saga")
 print()
 print("sweep:", json.dumps(main["sweep"], indent=None))
+print("saga p99 bisection:", json.dumps(main["slo_search"], indent=None))
 EOF
 log "results in $OUT/*.json, plot in docs/bench-latency.svg"

@@ -7,6 +7,11 @@
 //! exact size of this run's `OrderCreated` events, which the baseline then
 //! publishes. The baseline runs before the load, while the services are idle,
 //! so it measures the broker alone.
+//!
+//! With `--create-only` the load is CreateOrder alone: the bench observes
+//! only the probe's `OrderCreated` (for its size), then unsubscribes, so the
+//! broker carries nothing for the bench during the load, and no phase waits
+//! for sagas.
 
 use std::{
     sync::Arc,
@@ -18,11 +23,15 @@ use prost::Message as _;
 
 use crate::{
     RunArgs, baseline,
+    cost::{Pids, Sampler},
     load::{self, CreateStats, Driver, Length, Mode, Orders},
+    monitor::MonitorUrl,
     progress::Progress,
     report::{self, Report, Setup, SweepPoint},
     saga::{self, SagaTracker},
     schedule::Schedule,
+    slo::{self, Bracket},
+    stats::{ratio, round3},
     svg,
 };
 
@@ -48,6 +57,18 @@ fn validate(args: &RunArgs) -> Result<(), String> {
     {
         return Err(format!(
             "--rate must be a positive number of requests per second, got {rate}"
+        ));
+    }
+    if args.sweep && args.create_only {
+        return Err(
+            "--sweep measures sagas, which --create-only does not follow; leave out one of them"
+                .into(),
+        );
+    }
+    if !(args.slo_p99_ms.is_finite() && args.slo_p99_ms > 0.0) {
+        return Err(format!(
+            "--slo-p99-ms must be a positive number of milliseconds, got {}",
+            args.slo_p99_ms
         ));
     }
     if args.sweep && args.rate.is_some() {
@@ -122,6 +143,17 @@ async fn nats(
 /// Runs the benchmark and prints the report.
 pub async fn run(args: RunArgs) -> Result<(), String> {
     validate(&args)?;
+    let monitor = args
+        .nats_monitor_url
+        .as_deref()
+        .map(MonitorUrl::parse)
+        .transpose()?;
+    if let Some(monitor) = &monitor {
+        // A wrong URL fails now, not after the load.
+        monitor.varz().await.map_err(|e| {
+            format!("cannot read nats-server's monitoring endpoint: {e}; is it running with -m?")
+        })?;
+    }
     let orders = Arc::new(Orders::new(&run_id()));
     let tracker = Arc::new(SagaTracker::new(orders.customer_prefix().to_owned()));
     let observer_client = nats(
@@ -130,14 +162,20 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         Some(tracker.clone()),
     )
     .await?;
-    let observer = saga::observe(&observer_client, tracker.clone()).await?;
+    let mut observer = Some(saga::observe(&observer_client, tracker.clone()).await?);
     let driver = Driver {
         clients: load::connect(&args.target, args.connections).await?,
         orders: orders.clone(),
         tracker: tracker.clone(),
+        follow_sagas: !args.create_only,
     };
     driver.probe(PROBE_TIMEOUT).await?;
     let event_bytes = tracker.created_event_bytes();
+    if args.create_only
+        && let Some(observer) = observer.take()
+    {
+        observer.stop().await?;
+    }
 
     let baseline = if args.baseline {
         let payload = event_bytes.unwrap_or_else(|| estimated_event_bytes(&orders));
@@ -183,11 +221,21 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let length = args
         .count
         .map_or(Length::Time(args.duration), Length::Count);
+    let sampler = Sampler::new(
+        monitor,
+        Pids {
+            order_service: args.order_pids.clone(),
+            payment_service: args.payment_pids.clone(),
+            nats_server: args.nats_pids.clone(),
+        },
+        tracker.clone(),
+    )
+    .map(Arc::new);
     let stats = Arc::new(CreateStats::default());
     let progress = Progress::start("load".into(), args.quiet, stats.clone(), tracker.clone());
     let (cpu_before, wall_before) = (report::cpu_time(), Instant::now());
     let phase = driver
-        .run(mode, args.warmup, length, args.saga_timeout, stats)
+        .run(mode, args.warmup, length, args.saga_timeout, stats, sampler)
         .await?;
     let bench_cpu_percent = match (cpu_before, report::cpu_time()) {
         (Some(before), Some(after)) => Some(
@@ -210,6 +258,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         target_rps: args.rate,
         connections: args.connections,
         warmup_s: args.warmup.as_secs_f64(),
+        create_only: args.create_only,
     };
     let mut report = Report::new(setup, &phase, baseline, event_bytes, tracker.dropped());
     report.bench_cpu_percent = bench_cpu_percent;
@@ -219,7 +268,9 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     }
     report.observer_dropped = tracker.dropped();
     report.sagas_observed_total = tracker.completed_total();
-    observer.abort();
+    if let Some(observer) = &observer {
+        observer.abort();
+    }
 
     if args.json {
         println!(
@@ -240,34 +291,12 @@ async fn sweep(args: &RunArgs, driver: &Driver, report: &mut Report) -> Result<(
             "the closed-loop run reached {peak:.1} orders/s; too little to sweep"
         ));
     }
-    let duration = args.sweep_duration.unwrap_or(args.duration);
     for &fraction in &args.sweep_fractions.0 {
-        let rate = fraction * peak;
-        let Some(schedule) = Schedule::new(rate) else {
-            continue;
-        };
-        let stats = Arc::new(CreateStats::default());
-        let progress = Progress::start(
-            format!("sweep {:.0}/s", schedule.rate()),
-            args.quiet,
-            stats.clone(),
-            driver.tracker.clone(),
-        );
-        let phase = driver
-            .run(
-                Mode::Open {
-                    schedule,
-                    max_in_flight: args.max_in_flight,
-                },
-                args.warmup,
-                Length::Time(duration),
-                args.saga_timeout,
-                stats,
-            )
-            .await?;
-        drop(progress);
-        report.sweep.push(SweepPoint::new(fraction, rate, &phase));
+        if let Some(point) = open_loop_point(args, driver, "sweep", fraction * peak, peak).await? {
+            report.sweep.push(point);
+        }
     }
+    slo_search(args, driver, report, peak).await?;
     report.saga_p99_at_half_peak_ms = report
         .sweep
         .iter()
@@ -279,5 +308,75 @@ async fn sweep(args: &RunArgs, driver: &Driver, report: &mut Report) -> Result<(
     if !args.quiet {
         eprintln!("wrote {}", args.svg.display());
     }
+    Ok(())
+}
+
+/// One open-loop run at `rate` for the sweep's duration, as a sweep point
+/// (`peak` gives its fraction); `None` for a rate that is no rate.
+async fn open_loop_point(
+    args: &RunArgs,
+    driver: &Driver,
+    name: &str,
+    rate: f64,
+    peak: f64,
+) -> Result<Option<SweepPoint>, String> {
+    let Some(schedule) = Schedule::new(rate) else {
+        return Ok(None);
+    };
+    let stats = Arc::new(CreateStats::default());
+    let progress = Progress::start(
+        format!("{name} {:.0}/s", schedule.rate()),
+        args.quiet,
+        stats.clone(),
+        driver.tracker.clone(),
+    );
+    let phase = driver
+        .run(
+            Mode::Open {
+                schedule,
+                max_in_flight: args.max_in_flight,
+            },
+            args.warmup,
+            Length::Time(args.sweep_duration.unwrap_or(args.duration)),
+            args.saga_timeout,
+            stats,
+            None,
+        )
+        .await?;
+    drop(progress);
+    let mut point = SweepPoint::new(rate / peak, rate, &phase);
+    point.slo_pass = Some(slo::passes(&point, args.slo_p99_ms));
+    Ok(Some(point))
+}
+
+/// The highest rate that meets the saga p99 goal: the bracket of the sweep's
+/// points, narrowed by up to `--slo-steps` more runs.
+async fn slo_search(
+    args: &RunArgs,
+    driver: &Driver,
+    report: &mut Report,
+    peak: f64,
+) -> Result<(), String> {
+    let mut bracket = Bracket::from_points(
+        report
+            .sweep
+            .iter()
+            .map(|p| (p.target_rps, p.slo_pass == Some(true))),
+    );
+    for _ in 0..args.slo_steps {
+        let Some(rate) = bracket.next_rate() else {
+            break;
+        };
+        let Some(point) = open_loop_point(args, driver, "slo", rate, peak).await? else {
+            break;
+        };
+        bracket.record(rate, point.slo_pass == Some(true));
+        report.slo_search.push(point);
+    }
+    report.slo_p99_ms = Some(args.slo_p99_ms);
+    report.slo_rps = bracket.pass.map(round3);
+    report.slo_ratio = bracket.pass.and_then(|rps| ratio(rps, report.saga_rps));
+    report.slo_bounded = Some(bracket.bounded());
+    report.slo_fail_rps = bracket.fail.map(round3);
     Ok(())
 }

@@ -23,6 +23,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
+    cost::{Sampler, WindowCost},
     saga::{SagaResults, SagaTracker, Window},
     schedule::Schedule,
     stats::{ErrorCounts, Latencies, code_name},
@@ -220,6 +221,10 @@ pub struct Driver {
     pub orders: Arc<Orders>,
     /// Where answered requests wait for their sagas.
     pub tracker: Arc<SagaTracker>,
+    /// Whether answered requests wait for their sagas at all; `false` for
+    /// `--create-only`, where nothing completes them and a phase must not
+    /// wait for them.
+    pub follow_sagas: bool,
 }
 
 /// What one phase measured.
@@ -249,6 +254,9 @@ pub struct PhaseResult {
     pub unsent: u64,
     /// Open loop: how often the in-flight cap made the schedule wait.
     pub cap_hits: u64,
+    /// What the measured window cost (broker traffic, CPU), when a sampler
+    /// was given.
+    pub cost: Option<WindowCost>,
 }
 
 /// A request's outcome, with the gRPC code of a failure.
@@ -268,7 +276,9 @@ async fn create(
 impl Driver {
     /// Runs one phase: warm-up, then the measured part, then waits up to
     /// `saga_timeout` for the sagas. `stats` is shared with the progress
-    /// line.
+    /// line. With a `sampler`, the counters it reads are sampled at the
+    /// start and the end of the measured window (for a run of fixed count,
+    /// whose end is not known in advance, after its last saga).
     pub async fn run(
         &self,
         mode: Mode,
@@ -276,6 +286,7 @@ impl Driver {
         length: Length,
         saga_timeout: Duration,
         stats: Arc<CreateStats>,
+        sampler: Option<Arc<Sampler>>,
     ) -> Result<PhaseResult, String> {
         let start = Instant::now();
         let measure_from = start + warmup;
@@ -287,6 +298,22 @@ impl Driver {
             },
         };
         self.tracker.begin_phase(window);
+        // Its own task, so that the readings are taken on time whatever the
+        // load is doing.
+        let sampling = sampler.clone().map(|sampler| {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(window.measure_from.into()).await;
+                let before = sampler.sample().await;
+                let after = match window.measure_until {
+                    Some(end) => {
+                        tokio::time::sleep_until(end.into()).await;
+                        Some(sampler.sample().await)
+                    }
+                    None => None,
+                };
+                (before, after)
+            })
+        });
         let open = match mode {
             Mode::Closed { concurrency } => {
                 self.closed_loop(concurrency, window, length, &stats).await;
@@ -302,8 +329,28 @@ impl Driver {
         };
         // Every request has been answered: from here on only sagas finish.
         let drained = self.tracker.drain(saga_timeout).await;
+        let samples = match sampling {
+            Some(task) => {
+                let (before, after) = task
+                    .await
+                    .map_err(|e| format!("the sampling task failed: {e}"))?;
+                let after = match (after, &sampler) {
+                    (Some(after), _) => Some(after),
+                    (None, Some(sampler)) => Some(sampler.sample().await),
+                    (None, None) => None,
+                };
+                after.map(|after| (before, after))
+            }
+            None => None,
+        };
         let saga = self.tracker.end_phase();
         let inner = std::mem::take(&mut *stats.inner());
+        // Both counts cover the same window as the samples: answers and
+        // final events from `measure_from` on, up to `measure_until` (or to
+        // the end of a run of fixed count).
+        let cost = samples.map(|(before, after)| {
+            WindowCost::new(&before, &after, saga.in_window, inner.ok_in_window)
+        });
 
         let (window_s, create_ok, saga_window_s, saga_done) = match length {
             Length::Time(d) => (
@@ -339,6 +386,7 @@ impl Driver {
             late: open.late,
             unsent: open.unsent,
             cap_hits: open.cap_hits,
+            cost,
         })
     }
 
@@ -355,6 +403,7 @@ impl Driver {
             let mut client = self.clients[worker % self.clients.len()].clone();
             let (orders, tracker, stats) =
                 (self.orders.clone(), self.tracker.clone(), stats.clone());
+            let follow_sagas = self.follow_sagas;
             let measured_sent = measured_sent.clone();
             workers.spawn(async move {
                 loop {
@@ -377,7 +426,9 @@ impl Driver {
                     let answered = Instant::now();
                     stats.record(&window, started, answered, measured, result);
                     if result.is_ok() {
-                        tracker.created(seq, started, measured);
+                        if follow_sagas {
+                            tracker.created(seq, started, measured);
+                        }
                     } else {
                         // A server that refuses at once must not turn the
                         // workers into a busy loop.
@@ -447,12 +498,13 @@ impl Driver {
             let mut client = self.clients[(index as usize) % self.clients.len()].clone();
             let (orders, tracker, stats) =
                 (self.orders.clone(), self.tracker.clone(), stats.clone());
+            let follow_sagas = self.follow_sagas;
             tokio::spawn(async move {
                 let (seq, request) = orders.next();
                 let result = create(&mut client, request).await;
                 // Latency counts from when the request was due, not sent.
                 stats.record(&window, due, Instant::now(), measured, result);
-                if result.is_ok() {
+                if result.is_ok() && follow_sagas {
                     tracker.created(seq, due, measured);
                 }
                 drop(permit);
@@ -471,7 +523,8 @@ impl Driver {
     }
 
     /// Sends one order and waits for its saga, to check that both services
-    /// and the observation work before anything is measured.
+    /// and the observation work before anything is measured. Without
+    /// `follow_sagas` it only checks that CreateOrder works.
     pub async fn probe(&self, timeout: Duration) -> Result<(), String> {
         let start = Instant::now();
         self.tracker.begin_phase(Window {
@@ -489,6 +542,16 @@ impl Driver {
                 status.message()
             )
         })?;
+        if !self.follow_sagas {
+            // Nothing completes the saga; the observer may still see the
+            // OrderCreated, whose size the baseline publishes.
+            self.tracker.end_phase();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while self.tracker.created_event_bytes().is_none() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            return Ok(());
+        }
         self.tracker.created(seq, start, true);
         let waited = self.tracker.drain(timeout).await;
         let results = self.tracker.end_phase();

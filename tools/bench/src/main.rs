@@ -13,12 +13,15 @@
 
 mod baseline;
 mod bench;
+mod cost;
 mod load;
+mod monitor;
 mod otlp_sink;
 mod progress;
 mod report;
 mod saga;
 mod schedule;
+mod slo;
 mod startup;
 mod stats;
 mod svg;
@@ -145,6 +148,36 @@ pub struct RunArgs {
     /// Where the sweep writes its SVG plot.
     #[arg(long, default_value = "bench-latency.svg")]
     pub svg: PathBuf,
+    /// The saga p99 goal, ms: after the sweep, the highest open-loop rate
+    /// that meets it is searched by bisection (`slo_rps`).
+    #[arg(long, default_value_t = 25.0)]
+    pub slo_p99_ms: f64,
+    /// How many extra open-loop runs (of --sweep-duration each) the
+    /// bisection may take; 0 reports the best sweep point only.
+    #[arg(long, default_value_t = 3)]
+    pub slo_steps: usize,
+    /// nats-server's monitoring endpoint (`nats-server -m PORT`), e.g.
+    /// http://127.0.0.1:8222: its /varz counters are read right before and
+    /// after the main phase's measured window, to report the broker's
+    /// messages and bytes per saga and per CreateOrder (the bench's own
+    /// observer deliveries left out).
+    #[arg(long)]
+    pub nats_monitor_url: Option<String>,
+    /// The order service's pid (repeatable; several add up): its CPU time in
+    /// the measured window is reported per saga and per CreateOrder.
+    #[arg(long = "order-pid")]
+    pub order_pids: Vec<u32>,
+    /// The payment service's pid (repeatable).
+    #[arg(long = "payment-pid")]
+    pub payment_pids: Vec<u32>,
+    /// nats-server's pid (repeatable).
+    #[arg(long = "nats-pid")]
+    pub nats_pids: Vec<u32>,
+    /// Measure CreateOrder alone: send the load without following sagas
+    /// (run the order service without the payment service, so nothing else
+    /// consumes its events). The probe checks CreateOrder only.
+    #[arg(long)]
+    pub create_only: bool,
     /// A label copied into the report, e.g. tracing-on.
     #[arg(long)]
     pub label: Option<String>,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     baseline::BaselineReport,
+    cost::{BrokerPerUnit, BrokerWindow, PerProcess, cpu_per},
     load::PhaseResult,
     saga::Outcomes,
     stats::{ErrorCounts, Summary, ratio, round3},
@@ -28,6 +29,9 @@ pub struct Report {
     pub target_rps: Option<f64>,
     /// gRPC connections to the order service.
     pub connections: usize,
+    /// `--create-only`: CreateOrder alone; the bench did not follow sagas,
+    /// and the `saga_*` figures are empty.
+    pub create_only: bool,
     /// Length of the measured window, seconds.
     pub duration_s: f64,
     /// Warm-up before it, seconds.
@@ -90,6 +94,38 @@ pub struct Report {
     /// core: the load generator shares the machine with what it measures.
     pub bench_cpu_percent: Option<f64>,
 
+    /// The broker's traffic in the measured window, as nats-server counted
+    /// it, with the bench observer's share (`--nats-monitor-url`).
+    pub broker_window: Option<BrokerWindow>,
+    /// Broker messages (in + out) per saga completed in the window, the
+    /// bench observer's deliveries left out.
+    pub broker_msgs_per_saga: Option<f64>,
+    /// Messages the services published per saga.
+    pub broker_in_msgs_per_saga: Option<f64>,
+    /// Messages delivered to the services per saga.
+    pub broker_out_msgs_per_saga: Option<f64>,
+    /// Header and payload bytes published per saga.
+    pub broker_in_bytes_per_saga: Option<f64>,
+    /// Header and payload bytes delivered to the services per saga.
+    pub broker_out_bytes_per_saga: Option<f64>,
+    /// Broker messages (in + out) per CreateOrder answered in the window
+    /// (the figure of `--create-only`; in a saga run it also carries the
+    /// sagas' messages).
+    pub broker_msgs_per_create: Option<f64>,
+    /// Messages published per CreateOrder.
+    pub broker_in_msgs_per_create: Option<f64>,
+    /// Messages delivered per CreateOrder.
+    pub broker_out_msgs_per_create: Option<f64>,
+    /// Header and payload bytes published per CreateOrder.
+    pub broker_in_bytes_per_create: Option<f64>,
+    /// Header and payload bytes delivered per CreateOrder.
+    pub broker_out_bytes_per_create: Option<f64>,
+    /// CPU microseconds per saga completed in the window, of each process
+    /// whose pid was given (`--order-pid`, `--payment-pid`, `--nats-pid`).
+    pub cpu_us_per_saga: Option<PerProcess<f64>>,
+    /// CPU microseconds per CreateOrder answered in the window.
+    pub cpu_us_per_create: Option<PerProcess<f64>>,
+
     /// Raw acked publishes per second (`--baseline`).
     pub baseline_publish_rps: Option<f64>,
     /// Raw publish-to-ack p50, ms.
@@ -105,6 +141,21 @@ pub struct Report {
     pub sweep: Vec<SweepPoint>,
     /// The sweep point at half the peak, if the sweep had one.
     pub saga_p99_at_half_peak_ms: Option<f64>,
+    /// The saga p99 goal the sweep searched for (`--slo-p99-ms`).
+    pub slo_p99_ms: Option<f64>,
+    /// The highest open-loop rate (offered, per second) whose run met the
+    /// goal: saga p99 within `slo_p99_ms`, nothing failed, unfinished or
+    /// unsent. `None` when no rate tried passed.
+    pub slo_rps: Option<f64>,
+    /// `slo_rps` over the closed-loop saga rate (`saga_rps`).
+    pub slo_ratio: Option<f64>,
+    /// Whether a failing rate above `slo_rps` was found; `false` means every
+    /// rate tried passed, and `slo_rps` is only a lower bound.
+    pub slo_bounded: Option<bool>,
+    /// The lowest failing rate above `slo_rps`.
+    pub slo_fail_rps: Option<f64>,
+    /// The extra open-loop runs of the bisection, in the order run.
+    pub slo_search: Vec<SweepPoint>,
 
     /// Where it ran.
     pub machine: Machine,
@@ -154,6 +205,9 @@ pub struct SweepPoint {
     pub unsent: u64,
     /// Sagas that did not finish.
     pub sagas_unfinished: u64,
+    /// Whether the run met the saga p99 goal (see `slo::passes`).
+    #[serde(default)]
+    pub slo_pass: Option<bool>,
 }
 
 /// The machine the figures come from.
@@ -168,14 +222,7 @@ pub struct Machine {
 /// CPU time this process has used so far (user + system), from
 /// `/proc/self/stat`; `None` where there is no procfs.
 pub fn cpu_time() -> Option<std::time::Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name (field 2) may hold spaces; count from after it.
-    let after_name = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, in clock ticks
-    // of USER_HZ, which Linux fixes at 100 for everything it reports in /proc.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(std::time::Duration::from_millis(ticks * 10))
+    crate::cost::process_cpu("self")
 }
 
 impl Machine {
@@ -210,6 +257,8 @@ pub struct Setup {
     pub connections: usize,
     /// Warm-up seconds.
     pub warmup_s: f64,
+    /// `--create-only`.
+    pub create_only: bool,
 }
 
 impl Report {
@@ -223,20 +272,32 @@ impl Report {
     ) -> Self {
         let create = phase.create.summary();
         let saga = phase.saga.latencies.summary();
+        let sagas_followed = !setup.create_only;
+        let saga_ratio = |value: f64, of: f64| ratio(value, of).filter(|_| sagas_followed);
         let ratios = baseline.as_ref().map(|b| Ratios {
             create_vs_baseline: ratio(phase.create_rps, b.publish_rps),
-            saga_vs_baseline: ratio(phase.saga_rps, b.publish_rps),
+            saga_vs_baseline: saga_ratio(phase.saga_rps, b.publish_rps),
             create_p50_vs_baseline_p50: ratio(create.p50_ms, b.latency.p50_ms),
             create_p99_vs_baseline_p99: ratio(create.p99_ms, b.latency.p99_ms),
-            saga_p50_vs_baseline_p50: ratio(saga.p50_ms, b.latency.p50_ms),
-            saga_p99_vs_baseline_p99: ratio(saga.p99_ms, b.latency.p99_ms),
+            saga_p50_vs_baseline_p50: saga_ratio(saga.p50_ms, b.latency.p50_ms),
+            saga_p99_vs_baseline_p99: saga_ratio(saga.p99_ms, b.latency.p99_ms),
         });
+        let broker_window = phase.cost.as_ref().and_then(|c| c.broker.clone());
+        let per = |units: fn(&BrokerWindow) -> u64, figure: fn(&BrokerPerUnit) -> f64| {
+            broker_window
+                .as_ref()
+                .and_then(|w| w.per(units(w)))
+                .map(|p| figure(&p))
+        };
+        let per_saga = |figure| per(|w| w.sagas, figure);
+        let per_create = |figure| per(|w| w.creates, figure);
         Self {
             label: setup.label,
             mode: setup.mode,
             concurrency: setup.concurrency,
             target_rps: setup.target_rps,
             connections: setup.connections,
+            create_only: setup.create_only,
             duration_s: round3(phase.window_s),
             warmup_s: setup.warmup_s,
             create_rps: round3(phase.create_rps),
@@ -265,6 +326,19 @@ impl Report {
             event_bytes,
             observer_dropped,
             bench_cpu_percent: None,
+            broker_msgs_per_saga: per_saga(|p| p.msgs),
+            broker_in_msgs_per_saga: per_saga(|p| p.in_msgs),
+            broker_out_msgs_per_saga: per_saga(|p| p.out_msgs),
+            broker_in_bytes_per_saga: per_saga(|p| p.in_bytes),
+            broker_out_bytes_per_saga: per_saga(|p| p.out_bytes),
+            broker_msgs_per_create: per_create(|p| p.msgs),
+            broker_in_msgs_per_create: per_create(|p| p.in_msgs),
+            broker_out_msgs_per_create: per_create(|p| p.out_msgs),
+            broker_in_bytes_per_create: per_create(|p| p.in_bytes),
+            broker_out_bytes_per_create: per_create(|p| p.out_bytes),
+            cpu_us_per_saga: phase.cost.as_ref().and_then(|c| cpu_per(&c.cpu, c.sagas)),
+            cpu_us_per_create: phase.cost.as_ref().and_then(|c| cpu_per(&c.cpu, c.creates)),
+            broker_window,
             baseline_publish_rps: baseline.as_ref().map(|b| b.publish_rps),
             baseline_p50_ms: baseline.as_ref().map(|b| b.latency.p50_ms),
             baseline_p99_ms: baseline.as_ref().map(|b| b.latency.p99_ms),
@@ -272,6 +346,12 @@ impl Report {
             ratios,
             sweep: Vec::new(),
             saga_p99_at_half_peak_ms: None,
+            slo_p99_ms: None,
+            slo_rps: None,
+            slo_ratio: None,
+            slo_bounded: None,
+            slo_fail_rps: None,
+            slo_search: Vec::new(),
             machine: Machine::detect(),
         }
     }
@@ -342,7 +422,11 @@ impl Report {
             mean_ms: 0.0,
         };
         row(&mut out, "CreateOrder", self.create_rps, &create);
-        row(&mut out, "saga (to final event)", self.saga_rps, &saga);
+        if self.create_only {
+            let _ = writeln!(out, "{:<22}not followed (--create-only)", "saga");
+        } else {
+            row(&mut out, "saga (to final event)", self.saga_rps, &saga);
+        }
         if let Some(baseline) = &self.baseline {
             row(
                 &mut out,
@@ -363,17 +447,19 @@ impl Report {
                 x(ratio(self.create_p999_ms, b.p999_ms)),
                 x(ratio(self.create_max_ms, b.max_ms)),
             );
-            let _ = writeln!(
-                out,
-                "{:<22}{:>11}{:>10}{:>10}{:>10}{:>10}{:>10}",
-                "saga / raw",
-                x(ratio(self.saga_rps, baseline.publish_rps)),
-                x(ratio(self.saga_p50_ms, b.p50_ms)),
-                x(ratio(self.saga_p90_ms, b.p90_ms)),
-                x(ratio(self.saga_p99_ms, b.p99_ms)),
-                x(ratio(self.saga_p999_ms, b.p999_ms)),
-                x(ratio(self.saga_max_ms, b.max_ms)),
-            );
+            if !self.create_only {
+                let _ = writeln!(
+                    out,
+                    "{:<22}{:>11}{:>10}{:>10}{:>10}{:>10}{:>10}",
+                    "saga / raw",
+                    x(ratio(self.saga_rps, baseline.publish_rps)),
+                    x(ratio(self.saga_p50_ms, b.p50_ms)),
+                    x(ratio(self.saga_p90_ms, b.p90_ms)),
+                    x(ratio(self.saga_p99_ms, b.p99_ms)),
+                    x(ratio(self.saga_p999_ms, b.p999_ms)),
+                    x(ratio(self.saga_max_ms, b.max_ms)),
+                );
+            }
             let _ = writeln!(
                 out,
                 "baseline: {} in flight, {} B payload, {} error(s)",
@@ -395,16 +481,19 @@ impl Report {
         if let Some(cpu) = self.bench_cpu_percent {
             let _ = writeln!(out, "the bench itself used {cpu:.0}% of one CPU");
         }
-        let _ = writeln!(
-            out,
-            "sagas: {} finished (confirmed {}, payment failed {}, other {}), {} unfinished, drained {:.3} s after the load",
-            self.sagas_completed,
-            self.saga_outcomes.confirmed,
-            self.saga_outcomes.payment_failed,
-            self.saga_outcomes.other,
-            self.sagas_unfinished,
-            self.saga_drain_s
-        );
+        if !self.create_only {
+            let _ = writeln!(
+                out,
+                "sagas: {} finished (confirmed {}, payment failed {}, other {}), {} unfinished, drained {:.3} s after the load",
+                self.sagas_completed,
+                self.saga_outcomes.confirmed,
+                self.saga_outcomes.payment_failed,
+                self.saga_outcomes.other,
+                self.sagas_unfinished,
+                self.saga_drain_s
+            );
+        }
+        self.cost_text(&mut out);
         if self.mode == "open" {
             let _ = writeln!(
                 out,
@@ -451,7 +540,126 @@ impl Report {
                 );
             }
         }
+        self.slo_text(&mut out);
         out
+    }
+
+    /// The broker's traffic and the processes' CPU per unit of work.
+    fn cost_text(&self, out: &mut String) {
+        if let Some(w) = &self.broker_window {
+            let line = |out: &mut String, unit: &str, figures: [Option<f64>; 5]| {
+                if let [
+                    Some(msgs),
+                    Some(in_msgs),
+                    Some(out_msgs),
+                    Some(in_b),
+                    Some(out_b),
+                ] = figures
+                {
+                    let _ = writeln!(
+                        out,
+                        "broker per {unit}: {msgs:.1} messages ({in_msgs:.1} in, {out_msgs:.1} out), \
+                         {in_b:.0} B in, {out_b:.0} B out"
+                    );
+                }
+            };
+            line(
+                out,
+                "saga",
+                [
+                    self.broker_msgs_per_saga,
+                    self.broker_in_msgs_per_saga,
+                    self.broker_out_msgs_per_saga,
+                    self.broker_in_bytes_per_saga,
+                    self.broker_out_bytes_per_saga,
+                ],
+            );
+            line(
+                out,
+                "CreateOrder",
+                [
+                    self.broker_msgs_per_create,
+                    self.broker_in_msgs_per_create,
+                    self.broker_out_msgs_per_create,
+                    self.broker_in_bytes_per_create,
+                    self.broker_out_bytes_per_create,
+                ],
+            );
+            let _ = writeln!(
+                out,
+                "broker window: {:.3} s, {} in, {} out ({} of them, {} B, to the bench's observer, left out above), \
+                 {} sagas, {} CreateOrders",
+                w.seconds,
+                w.in_msgs,
+                w.out_msgs,
+                w.observer_msgs,
+                w.observer_bytes,
+                w.sagas,
+                w.creates
+            );
+        }
+        let cpu = |out: &mut String, unit: &str, per: &Option<PerProcess<f64>>| {
+            let Some(per) = per else { return };
+            let parts: Vec<String> = [
+                ("order-service", per.order_service),
+                ("payment-service", per.payment_service),
+                ("nats-server", per.nats_server),
+            ]
+            .into_iter()
+            .filter_map(|(name, us)| us.map(|us| format!("{name} {us:.0} us")))
+            .collect();
+            let _ = writeln!(out, "CPU per {unit}: {}", parts.join(", "));
+        };
+        cpu(out, "saga", &self.cpu_us_per_saga);
+        cpu(out, "CreateOrder", &self.cpu_us_per_create);
+    }
+
+    /// The result of the search for the saga p99 goal.
+    fn slo_text(&self, out: &mut String) {
+        let Some(limit) = self.slo_p99_ms else { return };
+        let _ = match (self.slo_rps, self.slo_bounded) {
+            (Some(rps), Some(true)) => writeln!(
+                out,
+                "saga p99 <= {limit} ms up to {rps:.0} orders/s offered ({}x the closed-loop saga rate); {:.0}/s failed",
+                self.slo_ratio
+                    .map_or_else(|| "-".into(), |r| format!("{r:.3}")),
+                self.slo_fail_rps.unwrap_or_default()
+            ),
+            (Some(rps), _) => writeln!(
+                out,
+                "saga p99 <= {limit} ms at every rate tried, up to {rps:.0} orders/s ({}x the closed-loop saga rate): \
+                 the limit lies higher",
+                self.slo_ratio
+                    .map_or_else(|| "-".into(), |r| format!("{r:.3}"))
+            ),
+            (None, _) => writeln!(
+                out,
+                "saga p99 <= {limit} ms at no rate tried (lowest tried {:.0}/s)",
+                self.slo_fail_rps.unwrap_or_default()
+            ),
+        };
+        if !self.slo_search.is_empty() {
+            let _ = writeln!(
+                out,
+                "bisection:{:>9}{:>11}{:>11}{:>10}{:>7}",
+                "target/s", "sagas/s", "p99 ms", "late", "pass"
+            );
+            for p in &self.slo_search {
+                let _ = writeln!(
+                    out,
+                    "{:>19.0}{:>11.1}{:>11.3}{:>10}{:>7}",
+                    p.target_rps,
+                    p.saga_rps,
+                    p.saga_p99_ms,
+                    p.late,
+                    if p.slo_pass == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                );
+            }
+        }
     }
 }
 
@@ -473,6 +681,7 @@ impl SweepPoint {
             late: phase.late,
             unsent: phase.unsent,
             sagas_unfinished: phase.saga.unfinished,
+            slo_pass: None,
         }
     }
 }

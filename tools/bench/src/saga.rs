@@ -13,6 +13,10 @@
 //! request's sequence number. The final event can arrive before the
 //! CreateOrder response, so both orders of arrival are handled
 //! ([`SagaTracker::created`] and [`SagaTracker::completed`]).
+//!
+//! The observer also counts every message it receives, and its bytes as
+//! nats-server counts them, because each is a delivery the broker makes only
+//! for the bench: [`crate::cost`] takes them out of the broker's figures.
 
 use std::{
     collections::HashMap,
@@ -30,7 +34,7 @@ use orderflow_proto::{
 };
 use prost::Message as _;
 use serde::Serialize;
-use tokio::task::JoinHandle;
+use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::stats::Latencies;
 
@@ -150,6 +154,29 @@ pub struct SagaTracker {
     /// Slow-consumer events on the observing connection: events dropped
     /// before the bench could read them (the report shows it).
     dropped: AtomicU64,
+    /// Messages the observer received, anyone's.
+    received_msgs: AtomicU64,
+    /// Their header and payload bytes.
+    received_bytes: AtomicU64,
+}
+
+/// What the observer has received so far: messages, and their bytes as
+/// nats-server's `out_bytes` counts them (headers and payload).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Messages.
+    pub msgs: u64,
+    /// Header and payload bytes.
+    pub bytes: u64,
+}
+
+/// The bytes of `message` that nats-server counts in `out_bytes`: headers
+/// plus payload (`len(msg) - CRLF` in its `deliverMsg`), not the subject or
+/// the reply subject. async-nats's `length` is subject + reply + headers +
+/// payload (the HMSG total), so those two are taken off again.
+fn server_counted_bytes(message: &async_nats::Message) -> u64 {
+    let names = message.subject.len() + message.reply.as_ref().map_or(0, |r| r.len());
+    message.length.saturating_sub(names) as u64
 }
 
 impl SagaTracker {
@@ -165,7 +192,23 @@ impl SagaTracker {
             completed_total: AtomicU64::new(0),
             created_event_bytes: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            received_msgs: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// What the observer has received since the tracker was made.
+    pub fn observed(&self) -> Observed {
+        Observed {
+            msgs: self.received_msgs.load(Ordering::Relaxed),
+            bytes: self.received_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts one message the observer received.
+    fn note_received(&self, bytes: u64) {
+        self.received_msgs.fetch_add(1, Ordering::Relaxed);
+        self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     fn state(&self) -> MutexGuard<'_, PhaseState> {
@@ -309,13 +352,22 @@ impl SagaTracker {
     }
 }
 
+/// The running subscription on `orders.>`.
+#[derive(Debug)]
+pub struct Observer {
+    client: async_nats::Client,
+    task: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
 /// Subscribes to `orders.>` on `client` and feeds every event to `tracker`
-/// until the connection closes. The subscription is registered on the server
-/// (flushed) before this returns, so no event of a later request is missed.
+/// until the connection closes or [`Observer::stop`]. The subscription is
+/// registered on the server (flushed) before this returns, so no event of a
+/// later request is missed.
 pub async fn observe(
     client: &async_nats::Client,
     tracker: Arc<SagaTracker>,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<Observer, String> {
     let mut subscriber = client
         .subscribe(orderflow_proto::contract::ORDERS_SUBJECTS)
         .await
@@ -324,11 +376,50 @@ pub async fn observe(
         .flush()
         .await
         .map_err(|e| format!("cannot subscribe to order events: {e}"))?;
-    Ok(tokio::spawn(async move {
-        while let Some(message) = subscriber.next().await {
-            tracker.on_event(&message);
+    let (stop, mut stopped) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                message = subscriber.next() => {
+                    let Some(message) = message else { break };
+                    tracker.note_received(server_counted_bytes(&message));
+                    tracker.on_event(&message);
+                }
+                _ = &mut stopped => {
+                    if let Err(e) = subscriber.unsubscribe().await {
+                        eprintln!("warning: cannot unsubscribe the saga observer: {e}");
+                    }
+                    break;
+                }
+            }
         }
-    }))
+    });
+    Ok(Observer {
+        client: client.clone(),
+        task,
+        stop: Some(stop),
+    })
+}
+
+impl Observer {
+    /// Unsubscribes, and returns once the server has processed it (the
+    /// UNSUB is flushed), so that the broker delivers nothing more to the
+    /// bench.
+    pub async fn stop(mut self) -> Result<(), String> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.client
+            .flush()
+            .await
+            .map_err(|e| format!("cannot stop observing order events: {e}"))
+    }
+
+    /// Stops at once, without waiting for the server.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
 }
 
 #[cfg(test)]
@@ -376,6 +467,44 @@ mod tests {
             Some(t0 + Duration::from_millis(7))
         );
         assert_eq!(tracker.pending(), 0);
+    }
+
+    #[test]
+    fn bytes_are_counted_as_the_server_counts_them() {
+        // HMSG orders.1 9 <hdr 30> <total 173>: the server counts 173 (the
+        // header block and the payload), async-nats's `length` adds the
+        // subject and the reply subject.
+        let message = async_nats::Message {
+            subject: "orders.1".into(),
+            reply: Some("_INBOX.x".into()),
+            payload: bytes::Bytes::from(vec![0; 143]),
+            headers: Some(async_nats::HeaderMap::new()),
+            status: None,
+            description: None,
+            length: "orders.1".len() + "_INBOX.x".len() + 173,
+        };
+        assert_eq!(server_counted_bytes(&message), 173);
+        let plain = async_nats::Message {
+            reply: None,
+            headers: None,
+            length: "orders.1".len() + 143,
+            ..message
+        };
+        assert_eq!(server_counted_bytes(&plain), 143);
+    }
+
+    #[test]
+    fn the_observer_counts_what_it_received() {
+        let tracker = SagaTracker::new("bench-x-".into());
+        tracker.note_received(200);
+        tracker.note_received(173);
+        assert_eq!(
+            tracker.observed(),
+            Observed {
+                msgs: 2,
+                bytes: 373
+            }
+        );
     }
 
     #[test]
