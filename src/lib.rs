@@ -47,7 +47,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub use prost::Name;
 
 /// Names of the event contract shared by both services: streams and
-/// subjects. Other programs rely on them (DESIGN.md).
+/// subjects. Other programs rely on them (README, "Events").
 pub mod contract {
     /// The stream of order events.
     pub const ORDERS_STREAM: &str = "ORDERS";
@@ -64,15 +64,26 @@ pub mod contract {
         (PAYMENTS_STREAM, PAYMENTS_SUBJECTS),
     ];
 
-    /// The subject of one order's events: `orders.<order_id>`.
-    pub fn order_subject(order_id: &str) -> String {
-        format!("orders.{order_id}")
-    }
-
-    /// The subject of one payment's events: `payments.<payment_id>`.
-    pub fn payment_subject(payment_id: &str) -> String {
-        format!("payments.{payment_id}")
-    }
+    /// The first subject token of order events:
+    /// `orders.<customer>.<order_id>.<event>`, where `<customer>` is the
+    /// customer id with `.` written as `~` and `<event>` one of
+    /// [`ORDER_EVENTS`].
+    pub const ORDERS_PREFIX: &str = "orders";
+    /// The first subject token of payment events:
+    /// `payments.<customer>.<payment_id>.<event>`, `<event>` one of
+    /// [`PAYMENT_EVENTS`].
+    pub const PAYMENTS_PREFIX: &str = "payments";
+    /// The event tokens of order subjects, in the order of the proto's
+    /// event messages (`OrderCreated`, ...).
+    pub const ORDER_EVENTS: &[&str] = &[
+        "created",
+        "confirmed",
+        "payment-failed",
+        "cancelled",
+        "refunded",
+    ];
+    /// The event tokens of payment subjects (`PaymentAuthorized`, ...).
+    pub const PAYMENT_EVENTS: &[&str] = &["authorized", "declined", "voided", "refunded"];
 }
 
 /// `orderflow.admin.v1`: operating the dead-letter stream.

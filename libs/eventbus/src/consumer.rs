@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::{
     JetStream,
     envelope::{ReceivedEvent, headers},
+    lookahead::Lookahead,
     propagation,
 };
 
@@ -106,7 +107,8 @@ pub struct ConsumerSpec {
 }
 
 impl ConsumerSpec {
-    /// orderflow's defaults for a durable consumer of `subjects` on `stream`:
+    /// orderflow's defaults for a durable consumer of `subjects` on `stream`
+    /// (it receives nothing else, so a handler never sees what it would skip):
     /// a 30 s ack wait (longer than a gateway call with its retries), 10
     /// deliveries before a dead letter, and 64 messages in flight per
     /// replica. Handler failures are NAKed with their own delay
@@ -119,11 +121,23 @@ impl ConsumerSpec {
     /// delivery came back after 32 s, and one of a third delivery after
     /// 94 s. Retries then took minutes where [`retry_delay`] asks for
     /// seconds (found by the fault tests in `libs/testkit/tests/faults.rs`).
-    pub fn durable(stream: &str, durable: &str, subjects: &str) -> Self {
+    ///
+    /// Each subject comes with its replay subject, `<subject>.replay`, where
+    /// the admin API republishes a dead letter of it (see `dead_letters`).
+    pub fn durable(stream: &str, durable: &str, subjects: &[&str]) -> Self {
+        let filter_subjects = subjects
+            .iter()
+            .flat_map(|s| {
+                [
+                    (*s).to_owned(),
+                    format!("{s}.{}", crate::dead_letters::REPLAY_TOKEN),
+                ]
+            })
+            .collect();
         Self {
             stream: stream.to_owned(),
             durable: durable.to_owned(),
-            filter_subjects: vec![subjects.to_owned()],
+            filter_subjects,
             ack_wait: Duration::from_secs(30),
             max_deliver: 10,
             backoff: Vec::new(),
@@ -188,6 +202,7 @@ impl DurableConsumer {
         let pause = Duration::from_millis(500);
         let mut consumer: Option<PullConsumer> = None;
         let order = Arc::new(SubjectOrder::default());
+        let lookahead = Lookahead::new();
         // The backlog gauges are read on their own timer: they matter most
         // when the pull loop is stuck (breaker open, broker down).
         let backlog = tokio::spawn(watch_backlog(
@@ -237,18 +252,25 @@ impl DurableConsumer {
                         break;
                     }
                 };
+                // Recorded before waiting for a permit: handlers in hand may
+                // be waiting to learn what was delivered behind them.
+                let aggregate = crate::aggregate::aggregate_key(message.subject.as_str());
+                if let Ok(info) = message.info() {
+                    lookahead.record(info.consumer_sequence, aggregate, info.delivered == 1);
+                }
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;
                 };
                 let handler = handler.clone();
                 let js = self.js.clone();
                 let spec = spec.clone();
-                let turn = order.enter(message.subject.as_str());
+                let turn = order.enter(aggregate);
+                let lookahead = lookahead.clone();
                 let order = order.clone();
                 tasks.spawn(async move {
                     // Events of one aggregate are handled in stream order.
                     turn.wait().await;
-                    process(&js, &spec, handler.as_ref(), message).await;
+                    process(&js, &spec, handler.as_ref(), message, lookahead).await;
                     order.leave(turn);
                     drop(permit);
                 });
@@ -279,13 +301,15 @@ async fn watch_backlog(js: JetStream, spec: Arc<ConsumerSpec>, shutdown: Cancell
     }
 }
 
-/// Keeps the events of one subject (one aggregate) in stream order while
-/// events of different subjects run concurrently.
+/// Keeps the events of one aggregate in stream order while events of
+/// different aggregates run concurrently. An aggregate is its subjects
+/// without the event token ([`crate::aggregate::aggregate_key`]), so
+/// `orders.c-1.<id>.created` and `orders.c-1.<id>.cancelled` queue together.
 ///
 /// Without it, an `OrderCreated` and the `OrderCancelled` right behind it
 /// could be handled at once, and the charge would race the cancellation.
-/// Each message waits for the one before it on its subject; the map only
-/// holds subjects with work in flight.
+/// Each message waits for the one before it on its aggregate; the map only
+/// holds aggregates with work in flight.
 #[derive(Default)]
 struct SubjectOrder {
     tails: std::sync::Mutex<Tails>,
@@ -361,10 +385,18 @@ async fn process<H: EventHandler>(
     spec: &ConsumerSpec,
     handler: &H,
     message: jetstream::Message,
+    lookahead: Arc<Lookahead>,
 ) {
-    let (stream_sequence, delivered) = match message.info() {
-        Ok(info) => (info.stream_sequence, info.delivered),
-        Err(_) => (0, 1),
+    // Without parseable info, `pending` is unknown: say "more behind it",
+    // the answer that makes handlers check instead of assume.
+    let (stream_sequence, consumer_sequence, delivered, pending) = match message.info() {
+        Ok(info) => (
+            info.stream_sequence,
+            info.consumer_sequence,
+            info.delivered,
+            info.pending,
+        ),
+        Err(_) => (0, 0, 1, u64::MAX),
     };
     // Moved out, not cloned: nothing reads the message's headers afterwards
     // (acks use its reply subject, dead letters copy from `event`).
@@ -375,7 +407,10 @@ async fn process<H: EventHandler>(
         payload: message.message.payload.clone(),
         headers,
         stream_sequence,
+        consumer_sequence,
         delivered,
+        pending,
+        lookahead: Some(lookahead),
     };
     let span = tracing::info_span!(
         "nats.process",

@@ -27,6 +27,12 @@ use crate::{
     envelope::headers::{self, MSG_ID},
 };
 
+/// The token appended to a dead letter's original subject to replay it.
+/// Durable consumers receive replays of the subjects they receive
+/// (`ConsumerSpec::durable`), and an aggregate's own subjects
+/// (`<prefix>.<owner>.<id>.<event>`) never match a replay's.
+pub const REPLAY_TOKEN: &str = "replay";
+
 /// Why a dead-letter operation failed.
 #[derive(Debug, thiserror::Error)]
 #[error("dead letters: {0}")]
@@ -166,7 +172,7 @@ impl DeadLetters {
                 headers::ORIGINAL_SUBJECT
             )));
         }
-        let subject = format!("{original}.replay");
+        let subject = format!("{original}.{REPLAY_TOKEN}");
         let mut replayed = HeaderMap::new();
         for (name, values) in record.headers.iter() {
             let name: &str = name.as_ref();

@@ -136,9 +136,41 @@ pub struct ReceivedEvent {
     pub stream_sequence: u64,
     /// How many times it has been delivered to this consumer, from 1.
     pub delivered: i64,
+    /// Its sequence among this consumer's deliveries.
+    pub consumer_sequence: u64,
+    /// How many messages of the consumer's subjects the stream held after
+    /// this one when it was delivered. JetStream delivers a first delivery
+    /// in stream order, so with 0 nothing the consumer would receive was
+    /// stored behind it yet.
+    pub pending: u64,
+    /// What this replica knows of the deliveries after it (see
+    /// [`ReceivedEvent::behind`]); `None` outside a durable consumer.
+    pub lookahead: Option<std::sync::Arc<crate::lookahead::Lookahead>>,
 }
 
 impl ReceivedEvent {
+    /// Whether anything on this event's aggregate was stored behind it when
+    /// it was delivered, as far as this replica can tell without asking the
+    /// broker, waiting up to `wait` for deliveries on their way. A
+    /// redelivery is always [`Behind::Unknown`](crate::lookahead::Behind):
+    /// its original delivery may have been followed by anything.
+    pub async fn behind(&self, wait: std::time::Duration) -> crate::lookahead::Behind {
+        use crate::lookahead::Behind;
+        match &self.lookahead {
+            Some(lookahead) if self.delivered == 1 && self.pending != u64::MAX => {
+                lookahead
+                    .behind(
+                        self.consumer_sequence,
+                        self.pending,
+                        crate::aggregate::aggregate_key(&self.subject),
+                        wait,
+                    )
+                    .await
+            }
+            _ => Behind::Unknown,
+        }
+    }
+
     /// The `ce-type` header, when present.
     pub fn ce_type(&self) -> Option<&str> {
         self.headers.get(headers::CE_TYPE).map(|v| v.as_str())

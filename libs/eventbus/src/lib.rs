@@ -12,15 +12,18 @@
 //! ids and prost messages.
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod consumer;
 pub mod dead_letters;
 pub mod envelope;
+pub mod identity;
+pub mod index;
+pub mod lookahead;
 pub mod metrics;
 pub mod propagation;
 pub mod security;
 pub mod setup;
 pub mod store;
-pub mod view;
 
 pub use async_nats::{Client, jetstream::Context as JetStream};
 pub use consumer::{ConsumerSpec, DurableConsumer, EventHandler, Outcome};
@@ -30,7 +33,10 @@ pub use store::{
     AppendError, Appended, EventStore, LoadError, StoredEvent, StreamSpec, ensure_stream,
     ensure_streams,
 };
-pub use view::{ViewError, ViewStore};
+
+// For `event_type!`, which expands in the services' crates.
+#[doc(hidden)]
+pub use prost as __prost;
 
 use std::time::Duration;
 

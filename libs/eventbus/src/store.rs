@@ -12,13 +12,18 @@ use std::time::Duration;
 use async_nats::jetstream::{
     self, ErrorCode,
     context::{CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind, RequestErrorKind},
-    stream::{Config, DirectGetErrorKind, StorageType},
+    stream::{Config, StorageType},
 };
 use bytes::Bytes;
 use opentelemetry::KeyValue;
 use tracing::Instrument;
 
 use crate::{JetStream, envelope::EventEnvelope};
+
+/// The header (server 2.11+) that makes `Nats-Expected-Last-Subject-Sequence`
+/// check the last sequence of every subject matching it (wildcards allowed)
+/// instead of the message's own subject; async-nats 0.51 has no constant.
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
 /// What a stream must look like.
 #[derive(Clone, Debug)]
@@ -232,13 +237,14 @@ impl EventStore {
         &self.js
     }
 
-    /// Appends `event`, expecting the aggregate's subject to end at
-    /// `expected_sequence` (0: the aggregate has no event yet), and waits for
-    /// JetStream's ack.
+    /// Appends `event`, expecting the last event on the subjects matching
+    /// `guard` (the aggregate's subjects) to be at `expected_sequence` (0:
+    /// the aggregate has no event yet), and waits for JetStream's ack.
     pub async fn append(
         &self,
         event: &EventEnvelope,
         expected_sequence: u64,
+        guard: &str,
     ) -> Result<Appended, AppendError> {
         let span = tracing::info_span!(
             "nats.publish",
@@ -252,37 +258,19 @@ impl EventStore {
             otel.status_code = tracing::field::Empty,
         );
         let started = std::time::Instant::now();
-        let result = async {
-            let publish = jetstream::message::PublishMessage::build()
-                .headers(event.headers(&self.source))
-                .payload(event.payload.clone())
-                .expected_last_subject_sequence(expected_sequence);
-            let unavailable = |message: String| AppendError::Unavailable {
-                subject: event.subject.clone(),
-                message,
-            };
-            let map = |kind: PublishErrorKind, message: String| match kind {
-                PublishErrorKind::WrongLastSequence => AppendError::Conflict {
-                    subject: event.subject.clone(),
-                },
-                _ => unavailable(message),
-            };
-            // The first await sends; the second waits for the ack. Without the
-            // second, nothing is known to be stored.
-            let ack = self
-                .js
-                .send_publish(event.subject.clone(), publish)
-                .await
-                .map_err(|e| map(e.kind(), e.to_string()))?
-                .await
-                .map_err(|e| map(e.kind(), e.to_string()))?;
-            Ok(Appended {
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-            })
-        }
-        .instrument(span.clone())
-        .await;
+        // Framed inside the PRODUCER span, so the trace context the event
+        // carries is that span's.
+        let headers = span.in_scope(|| event.headers(&self.source));
+        let result = self
+            .publish_expecting(
+                &event.subject,
+                headers,
+                event.payload.clone(),
+                expected_sequence,
+                guard,
+            )
+            .instrument(span.clone())
+            .await;
         let mut labels = vec![
             KeyValue::new("messaging.system", "nats"),
             KeyValue::new("messaging.operation.name", "publish"),
@@ -303,28 +291,80 @@ impl EventStore {
         result
     }
 
-    /// Reads the last event on `subject`, or `None` when the aggregate has no
-    /// event. Served by any replica of the stream (direct get).
-    pub async fn load_last(&self, subject: &str) -> Result<Option<StoredEvent>, LoadError> {
-        let err = |message: String| LoadError {
-            subject: subject.to_owned(),
-            message,
-        };
-        // `get_stream_no_info` makes no request: it only builds the handle.
-        let stream = self
-            .js
-            .get_stream_no_info(&self.stream_name)
+    /// Appends a stored event's copy (`headers` and `payload` as they are) on
+    /// `subject`, with the same optimistic concurrency as [`Self::append`]:
+    /// for moving events between subject layouts, where the event already
+    /// exists and only its place changes. No PRODUCER span: nothing is
+    /// produced, and the copy keeps the original's trace context.
+    pub async fn append_copy(
+        &self,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
+        expected_sequence: u64,
+        guard: &str,
+    ) -> Result<Appended, AppendError> {
+        self.publish_expecting(subject, headers, payload, expected_sequence, guard)
             .await
-            .map_err(|e| err(e.to_string()))?;
-        match stream.direct_get_last_for_subject(subject).await {
-            Ok(message) => Ok(Some(StoredEvent {
-                sequence: message.sequence,
-                headers: message.headers,
-                payload: message.payload,
-            })),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(err(e.to_string())),
-        }
+    }
+
+    /// One acknowledged publish expecting the subjects matching `guard` to
+    /// end at `expected_sequence`.
+    async fn publish_expecting(
+        &self,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
+        expected_sequence: u64,
+        guard: &str,
+    ) -> Result<Appended, AppendError> {
+        let publish = jetstream::message::PublishMessage::build()
+            .headers(headers)
+            .payload(payload)
+            .expected_last_subject_sequence(expected_sequence)
+            // The expected sequence is that of the last event on any of the
+            // aggregate's subjects, not only the event's own one.
+            .header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, guard);
+        let map = |kind: PublishErrorKind, message: String| match kind {
+            PublishErrorKind::WrongLastSequence => AppendError::Conflict {
+                subject: subject.to_owned(),
+            },
+            _ => AppendError::Unavailable {
+                subject: subject.to_owned(),
+                message,
+            },
+        };
+        // The first await sends; the second waits for the ack. Without the
+        // second, nothing is known to be stored.
+        let ack = self
+            .js
+            .send_publish(subject.to_owned(), publish)
+            .await
+            .map_err(|e| map(e.kind(), e.to_string()))?
+            .await
+            .map_err(|e| map(e.kind(), e.to_string()))?;
+        Ok(Appended {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// Reads the last event on the subjects matching `filter` (wildcards
+    /// allowed: `orders.*.<id>.*` is an order's last event whatever its
+    /// customer), or `None` when there is none. Served by any replica of the
+    /// stream (direct get).
+    pub async fn load_last(&self, filter: &str) -> Result<Option<StoredEvent>, LoadError> {
+        Ok(crate::index::last_for(&self.js, &self.stream_name, filter)
+            .await
+            .map_err(|e| LoadError {
+                subject: filter.to_owned(),
+                message: e.to_string(),
+            })?
+            .map(|event| StoredEvent {
+                sequence: event.sequence,
+                headers: event.headers,
+                payload: event.payload,
+            }))
     }
 
     /// Every event on `subject` from stream sequence `from` on, as it is

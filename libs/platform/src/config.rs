@@ -569,18 +569,38 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// A service's configuration, as its binary reads it: everything
+/// [`crate::main_loop`] needs to print `--help` and parse the environment.
+pub trait ServiceConfig: Sized + Send + 'static {
+    /// The binary's name: the default `OTEL_SERVICE_NAME` and the name the
+    /// service connects to NATS with (which its inbox is named after).
+    const NAME: &'static str;
+    /// One line for `--help`.
+    const ABOUT: &'static str;
+    /// Every variable the service reads.
+    fn vars() -> Vec<Var>;
+    /// Reads the configuration, reporting every bad variable at once.
+    fn from_lookup(lookup: &dyn Lookup) -> Result<Self, ConfigError>;
+    /// The settings every service has.
+    fn common(&self) -> &CommonConfig;
+}
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     /// Run the service.
     Run,
+    /// Move the events of the service's stream to the subject layout of
+    /// this version, then exit (`migrate-subjects`).
+    MigrateSubjects,
     /// Print this text and exit 0.
     Print(String),
     /// Print this text and exit 2.
     Usage(String),
 }
 
-/// Interprets the arguments: `--help`/`-h`, `--version`/`-V`, or nothing.
+/// Interprets the arguments: `--help`/`-h`, `--version`/`-V`,
+/// `migrate-subjects`, or nothing.
 pub fn command(
     args: impl IntoIterator<Item = String>,
     binary: &str,
@@ -590,6 +610,7 @@ pub fn command(
     let args: Vec<String> = args.into_iter().skip(1).collect();
     match args.first().map(String::as_str) {
         None => Command::Run,
+        Some("migrate-subjects") if args.len() == 1 => Command::MigrateSubjects,
         Some("--help" | "-h" | "help") => Command::Print(help(binary, about, vars)),
         Some("--version" | "-V") => {
             Command::Print(format!("{binary} {}", env!("CARGO_PKG_VERSION")))
@@ -604,7 +625,7 @@ pub fn command(
 pub fn help(binary: &str, about: &str, vars: &[Var]) -> String {
     let width = vars.iter().map(|v| v.name.len()).max().unwrap_or(0);
     let mut out = format!(
-        "{binary} {}\n{about}\n\nUsage: {binary} [--help | --version]\n       {binary} probe [--addr HOST:PORT] [--service NAME] [--timeout-ms N]   (gRPC health check: exit 0 only on SERVING)\n\nConfigured by environment variables (a .env file in the working directory is read when present):\n\n",
+        "{binary} {}\n{about}\n\nUsage: {binary} [--help | --version]\n       {binary} probe [--addr HOST:PORT] [--service NAME] [--timeout-ms N]   (gRPC health check: exit 0 only on SERVING)\n       {binary} migrate-subjects   (moves the service's events stored under the subjects of orderflow 0.1 to those of this version, then exits; docs/events.md)\n\nConfigured by environment variables (a .env file in the working directory is read when present):\n\n",
         env!("CARGO_PKG_VERSION")
     );
     for var in vars {
@@ -723,6 +744,14 @@ mod tests {
     fn unknown_arguments_are_a_usage_error() {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(command(args(&["svc"]), "svc", "", &[]), Command::Run);
+        assert_eq!(
+            command(args(&["svc", "migrate-subjects"]), "svc", "", &[]),
+            Command::MigrateSubjects
+        );
+        assert!(matches!(
+            command(args(&["svc", "migrate-subjects", "x"]), "svc", "", &[]),
+            Command::Usage(_)
+        ));
         assert!(matches!(
             command(args(&["svc", "--help"]), "svc", "", &[]),
             Command::Print(_)

@@ -7,36 +7,50 @@
 
 use std::{future::Future, process::ExitCode};
 
+use orderflow_eventbus::aggregate::{AggregateStore, Kind};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{self, ConfigError, Lookup, TelemetryConfig, Var},
-    server::ServeError,
+    config::{self, ServiceConfig},
+    server::{self, ServeError},
     shutdown, telemetry,
 };
 
-/// What a service's `main` passes in.
-pub struct Service<C> {
-    /// The binary's name.
-    pub binary: &'static str,
-    /// One line for `--help`.
-    pub about: &'static str,
-    /// Every variable the service reads.
-    pub vars: Vec<Var>,
-    /// Parses the configuration.
-    pub parse: fn(&dyn Lookup) -> Result<C, ConfigError>,
-    /// The telemetry part of the configuration.
-    pub telemetry: fn(&C) -> &TelemetryConfig,
+/// A service as its binary runs it: built from its configuration, run
+/// until told to stop. Each service's `App` implements it, so each binary's
+/// `main` is one call of [`main`].
+pub trait Service: Sized + Send + 'static {
+    /// Its configuration.
+    type Config: ServiceConfig;
+    /// The aggregates whose events `migrate-subjects` moves (those the
+    /// service writes).
+    type Aggregate: Kind;
+
+    /// Does everything that can fail at start-up (connect, streams, bind),
+    /// so `main` reports it before serving.
+    fn build(config: Self::Config) -> impl Future<Output = Result<Self, ServeError>> + Send;
+
+    /// Serves until `shutdown` is cancelled, then drains.
+    fn run_until_stopped(
+        self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), ServeError>> + Send;
 }
 
-/// Runs a service process from its arguments and environment to its exit
-/// code; `run` builds and runs the service until the token is cancelled.
-pub async fn main<C, F, Fut>(service: Service<C>, run: F) -> ExitCode
-where
-    F: FnOnce(C, CancellationToken) -> Fut,
-    Fut: Future<Output = Result<(), ServeError>>,
-{
-    let name = service.binary;
+/// What the process was asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Serve until a signal.
+    Serve,
+    /// Move the service's stored events to this version's subjects and
+    /// exit (`migrate-subjects`).
+    MigrateSubjects,
+}
+
+/// Runs service `S` from its arguments and environment to its exit code:
+/// serving until a signal, or migrating its stored events once.
+pub async fn main<S: Service>() -> ExitCode {
+    let name = S::Config::NAME;
     // A missing .env is normal; only a malformed one is worth reporting.
     if let Err(error) = dotenvy::dotenv()
         && !error.not_found()
@@ -53,8 +67,7 @@ where
         let addr = set("GRPC_HEALTH_ADDR")
             .or_else(|| set("GRPC_ADDR"))
             .unwrap_or_else(|| {
-                service
-                    .vars
+                S::Config::vars()
                     .iter()
                     .find(|v| v.name == "GRPC_ADDR")
                     .and_then(|v| v.default)
@@ -69,8 +82,9 @@ where
             }
         };
     }
-    match config::command(args, name, service.about, &service.vars) {
-        config::Command::Run => {}
+    let mode = match config::command(args, name, S::Config::ABOUT, &S::Config::vars()) {
+        config::Command::Run => Mode::Serve,
+        config::Command::MigrateSubjects => Mode::MigrateSubjects,
         config::Command::Print(text) => {
             println!("{text}");
             return ExitCode::SUCCESS;
@@ -79,22 +93,29 @@ where
             eprintln!("{text}");
             return ExitCode::from(2);
         }
-    }
-    let config = match (service.parse)(&config::ProcessEnv) {
+    };
+    let config = match S::Config::from_lookup(&config::ProcessEnv) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{name}: {error}");
             return ExitCode::from(2);
         }
     };
-    let telemetry = match telemetry::init((service.telemetry)(&config)) {
+    let telemetry = match telemetry::init(&config.common().telemetry) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("{name}: {error}");
             return ExitCode::from(2);
         }
     };
-    let code = match run(config, shutdown::on_signal()).await {
+    // Caught in both modes: serving stops by the token, and a migration
+    // runs to its end instead of stopping between an aggregate's copies.
+    let shutdown = shutdown::on_signal();
+    let ran = match mode {
+        Mode::Serve => serve::<S>(config, shutdown).await,
+        Mode::MigrateSubjects => migrate_subjects::<S::Aggregate>(config.common(), name).await,
+    };
+    let code = match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "{name} stopped with an error");
@@ -106,4 +127,37 @@ where
     // workers run the export requests meanwhile.
     tokio::task::block_in_place(|| telemetry.shutdown());
     code
+}
+
+async fn serve<S: Service>(
+    config: S::Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    S::build(config).await?.run_until_stopped(shutdown).await
+}
+
+/// `<service> migrate-subjects`: copies the aggregates of kind `K` stored
+/// under the subjects of orderflow 0.1 (`<prefix>.<id>`) to this version's,
+/// prints what it did, and returns. Run it with every replica of both
+/// services stopped, the payment service's first (docs/events.md); it can
+/// be run again safely.
+pub async fn migrate_subjects<K: Kind>(
+    common: &config::CommonConfig,
+    name: &str,
+) -> Result<(), ServeError> {
+    let (client, js) = server::connect_jetstream(common, name).await?;
+    let report = AggregateStore::<K>::new(js)
+        .migrate_legacy()
+        .await
+        .map_err(|e| ServeError::JetStream(e.to_string()))?;
+    println!(
+        "{}: {} found under the old subjects, {} copied, {} already moved, {} not readable (see the log)",
+        K::PREFIX,
+        report.found,
+        report.moved,
+        report.present,
+        report.unreadable
+    );
+    let _ = client.drain().await;
+    Ok(())
 }

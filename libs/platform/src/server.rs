@@ -231,6 +231,133 @@ pub async fn connect_nats(
         })
 }
 
+/// Connects to NATS as service `name` and ensures every stream of the
+/// contract: what a service does first, to serve or to migrate.
+///
+/// Every service ensures every stream (not only its own), so whichever
+/// starts first finds the streams it consumes, not only those it writes.
+pub async fn connect_jetstream(
+    common: &crate::config::CommonConfig,
+    name: &str,
+) -> Result<(orderflow_eventbus::Client, orderflow_eventbus::JetStream), ServeError> {
+    let client = connect_nats(&common.nats_url, &common.nats, name).await?;
+    let js = orderflow_eventbus::jetstream(client.clone());
+    orderflow_eventbus::ensure_streams(
+        &js,
+        orderflow_proto::contract::STREAMS,
+        common.stream_replicas,
+    )
+    .await
+    .map_err(|e| ServeError::JetStream(e.to_string()))?;
+    Ok((client, js))
+}
+
+/// A service started: connected to NATS with every stream of the contract,
+/// its gRPC address bound, its serving policy read. Everything that can
+/// fail at start-up is behind it, so `main` reports a failure before the
+/// service serves anything.
+pub struct Started {
+    client: orderflow_eventbus::Client,
+    js: orderflow_eventbus::JetStream,
+    listener: TcpListener,
+    policy: ServePolicy,
+    ack_wait: Duration,
+}
+
+impl Started {
+    /// Connects to NATS as service `name` (see [`connect_jetstream`]) and
+    /// binds the gRPC address of `common`; `admin_only` are the service's
+    /// methods only callers with the `admin` role may call.
+    pub async fn start(
+        common: &crate::config::CommonConfig,
+        name: &str,
+        admin_only: &'static [&'static str],
+    ) -> Result<Self, ServeError> {
+        let (client, js) = connect_jetstream(common, name).await?;
+        let listener = bind(common.grpc_addr).await?;
+        Ok(Self {
+            client,
+            js,
+            listener,
+            policy: ServePolicy::from_config(common, admin_only),
+            ack_wait: common.consumer_ack_wait,
+        })
+    }
+
+    /// JetStream, its streams ensured.
+    pub fn jetstream(&self) -> &orderflow_eventbus::JetStream {
+        &self.js
+    }
+
+    /// The address the gRPC server listens on (useful with port 0).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// The ack wait of the service's durable consumer
+    /// (`CONSUMER_ACK_WAIT_SECS`).
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
+    }
+
+    /// Serves `api` until `shutdown`, then stops in order (see [`run`]).
+    ///
+    /// Beside the API it serves what every service does: the dead-letter
+    /// admin API, health (following whether `readiness`'s stream answers)
+    /// and, unless turned off, reflection. Meanwhile it runs the durable
+    /// consumer `consumer` (with the configured ack wait), delivering to
+    /// `handler`.
+    pub async fn serve<S, H>(
+        self,
+        api: S,
+        consumer: orderflow_eventbus::ConsumerSpec,
+        handler: H,
+        readiness: orderflow_eventbus::EventStore,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError>
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        H: orderflow_eventbus::EventHandler,
+    {
+        let Self {
+            client,
+            js,
+            listener,
+            policy,
+            ack_wait,
+        } = self;
+        let (health, health_server) = health(&[S::NAME]).await;
+        let routes = with_platform_services(
+            Routes::new(api).add_service(crate::admin::service(js.clone())),
+            health_server,
+            &[orderflow_proto::FILE_DESCRIPTOR_SET],
+            &[S::NAME, crate::admin::SERVICE_NAME],
+            policy.transport.reflection,
+        )?;
+        let workers = tokio_util::task::TaskTracker::new();
+        let check = move || {
+            let readiness = readiness.clone();
+            async move { readiness.ready().await }
+        };
+        workers.spawn(health.watch(Duration::from_secs(1), check, shutdown.clone()));
+        let consumer = consumer.with_ack_wait(ack_wait);
+        workers.spawn(
+            orderflow_eventbus::DurableConsumer::new(js, consumer)
+                .run(std::sync::Arc::new(handler), shutdown.clone()),
+        );
+        run(routes, listener, workers, client, shutdown, policy).await
+    }
+}
+
 /// Binds the gRPC address, with a start-up error that says what to do.
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)

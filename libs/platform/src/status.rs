@@ -92,15 +92,10 @@ fn cut(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Whether `value` is a canonical, lower-case, hyphenated UUID: the form of
-/// every id orderflow assigns.
-pub fn is_canonical_uuid(value: &str) -> bool {
-    value.len() == 36
-        && value.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
-        })
-}
+/// Whether a value is a canonical, lower-case, hyphenated UUID. The rule is
+/// the event edge's (`orderflow_eventbus::identity`), so a request and an
+/// event are held to the same one.
+pub use orderflow_eventbus::identity::is_canonical_uuid;
 
 /// Checks an identifier field that must be a canonical, lower-case,
 /// hyphenated UUID (the ids orderflow assigns).
@@ -117,7 +112,8 @@ pub fn check_uuid(field: &str, value: &str, violations: &mut Vec<FieldViolation>
 }
 
 /// Checks a free-form identifier chosen by a caller: 1 to `max` characters,
-/// no whitespace or control characters.
+/// no whitespace or control characters (the rule events' owner ids are
+/// checked by, so an id accepted here is one events may carry).
 pub fn check_token(
     field: &str,
     value: &str,
@@ -125,20 +121,11 @@ pub fn check_token(
     required: bool,
     violations: &mut Vec<FieldViolation>,
 ) {
-    if value.is_empty() {
-        if required {
-            violations.push(FieldViolation::new(field, "is required"));
-        }
-    } else if value.chars().count() > max {
-        violations.push(FieldViolation::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        violations.push(FieldViolation::new(
-            field,
-            "must not contain spaces or control characters",
-        ));
+    if value.is_empty() && !required {
+        return;
+    }
+    if let Some(problem) = orderflow_eventbus::identity::token_problem(value, max) {
+        violations.push(FieldViolation::new(field, problem));
     }
 }
 

@@ -10,6 +10,8 @@
 //!   nodes, for tests that lose a stream's leader.
 //! - [`services`] spawns the order and payment services in this process on
 //!   port 0, with gRPC clients and helpers that wait for an order's status.
+//! - [`event_table`] checks a service's table of event messages against
+//!   the proto contract.
 //! - [`otlp`] is a real OTLP receiver (gRPC and HTTP) that keeps what the
 //!   services export.
 //! - [`pki`] generates a throwaway CA with server and client certificates
@@ -27,6 +29,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cluster;
+pub mod event_table;
 pub mod nats;
 pub mod otlp;
 pub mod pki;

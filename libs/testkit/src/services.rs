@@ -8,7 +8,11 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Once, time::Duration};
 
-use orderflow_platform::{config::TelemetryConfig, server::ServeError};
+use orderflow_platform::{
+    config::{ServiceConfig, TelemetryConfig},
+    main_loop::Service,
+    server::ServeError,
+};
 use orderflow_proto::{
     money::v1::Money,
     order::v1::{
@@ -168,9 +172,44 @@ where
 /// A connected order client.
 #[allow(clippy::expect_used)]
 pub async fn order_client(service: &RunningService) -> OrderServiceClient<Channel> {
-    OrderServiceClient::connect(service.endpoint())
+    order_client_at(service.endpoint()).await
+}
+
+/// An order client connected to `endpoint` (a service binary's, say).
+#[allow(clippy::expect_used)]
+pub async fn order_client_at(endpoint: String) -> OrderServiceClient<Channel> {
+    OrderServiceClient::connect(endpoint)
         .await
         .expect("connect to the order service")
+}
+
+/// Creates an order, which must succeed, and returns it.
+#[allow(clippy::expect_used)]
+pub async fn create_order(
+    client: &mut OrderServiceClient<Channel>,
+    request: impl tonic::IntoRequest<CreateOrderRequest>,
+) -> Order {
+    client
+        .create_order(request)
+        .await
+        .expect("CreateOrder succeeds")
+        .into_inner()
+        .order
+        .expect("CreateOrder answers with the order")
+}
+
+/// `message` sent as the caller's span `parent_span_id` of trace
+/// `trace_id`, sampled: a W3C `traceparent` the service must continue.
+#[allow(clippy::expect_used)]
+pub fn traced<T>(message: T, trace_id: &str, parent_span_id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_span_id}-01")
+            .parse()
+            .expect("a traceparent is valid metadata"),
+    );
+    request
 }
 
 /// A connected payment client.

@@ -52,6 +52,7 @@ async fn a_dead_letter_is_listed_and_replayed_once_its_cause_is_fixed() {
         payment: Some(Payment {
             payment_id: payment_id.into(),
             order_id: order_id.clone(),
+            customer_id: "c-dl".into(),
             status: PaymentStatus::Authorized as i32,
             version: 1,
             ..Default::default()
@@ -62,15 +63,12 @@ async fn a_dead_letter_is_listed_and_replayed_once_its_cause_is_fixed() {
     headers.insert("ce-id", format!("{payment_id}.authorized").as_str());
     headers.insert("Nats-Msg-Id", format!("{payment_id}.authorized").as_str());
     let js = jetstream(&nats.url()).await;
-    js.publish_with_headers(
-        format!("payments.{payment_id}"),
-        headers,
-        event.encode_to_vec().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    let subject = format!("payments.c-dl.{payment_id}.authorized");
+    js.publish_with_headers(subject.clone(), headers, event.encode_to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
     let listed = std::sync::Mutex::new(Vec::new());
     wait_until(
@@ -95,7 +93,7 @@ async fn a_dead_letter_is_listed_and_replayed_once_its_cause_is_fixed() {
     .await;
     let letter = listed.into_inner().unwrap().remove(0);
     assert!(letter.reason.contains("not found"), "{}", letter.reason);
-    assert_eq!(letter.original_subject, format!("payments.{payment_id}"));
+    assert_eq!(letter.original_subject, subject);
     assert_eq!(letter.original_stream, "PAYMENTS");
     assert_eq!(letter.consumer, "order-service-payments");
     assert_eq!(letter.ce_type, PaymentAuthorized::full_name());
@@ -118,10 +116,7 @@ async fn a_dead_letter_is_listed_and_replayed_once_its_cause_is_fixed() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        replayed.replay_subject,
-        format!("payments.{payment_id}.replay")
-    );
+    assert_eq!(replayed.replay_subject, format!("{subject}.replay"));
     let confirmed = wait_for_status(&client, &order_id, OrderStatus::Confirmed).await;
     assert_eq!(confirmed.payment_id, payment_id);
 

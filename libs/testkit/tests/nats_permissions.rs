@@ -47,11 +47,9 @@ use prost::Message;
 use tempfile::TempDir;
 
 /// The durable consumers of both services, by stream.
-const DURABLES: [(&str, &str); 4] = [
+const DURABLES: [(&str, &str); 2] = [
     ("PAYMENTS", "order-service-payments"),
-    ("ORDERS", "order-projection"),
     ("ORDERS", "payment-service-orders"),
-    ("PAYMENTS", "payment-projection"),
 ];
 
 /// A nats-server running `deploy/nats/auth.conf`, with a fresh password
@@ -438,12 +436,13 @@ async fn both_services_do_all_their_work_with_only_their_own_nats_permissions() 
         payment: Some(Payment {
             payment_id: payment_id.into(),
             order_id: order_id.clone(),
+            customer_id: "c-dl".into(),
             status: PaymentStatus::Authorized as i32,
             version: 1,
             ..Default::default()
         }),
     };
-    let subject = format!("payments.{payment_id}");
+    let subject = format!("payments.c-dl.{payment_id}.authorized");
     assert!(
         publish_acked(
             &ops,
@@ -623,7 +622,7 @@ async fn a_payment_event_sent_with_the_order_services_credentials_is_refused_and
             ..Default::default()
         }),
     };
-    let subject = format!("payments.{payment_id}");
+    let subject = format!("payments.c-forged.{payment_id}.authorized");
     let headers = event_headers(
         &PaymentAuthorized::full_name(),
         &format!("{payment_id}.authorized"),
@@ -641,7 +640,7 @@ async fn a_payment_event_sent_with_the_order_services_credentials_is_refused_and
     order_errors.wait_for_violation(&subject).await;
     assert!(!stored(&ops, "PAYMENTS", &subject).await);
     // Its own events are accepted: the refusal is about the subject.
-    let own = "orders.0d2a6f3c-1b5e-4c7d-8e9f-000000000001";
+    let own = "orders.c-own.0d2a6f3c-1b5e-4c7d-8e9f-000000000001.created";
     assert!(
         publish_acked(
             &as_orders,
@@ -654,7 +653,7 @@ async fn a_payment_event_sent_with_the_order_services_credentials_is_refused_and
     assert!(stored(&ops, "ORDERS", own).await);
 
     // The reverse: an order event from the payment service.
-    let forged_order = "orders.0d2a6f3c-1b5e-4c7d-8e9f-000000000002";
+    let forged_order = "orders.c-forged.0d2a6f3c-1b5e-4c7d-8e9f-000000000002.created";
     assert!(
         !publish_acked(
             &as_payments,

@@ -1,6 +1,8 @@
 //! The order service's configuration: only the common variables.
 
-use orderflow_platform::config::{CommonConfig, ConfigError, EnvReader, Lookup, Var, common_vars};
+use orderflow_platform::config::{
+    CommonConfig, ConfigError, EnvReader, Lookup, ServiceConfig, Var, common_vars,
+};
 
 /// `GRPC_ADDR` of the order service.
 pub const GRPC_ADDR: Var = Var {
@@ -16,24 +18,26 @@ pub struct Config {
     pub common: CommonConfig,
 }
 
-impl Config {
-    /// One line for `--help`.
-    pub const ABOUT: &'static str = "orderflow order service: places orders over gRPC and commits them as events on NATS JetStream.";
+impl ServiceConfig for Config {
+    const NAME: &'static str = "order-service";
+    const ABOUT: &'static str = "orderflow order service: places orders over gRPC and commits them as events on NATS JetStream.";
 
-    /// Every variable the service reads.
-    pub fn vars() -> Vec<Var> {
+    fn vars() -> Vec<Var> {
         common_vars(GRPC_ADDR)
     }
 
-    /// Reads the configuration, reporting every bad variable at once.
-    pub fn from_lookup(lookup: &dyn Lookup) -> Result<Self, ConfigError> {
+    fn from_lookup(lookup: &dyn Lookup) -> Result<Self, ConfigError> {
         let mut reader = EnvReader::new(lookup);
         let common = CommonConfig::read(
             &mut reader,
             &GRPC_ADDR,
-            "order-service",
+            Self::NAME,
             env!("CARGO_PKG_VERSION"),
         );
         reader.finish(common.map(|common| Self { common }))
+    }
+
+    fn common(&self) -> &CommonConfig {
+        &self.common
     }
 }

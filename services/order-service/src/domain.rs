@@ -11,8 +11,9 @@ use uuid::Uuid;
 pub const MAX_ITEMS: usize = 100;
 /// Most units of one item.
 pub const MAX_QUANTITY: i32 = 10_000;
-/// Longest customer id and request id.
-pub const MAX_ID_LEN: usize = 128;
+/// Longest customer id and request id: a customer id is an owner id, so
+/// the events' rule is the one it enters by.
+pub const MAX_ID_LEN: usize = orderflow_eventbus::identity::MAX_OWNER_LEN;
 /// Longest SKU.
 pub const MAX_SKU_LEN: usize = 64;
 

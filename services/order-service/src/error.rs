@@ -1,7 +1,7 @@
 //! Every way an order operation fails, and the one table that turns each into
 //! the gRPC status a client sees.
 
-use orderflow_eventbus::{AppendError, LoadError, ViewError};
+use orderflow_eventbus::{AppendError, LoadError, aggregate::StoreError};
 use orderflow_platform::status::{FieldViolation, invalid_argument};
 use tonic::Status;
 
@@ -53,9 +53,15 @@ impl From<LoadError> for OrderError {
     }
 }
 
-impl From<ViewError> for OrderError {
-    fn from(error: ViewError) -> Self {
-        Self::Unavailable(error.to_string())
+impl From<StoreError> for OrderError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Corrupt { id, reason } => Self::Corrupt {
+                order_id: id,
+                reason,
+            },
+            other => Self::Unavailable(other.to_string()),
+        }
     }
 }
 

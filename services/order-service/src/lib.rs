@@ -2,8 +2,8 @@
 //!
 //! It accepts orders over gRPC and commits each change as an event on the
 //! `ORDERS` stream (the event *is* the commit), follows payment results from
-//! the `PAYMENTS` stream, and keeps a list projection in the `ORDER_VIEWS` KV
-//! bucket. See ARCHITECTURE.md for the map.
+//! the `PAYMENTS` stream, and answers lists from the stream's own per-subject
+//! index. See ARCHITECTURE.md for the map.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -13,7 +13,6 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod payments;
-pub mod projection;
 
 pub use app::App;
 pub use config::Config;

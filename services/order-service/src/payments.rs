@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use orderflow_eventbus::{EventHandler, Outcome, ReceivedEvent};
+use orderflow_eventbus::{EventHandler, Outcome, ReceivedEvent, aggregate::Start};
 use orderflow_platform::status::is_canonical_uuid;
 use orderflow_proto::payment::v1::{
     Payment, PaymentAuthorized, PaymentDeclined, PaymentRefunded, PaymentVoided,
@@ -21,6 +21,14 @@ use crate::{
 
 /// The durable consumer's name.
 pub const DURABLE: &str = "order-service-payments";
+/// The payment events it receives: those that change an order. A voided
+/// payment (an order cancelled before it was charged) changes nothing, so
+/// it is never delivered here.
+pub const SUBJECTS: &[&str] = &[
+    "payments.*.*.authorized",
+    "payments.*.*.declined",
+    "payments.*.*.refunded",
+];
 
 /// Applies payment events to orders.
 pub struct PaymentResultsHandler {
@@ -34,8 +42,10 @@ impl PaymentResultsHandler {
     }
 
     async fn apply(&self, payment: Payment, result: PaymentResult) -> Result<(), OrderError> {
+        // From what this replica appended last, when it has the order: a
+        // stale memory costs a conflict and a re-read, never a wrong write.
         self.events
-            .change(&payment.order_id, |order| {
+            .change(&payment.order_id, Start::Recent, |order| {
                 let status = status_of(order).ok_or_else(|| OrderError::Corrupt {
                     order_id: order.order_id.clone(),
                     reason: String::from("status is unspecified"),

@@ -8,15 +8,14 @@ use std::{
     time::Duration,
 };
 
-use orderflow_proto::order::v1::{
-    GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient,
-};
+use orderflow_platform::config::ServiceConfig;
+use orderflow_proto::order::v1::{GetOrderRequest, OrderStatus};
 use orderflow_testkit::{
     NatsServer,
     process::ServiceProcess,
     services::{
-        order_client, order_request, simulated_gateway, spawn_order_service, spawn_payment_service,
-        wait_for_status,
+        create_order, order_client, order_client_at, order_request, simulated_gateway,
+        spawn_order_service, spawn_payment_service, traced, wait_for_status,
     },
     streams::{jetstream, read_all},
     wait_until,
@@ -153,26 +152,16 @@ async fn with_the_sdk_disabled_events_still_carry_the_callers_trace() {
     let nats = NatsServer::start();
     let service =
         ServiceProcess::start(BINARY, &nats.url(), &[("OTEL_SDK_DISABLED", "true")]).await;
-    let mut client = OrderServiceClient::connect(service.endpoint())
-        .await
-        .unwrap();
+    let mut client = order_client_at(service.endpoint()).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
-    let mut request = tonic::Request::new(order_request("c-off", 1, 1, "r-off"));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-b7ad6b7169203331-01")
-            .parse()
-            .unwrap(),
+    let request = traced(
+        order_request("c-off", 1, 1, "r-off"),
+        trace_id,
+        "b7ad6b7169203331",
     );
-    let order = client
-        .create_order(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let order = create_order(&mut client, request).await;
     let js = jetstream(&nats.url()).await;
-    let events = read_all(&js, "ORDERS", &format!("orders.{}", order.order_id)).await;
+    let events = read_all(&js, "ORDERS", &format!("orders.*.{}.*", order.order_id)).await;
     let traceparent = events[0]
         .header("traceparent")
         .expect("traceparent is written");
@@ -185,21 +174,20 @@ async fn json_logs_carry_the_trace_and_span_ids() {
     let service = ServiceProcess::start(
         BINARY,
         &nats.url(),
-        &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+        &[
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,order_service=debug"),
+        ],
     )
     .await;
-    let mut client = OrderServiceClient::connect(service.endpoint())
-        .await
-        .unwrap();
+    let mut client = order_client_at(service.endpoint()).await;
     let trace_id = "1af7651916cd43dd8448eb211c80319c";
-    let mut request = tonic::Request::new(order_request("c-json", 1, 1, "r-json"));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-c7ad6b7169203331-01")
-            .parse()
-            .unwrap(),
+    let request = traced(
+        order_request("c-json", 1, 1, "r-json"),
+        trace_id,
+        "c7ad6b7169203331",
     );
-    client.create_order(request).await.unwrap();
+    create_order(&mut client, request).await;
     let created = std::sync::Mutex::new(serde_json::Value::Null);
     wait_until(
         "the \"order created\" log line",
@@ -223,7 +211,7 @@ async fn json_logs_carry_the_trace_and_span_ids() {
     let line = created.into_inner().unwrap();
     assert_eq!(line["trace_id"], trace_id);
     assert_eq!(line["span_id"].as_str().unwrap().len(), 16);
-    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["level"], "DEBUG");
     assert_eq!(line["span"], "grpc.server");
 }
 
@@ -280,9 +268,7 @@ async fn after_sigterm_health_turns_first_and_calls_are_still_answered_during_th
     let mut service =
         ServiceProcess::start(BINARY, &nats.url(), &[("SHUTDOWN_DELAY_SECS", "5")]).await;
     let addr = service.addr.to_string();
-    let mut client = OrderServiceClient::connect(service.endpoint())
-        .await
-        .unwrap();
+    let mut client = order_client_at(service.endpoint()).await;
 
     service.terminate();
     wait_until(
@@ -304,9 +290,7 @@ async fn after_sigterm_health_turns_first_and_calls_are_still_answered_during_th
 async fn sigterm_under_load_exits_0_and_loses_no_acknowledged_order() {
     let nats = NatsServer::start();
     let mut service = ServiceProcess::start(BINARY, &nats.url(), &[]).await;
-    let client = OrderServiceClient::connect(service.endpoint())
-        .await
-        .unwrap();
+    let client = order_client_at(service.endpoint()).await;
 
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut callers = tokio::task::JoinSet::new();

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use orderflow_platform::config::{CommonConfig, ConfigError, EnvReader, Lookup, Var, common_vars};
+use orderflow_platform::config::{
+    CommonConfig, ConfigError, EnvReader, Lookup, ServiceConfig, Var, common_vars,
+};
 
 /// `GRPC_ADDR` of the payment service.
 pub const GRPC_ADDR: Var = Var {
@@ -103,12 +105,11 @@ fn count(min: u32, max: u32) -> impl FnOnce(&str) -> Result<u32, String> {
     }
 }
 
-impl Config {
-    /// One line for `--help`.
-    pub const ABOUT: &'static str = "orderflow payment service: charges orders from NATS JetStream events through a resilient gateway client.";
+impl ServiceConfig for Config {
+    const NAME: &'static str = "payment-service";
+    const ABOUT: &'static str = "orderflow payment service: charges orders from NATS JetStream events through a resilient gateway client.";
 
-    /// Every variable the service reads.
-    pub fn vars() -> Vec<Var> {
+    fn vars() -> Vec<Var> {
         let mut vars = common_vars(GRPC_ADDR);
         vars.extend([
             SIM_DECLINE_ABOVE_UNITS,
@@ -122,15 +123,9 @@ impl Config {
         vars
     }
 
-    /// Reads the configuration, reporting every bad variable at once.
-    pub fn from_lookup(lookup: &dyn Lookup) -> Result<Self, ConfigError> {
+    fn from_lookup(lookup: &dyn Lookup) -> Result<Self, ConfigError> {
         let mut r = EnvReader::new(lookup);
-        let common = CommonConfig::read(
-            &mut r,
-            &GRPC_ADDR,
-            "payment-service",
-            env!("CARGO_PKG_VERSION"),
-        );
+        let common = CommonConfig::read(&mut r, &GRPC_ADDR, Self::NAME, env!("CARGO_PKG_VERSION"));
         let decline = r.parse_with(&SIM_DECLINE_ABOVE_UNITS, |v| {
             v.parse::<u64>()
                 .map_err(|_| String::from("expected a whole number of currency units"))
@@ -164,6 +159,10 @@ impl Config {
             })
         })();
         r.finish(config)
+    }
+
+    fn common(&self) -> &CommonConfig {
+        &self.common
     }
 }
 

@@ -1,7 +1,7 @@
 //! Every way a payment operation fails, and the one table that turns each
 //! into the gRPC status a client sees.
 
-use orderflow_eventbus::{AppendError, LoadError, ViewError};
+use orderflow_eventbus::{AppendError, LoadError, aggregate::StoreError};
 use orderflow_platform::status::{FieldViolation, invalid_argument};
 use tonic::Status;
 
@@ -50,9 +50,15 @@ impl From<LoadError> for PaymentError {
     }
 }
 
-impl From<ViewError> for PaymentError {
-    fn from(error: ViewError) -> Self {
-        Self::Unavailable(error.to_string())
+impl From<StoreError> for PaymentError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Corrupt { id, reason } => Self::Corrupt {
+                payment_id: id,
+                reason,
+            },
+            other => Self::Unavailable(other.to_string()),
+        }
     }
 }
 

@@ -1,31 +1,24 @@
 //! The gRPC edge of the payment service.
 
-use orderflow_platform::{
-    paging,
-    status::{check_token, check_uuid, page_size},
-};
+use orderflow_platform::{paging, status::check_uuid};
 use orderflow_proto::payment::v1::{
     GetPaymentRequest, GetPaymentResponse, ListPaymentsRequest, ListPaymentsResponse,
     RefundPaymentRequest, RefundPaymentResponse, payment_service_server::PaymentService,
 };
 use tonic::{Request, Response, Status};
 
-use crate::{error::PaymentError, orders::Payments, projection::PaymentViews};
-
-/// Longest customer id accepted as a filter (as the order service accepts).
-pub(crate) const MAX_ID_LEN: usize = 128;
+use crate::{domain::payment_id_for, error::PaymentError, orders::Payments};
 
 /// The `orderflow.payment.v1.PaymentService` implementation.
 #[derive(Clone)]
 pub struct PaymentApi {
     payments: Payments,
-    views: PaymentViews,
 }
 
 impl PaymentApi {
-    /// The API over the payment operations and the list projection.
-    pub fn new(payments: Payments, views: PaymentViews) -> Self {
-        Self { payments, views }
+    /// The API over the payment operations.
+    pub fn new(payments: Payments) -> Self {
+        Self { payments }
     }
 }
 
@@ -64,42 +57,34 @@ impl PaymentService for PaymentApi {
     ) -> Result<Response<ListPaymentsResponse>, Status> {
         let request = request.into_inner();
         let mut violations = Vec::new();
-        let size = page_size(
-            request.page_size,
-            paging::DEFAULT_PAGE_SIZE,
-            paging::MAX_PAGE_SIZE,
-            &mut violations,
-        );
+        let size = paging::size(request.page_size, &mut violations);
         if !request.order_id.is_empty() {
             check_uuid("order_id", &request.order_id, &mut violations);
         }
-        check_token(
-            "customer_id",
-            &request.customer_id,
-            MAX_ID_LEN,
-            false,
-            &mut violations,
-        );
-        let filters = format!("{}\u{1f}{}", request.order_id, request.customer_id);
-        let after = paging::decode(&request.page_token, &filters).unwrap_or_else(|v| {
-            violations.push(v);
-            None
-        });
+        let customer = paging::owner_filter("customer_id", &request.customer_id, &mut violations);
+        let filters = paging::filters(&[&request.order_id, &request.customer_id]);
+        let from = paging::start(&request.page_token, &filters, &mut violations);
         if !violations.is_empty() {
             return Err(PaymentError::InvalidArgument(violations).into());
         }
-        let order = (!request.order_id.is_empty()).then_some(request.order_id.as_str());
-        let customer = (!request.customer_id.is_empty()).then_some(request.customer_id.as_str());
-        let page = self
-            .views
-            .list(order, customer, after.as_deref(), size)
-            .await?;
+        let events = self.payments.events();
+        if !request.order_id.is_empty() {
+            // An order has at most one payment, whose id follows from the
+            // order's: one read, one page, no token.
+            let payment_id = payment_id_for(&request.order_id).to_string();
+            let found = match customer {
+                Some(customer) => events.load_owned(customer, &payment_id).await?,
+                None => events.load(&payment_id).await?,
+            };
+            return Ok(Response::new(ListPaymentsResponse {
+                payments: found.map(|c| c.payment).into_iter().collect(),
+                next_page_token: String::new(),
+            }));
+        }
+        let page = events.list(customer, from, size).await?;
         Ok(Response::new(ListPaymentsResponse {
-            payments: page.payments,
-            next_page_token: page
-                .last
-                .map(|last| paging::encode(&filters, &last))
-                .unwrap_or_default(),
+            payments: page.items,
+            next_page_token: paging::next_token(&filters, page.next),
         }))
     }
 

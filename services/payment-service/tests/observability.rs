@@ -11,7 +11,7 @@ use orderflow_testkit::{
     NatsServer,
     otlp::{OtlpReceiver, ReceivedSpan},
     process::ServiceProcess,
-    services::order_request,
+    services::{create_order, order_client_at, order_request, traced},
     wait_until,
 };
 
@@ -73,25 +73,15 @@ async fn one_trace_spans_both_services_and_metrics_arrive() {
     let env = telemetry_env(&receiver, "grpc");
     let orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
     let payments = ServiceProcess::start(PAYMENT_BINARY, &nats.url(), &borrowed(&env)).await;
-    let mut client = OrderServiceClient::connect(orders.endpoint())
-        .await
-        .unwrap();
+    let mut client = order_client_at(orders.endpoint()).await;
 
     let trace_id = "5b8efff798038103d269b633813fc60c";
-    let mut request = tonic::Request::new(order_request("c-otel", 1, 9, "r-otel"));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-eee19b7ec3c1b174-01")
-            .parse()
-            .unwrap(),
+    let request = traced(
+        order_request("c-otel", 1, 9, "r-otel"),
+        trace_id,
+        "eee19b7ec3c1b174",
     );
-    let order = client
-        .create_order(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let order = create_order(&mut client, request).await;
     wait_confirmed(&client, &order.order_id).await;
 
     // The whole saga, in the caller's trace.
@@ -152,7 +142,7 @@ async fn one_trace_spans_both_services_and_metrics_arrive() {
     assert_eq!(created.attributes["messaging.operation.type"], "send");
     assert_eq!(
         created.attributes["messaging.destination.name"],
-        format!("orders.{}", order.order_id)
+        format!("orders.{}.{}.created", order.customer_id, order.order_id)
     );
     assert_eq!(
         created.attributes["messaging.message.id"],
@@ -232,9 +222,7 @@ async fn spans_are_exported_over_http_protobuf_too() {
     let nats = NatsServer::start();
     let env = telemetry_env(&receiver, "http/protobuf");
     let orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
-    let mut client = OrderServiceClient::connect(orders.endpoint())
-        .await
-        .unwrap();
+    let mut client = order_client_at(orders.endpoint()).await;
     client
         .create_order(order_request("c-http", 1, 1, "r-http"))
         .await
@@ -264,9 +252,7 @@ async fn a_dead_collector_never_fails_a_request() {
         ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
     ];
     let mut service = ServiceProcess::start(&order_binary(), &nats.url(), &env).await;
-    let mut client = OrderServiceClient::connect(service.endpoint())
-        .await
-        .unwrap();
+    let mut client = order_client_at(service.endpoint()).await;
     for i in 0..200 {
         client
             .create_order(order_request("c-dead", 1, 1, &format!("r-dead-{i}")))

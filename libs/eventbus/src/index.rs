@@ -1,0 +1,280 @@
+//! Reading many aggregates at once from a stream's per-subject index, with
+//! batched direct gets, so lists need no view that a consumer keeps.
+//!
+//! Two requests of nats-server's direct get API (`$JS.API.DIRECT.GET.<stream>`,
+//! server 2.11+, the stream needs `allow_direct`):
+//!
+//! * [`next_batch`]: up to `batch` messages matching one filter (wildcards
+//!   allowed) from a start sequence on, in stream order. It reads the
+//!   per-subject index, not the messages in between, and has no limit on how
+//!   many subjects match, so it pages through any number of aggregates.
+//! * [`last_per_subject`]: the last message of every subject matching any of
+//!   a few filters (`multi_last`). nats-server refuses it with `413` when more
+//!   than 1,024 subjects match, whatever the batch, so it only resolves the
+//!   aggregates of one page, never a whole list.
+//!
+//! Both answer with a stream of messages to the reply inbox that ends with a
+//! status message (`204 EOB`, or `404` when nothing matches). async-nats 0.51
+//! has no call for either (its `DirectGetRequest` knows neither `batch` nor
+//! `multi_last`), hence this small hand-written request: subscribe to a fresh
+//! inbox, publish the request with that reply subject, read to the status.
+//! On a replicated stream any replica may answer, so a read right after a
+//! write may miss it; lists accept that, and writes never rely on it.
+
+use std::time::Duration;
+
+use async_nats::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::JetStream;
+
+/// How long one batched read may take before it fails (the same bound as
+/// every other JetStream request of the services).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest number of filters one [`last_per_subject`] request carries.
+/// Each filter of orderflow matches one aggregate's few subjects, so a
+/// request stays far below the server's 1,024 subjects.
+pub const MAX_FILTERS: usize = 200;
+
+/// One stored message, as a direct get returns it.
+#[derive(Clone, Debug)]
+pub struct IndexedEvent {
+    /// Its subject.
+    pub subject: String,
+    /// Its stream sequence.
+    pub sequence: u64,
+    /// Its headers (the server adds its `Nats-*` ones).
+    pub headers: HeaderMap,
+    /// Its body.
+    pub payload: Bytes,
+}
+
+/// What one [`next_batch`] read returned.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// The messages, in stream order.
+    pub events: Vec<IndexedEvent>,
+    /// How many more messages match after the last one returned, as the
+    /// server counted them when it answered.
+    pub pending: u64,
+}
+
+/// Why a batched read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// NATS did not answer in time, or the connection failed.
+    #[error("cannot read stream {stream}: {message}")]
+    Unavailable {
+        /// The stream.
+        stream: String,
+        /// What happened.
+        message: String,
+    },
+    /// The server refused the request (a bad filter, too many subjects).
+    #[error("stream {stream} refused the read: {status} {description}")]
+    Refused {
+        /// The stream.
+        stream: String,
+        /// The status code.
+        status: u16,
+        /// The server's description.
+        description: String,
+    },
+}
+
+#[derive(serde::Serialize)]
+struct NextRequest<'a> {
+    seq: u64,
+    next_by_subj: &'a str,
+    batch: usize,
+}
+
+#[derive(serde::Serialize)]
+struct SequenceRequest {
+    seq: u64,
+}
+
+#[derive(serde::Serialize)]
+struct LastRequest<'a> {
+    last_by_subj: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct MultiLastRequest<'a> {
+    multi_last: &'a [String],
+}
+
+/// The last message of `stream` on the subjects matching `filter`
+/// (wildcards allowed), or `None` when none matches.
+///
+/// The request goes in the body (`last_by_subj`) rather than in the API
+/// subject, because a subject with wildcards cannot be published to.
+pub async fn last_for(
+    js: &JetStream,
+    stream: &str,
+    filter: &str,
+) -> Result<Option<IndexedEvent>, IndexError> {
+    let body = serde_json::to_vec(&LastRequest {
+        last_by_subj: filter,
+    })
+    .map_err(|e| unavailable(stream, e.to_string()))?;
+    get_one(js, stream, body.into()).await
+}
+
+/// The message of `stream` at `sequence`, or `None` when there is none.
+pub async fn at_sequence(
+    js: &JetStream,
+    stream: &str,
+    sequence: u64,
+) -> Result<Option<IndexedEvent>, IndexError> {
+    let body = serde_json::to_vec(&SequenceRequest { seq: sequence })
+        .map_err(|e| unavailable(stream, e.to_string()))?;
+    get_one(js, stream, body.into()).await
+}
+
+/// Sends a direct get that is answered by one message (or a status).
+async fn get_one(
+    js: &JetStream,
+    stream: &str,
+    body: Bytes,
+) -> Result<Option<IndexedEvent>, IndexError> {
+    let client = js.client();
+    let request = client.request(format!("$JS.API.DIRECT.GET.{stream}"), body);
+    let message = tokio::time::timeout(READ_TIMEOUT, request)
+        .await
+        .map_err(|_| unavailable(stream, "timed out".to_owned()))?
+        .map_err(|e| unavailable(stream, e.to_string()))?;
+    let headers = message.headers.unwrap_or_default();
+    match message.status {
+        None => Ok(Some(IndexedEvent {
+            subject: headers
+                .get("Nats-Subject")
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default(),
+            sequence: header_u64(&headers, "Nats-Sequence").unwrap_or(0),
+            headers,
+            payload: message.payload,
+        })),
+        Some(StatusCode::NOT_FOUND) => Ok(None),
+        Some(status) => Err(IndexError::Refused {
+            stream: stream.to_owned(),
+            status: status.as_u16(),
+            description: message.description.unwrap_or_default(),
+        }),
+    }
+}
+
+/// Up to `batch` messages of `stream` matching `filter`, from stream
+/// sequence `from` on (1 for the start), in stream order.
+pub async fn next_batch(
+    js: &JetStream,
+    stream: &str,
+    filter: &str,
+    from: u64,
+    batch: usize,
+) -> Result<Batch, IndexError> {
+    let body = serde_json::to_vec(&NextRequest {
+        seq: from.max(1),
+        next_by_subj: filter,
+        batch: batch.max(1),
+    })
+    .map_err(|e| unavailable(stream, e.to_string()))?;
+    read(js, stream, body.into()).await
+}
+
+/// The last message of every subject of `stream` that matches one of
+/// `filters` (at most [`MAX_FILTERS`]), in stream order; empty when none does.
+pub async fn last_per_subject(
+    js: &JetStream,
+    stream: &str,
+    filters: &[String],
+) -> Result<Vec<IndexedEvent>, IndexError> {
+    if filters.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut events = Vec::new();
+    for chunk in filters.chunks(MAX_FILTERS) {
+        let body = serde_json::to_vec(&MultiLastRequest { multi_last: chunk })
+            .map_err(|e| unavailable(stream, e.to_string()))?;
+        events.extend(read(js, stream, body.into()).await?.events);
+    }
+    if filters.len() > MAX_FILTERS {
+        events.sort_by_key(|event| event.sequence);
+    }
+    Ok(events)
+}
+
+fn unavailable(stream: &str, message: String) -> IndexError {
+    IndexError::Unavailable {
+        stream: stream.to_owned(),
+        message,
+    }
+}
+
+/// Sends one direct get request and collects its answer up to the status
+/// message that ends it.
+async fn read(js: &JetStream, stream: &str, body: Bytes) -> Result<Batch, IndexError> {
+    let client = js.client();
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| unavailable(stream, e.to_string()))?;
+    client
+        .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, body)
+        .await
+        .map_err(|e| unavailable(stream, e.to_string()))?;
+    let collect = async {
+        let mut batch = Batch::default();
+        while let Some(message) = replies.next().await {
+            let headers = message.headers.unwrap_or_default();
+            match message.status {
+                None => {
+                    let sequence = header_u64(&headers, "Nats-Sequence").unwrap_or(0);
+                    let subject = headers
+                        .get("Nats-Subject")
+                        .map(|v| v.as_str().to_owned())
+                        .unwrap_or_default();
+                    batch.events.push(IndexedEvent {
+                        subject,
+                        sequence,
+                        headers,
+                        payload: message.payload,
+                    });
+                }
+                // 204 EOB ends a batch; its pending count is what follows.
+                Some(status) if status.as_u16() == 204 => {
+                    batch.pending = header_u64(&headers, "Nats-Num-Pending").unwrap_or(0);
+                    return Ok(batch);
+                }
+                Some(StatusCode::NOT_FOUND) => return Ok(batch),
+                Some(StatusCode::NO_RESPONDERS) => {
+                    return Err(unavailable(stream, "no responders".to_owned()));
+                }
+                Some(status) => {
+                    return Err(IndexError::Refused {
+                        stream: stream.to_owned(),
+                        status: status.as_u16(),
+                        description: message.description.unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        Err(unavailable(
+            stream,
+            "the reply subscription ended".to_owned(),
+        ))
+    };
+    let result = tokio::time::timeout(READ_TIMEOUT, collect)
+        .await
+        .unwrap_or_else(|_| Err(unavailable(stream, "timed out".to_owned())));
+    // Dropping the subscriber unsubscribes; say so at once on success too.
+    let _ = replies.unsubscribe().await;
+    result
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.as_str().parse().ok()
+}
