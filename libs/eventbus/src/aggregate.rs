@@ -599,8 +599,9 @@ impl<K: Kind> AggregateStore<K> {
     ///
     /// The old events stay where they are. A run can be repeated and
     /// resumed: an aggregate already under the new layout is left alone
-    /// (optimistic concurrency refuses a second first event). Run it while
-    /// no service writes the stream.
+    /// (optimistic concurrency refuses a second first event), unless a run
+    /// stopped between its two copies, whose last is then copied. Run it
+    /// while no service writes the stream.
     pub async fn migrate_legacy(&self) -> Result<Migration, StoreError> {
         let js = self.store.jetstream();
         let legacy = format!("{}.*", K::PREFIX);
@@ -635,8 +636,18 @@ impl<K: Kind> AggregateStore<K> {
         };
         for id in order {
             let (first, last) = bounds[&id];
-            if self.load(&id).await?.is_some() {
-                report.present += 1;
+            if let Some(present) = self.load(&id).await? {
+                // A run that stopped between an aggregate's two copies left
+                // its first one only: its state is still to be copied.
+                if first != last && self.behind_legacy(&present, last).await? {
+                    if self.copy_legacy(last, present.sequence).await?.is_some() {
+                        report.moved += 1;
+                    } else {
+                        report.unreadable += 1;
+                    }
+                } else {
+                    report.present += 1;
+                }
                 continue;
             }
             let mut expected = 0;
@@ -661,6 +672,22 @@ impl<K: Kind> AggregateStore<K> {
             }
         }
         Ok(report)
+    }
+
+    /// Whether `present`, an aggregate already under the new layout, is
+    /// older than its old-layout event at `sequence` (its last).
+    async fn behind_legacy(
+        &self,
+        present: &Versioned<K::State>,
+        sequence: u64,
+    ) -> Result<bool, StoreError> {
+        let js = self.store.jetstream();
+        let Some(event) = index::at_sequence(js, K::STREAM, sequence).await? else {
+            return Ok(false);
+        };
+        let ce_type = event.headers.get(CE_TYPE).map(|v| v.as_str());
+        Ok(K::decode(ce_type, &event.payload)
+            .is_ok_and(|old| K::version(&present.state) < K::version(&old)))
     }
 
     /// Copies the old-layout event at `sequence` to its new subject,

@@ -175,6 +175,32 @@ async fn old_subjects_are_migrated_once_and_the_services_finish_what_was_open() 
     )
     .await;
 
+    // A run that stopped after the paid order's first copy, before its
+    // last: the next run must still copy its state.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "interrupted-copy");
+    headers.insert("ce-id", format!("{paid}.created").as_str());
+    headers.insert("ce-type", OrderCreated::full_name().as_str());
+    headers.insert("Orderflow-Migrated-From", "orders.interrupted#1");
+    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+    headers.insert(
+        "Nats-Expected-Last-Subject-Sequence-Subject",
+        format!("orders.c-old~2Eone.{paid}.*").as_str(),
+    );
+    js.publish_with_headers(
+        format!("orders.c-old~2Eone.{paid}.created"),
+        headers,
+        OrderCreated {
+            order: Some(order(paid, OrderStatus::PendingPayment, 1)),
+        }
+        .encode_to_vec()
+        .into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .expect("the interrupted run's copy is stored");
+
     // Payments first, then orders; a second run changes nothing.
     let moved = migrate("payment-service", &nats.url()).await;
     assert!(
@@ -254,11 +280,12 @@ async fn old_subjects_are_migrated_once_and_the_services_finish_what_was_open() 
     assert_eq!(
         listed,
         [
+            // Its first copy was stored before this run's copies.
+            (paid.to_owned(), OrderStatus::Confirmed as i32),
             (cancelled.to_owned(), OrderStatus::Cancelled as i32),
             (open.to_owned(), OrderStatus::Confirmed as i32),
-            (paid.to_owned(), OrderStatus::Confirmed as i32),
         ],
-        "every migrated order is listed, in creation order, in its current state"
+        "every migrated order is listed, in the order of its first copy, in its current state"
     );
 
     payments.stop().await.unwrap();
