@@ -262,7 +262,7 @@ impl EventStore {
         // carries is that span's.
         let headers = span.in_scope(|| event.headers(&self.source));
         let result = self
-            .publish_expecting(
+            .append_copy(
                 &event.subject,
                 headers,
                 event.payload.clone(),
@@ -297,20 +297,6 @@ impl EventStore {
     /// exists and only its place changes. No PRODUCER span: nothing is
     /// produced, and the copy keeps the original's trace context.
     pub async fn append_copy(
-        &self,
-        subject: &str,
-        headers: async_nats::HeaderMap,
-        payload: Bytes,
-        expected_sequence: u64,
-        guard: &str,
-    ) -> Result<Appended, AppendError> {
-        self.publish_expecting(subject, headers, payload, expected_sequence, guard)
-            .await
-    }
-
-    /// One acknowledged publish expecting the subjects matching `guard` to
-    /// end at `expected_sequence`.
-    async fn publish_expecting(
         &self,
         subject: &str,
         headers: async_nats::HeaderMap,

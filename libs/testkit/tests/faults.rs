@@ -588,15 +588,7 @@ async fn the_payment_binary_killed_mid_work_and_restarted_pays_every_order_exact
             .into_iter()
             .find(|m| m.header("ce-type").as_deref() == Some(OrderCreated::full_name().as_str()))
             .expect("a paid order has its OrderCreated");
-        let mut headers = async_nats::HeaderMap::new();
-        for (name, values) in original.headers.iter() {
-            let name: &str = name.as_ref();
-            if !name.starts_with("Nats-Expected") {
-                for value in values {
-                    headers.append(name, value.as_str());
-                }
-            }
-        }
+        let mut headers = original.redelivery_headers();
         headers.insert("Nats-Msg-Id", format!("lost-ack-{order_id}").as_str());
         js.publish_with_headers(
             format!("{}.replay", original.subject),

@@ -377,15 +377,7 @@ async fn a_redelivered_order_created_event_charges_once() {
     .unwrap();
     // The stored optimistic-concurrency headers stay behind: a redelivery
     // is not checked again.
-    let mut headers = async_nats::HeaderMap::new();
-    for (name, values) in original.headers.iter() {
-        let name: &str = name.as_ref();
-        if !name.starts_with("Nats-Expected") {
-            for value in values {
-                headers.append(name, value.as_str());
-            }
-        }
-    }
+    let mut headers = original.redelivery_headers();
     headers.insert("Nats-Msg-Id", "redelivery-copy");
     js.publish_with_headers(
         format!("{}.replay", original.subject),
