@@ -35,7 +35,10 @@ for arg in "$@"; do
 done
 
 repo=$(git -C "$(dirname "${BASH_SOURCE[0]}")/.." rev-parse --show-toplevel)
-commit=$(git -C "$repo" rev-parse --verify "$ref^{commit}")
+if ! commit=$(git -C "$repo" rev-parse --verify --quiet "$ref^{commit}"); then
+  echo "error: $ref names no commit of $repo" >&2
+  exit 2
+fi
 if [[ -n "$(git -C "$repo" status --porcelain)" ]]; then
   echo "note: the work tree has uncommitted changes; the clean room tests commit ${commit:0:12} only" >&2
 fi
@@ -55,6 +58,13 @@ trap cleanup EXIT
 # clippy (rustup's toolchain, not ~/.cargo/bin, which also holds whatever
 # `cargo install` put there), with rustup's home where it is.
 export RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
+# What a new machine has too; without one of them .ci/run cannot run here.
+for tool in cargo node npm python3 git; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "error: $tool is not on PATH; a CI machine has Rust, Node with npm, Python 3 and git" >&2
+    exit 1
+  fi
+done
 cargo_path=$(rustup which cargo 2>/dev/null || command -v cargo)
 toolchain_bin=$(dirname "$cargo_path")
 node_bin=$(dirname "$(command -v node)")

@@ -31,10 +31,16 @@ trap cleanup EXIT
 # Every check CI runs. A fixed list, so a check that goes missing fails the
 # run instead of silently dropping out of it.
 all_checks=(scripts/check-cookbook.py examples/python/check.sh examples/typescript/check.sh)
-checks=("$@")
-if [[ ${#checks[@]} -eq 0 ]]; then
-  checks=("${all_checks[@]}")
+wanted=("$@")
+if [[ ${#wanted[@]} -eq 0 ]]; then
+  wanted=("${all_checks[@]}")
 fi
+checks=()
+for check in "${wanted[@]}"; do
+  # Run as a path, never looked up on PATH.
+  [[ "$check" == */* ]] || check="./$check"
+  checks+=("$check")
+done
 for check in "${checks[@]}"; do
   if [[ ! -x "$check" ]]; then
     echo "error: example check $check is missing or not executable" >&2
@@ -98,7 +104,7 @@ done
 failed=0
 for check in "${checks[@]}"; do
   echo "==> example check: $check"
-  if "./$check"; then
+  if "$check"; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))

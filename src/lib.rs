@@ -66,7 +66,8 @@ pub mod contract {
 
     /// The first subject token of order events:
     /// `orders.<customer>.<order_id>.<event>`, where `<customer>` is the
-    /// customer id with `.` written as `~` and `<event>` one of
+    /// customer id with every byte other than ASCII letters, digits, `-` and
+    /// `_` written `~XX` (hex; `acme.eu` is `acme~2Eeu`) and `<event>` one of
     /// [`ORDER_EVENTS`].
     pub const ORDERS_PREFIX: &str = "orders";
     /// The first subject token of payment events:

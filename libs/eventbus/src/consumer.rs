@@ -202,7 +202,7 @@ impl DurableConsumer {
         let pause = Duration::from_millis(500);
         let mut consumer: Option<PullConsumer> = None;
         let order = Arc::new(SubjectOrder::default());
-        let lookahead = Lookahead::new();
+        let lookahead = Lookahead::new(spec.concurrency.max(1));
         // The backlog gauges are read on their own timer: they matter most
         // when the pull loop is stuck (breaker open, broker down).
         let backlog = tokio::spawn(watch_backlog(

@@ -149,6 +149,17 @@ pub struct ReceivedEvent {
 }
 
 impl ReceivedEvent {
+    /// Whether this is a copy of an event that consumers may already have
+    /// acted on: a dead letter replayed on `<subject>.replay`, or an event
+    /// of orderflow 0.1 copied by `migrate-subjects`. A handler treats it as
+    /// a repeat, whatever its delivery count says.
+    pub fn is_copy(&self) -> bool {
+        self.subject
+            .strip_suffix(crate::dead_letters::REPLAY_TOKEN)
+            .is_some_and(|rest| rest.ends_with('.'))
+            || self.headers.get(crate::aggregate::MIGRATED_FROM).is_some()
+    }
+
     /// Whether anything on this event's aggregate was stored behind it when
     /// it was delivered, as far as this replica can tell without asking the
     /// broker, waiting up to `wait` for deliveries on their way. A

@@ -158,6 +158,7 @@ async fn get_one(
             payload: message.payload,
         })),
         Some(StatusCode::NOT_FOUND) => Ok(None),
+        Some(StatusCode::NO_RESPONDERS) => Err(unavailable(stream, "no responders".to_owned())),
         Some(status) => Err(IndexError::Refused {
             stream: stream.to_owned(),
             status: status.as_u16(),
@@ -246,7 +247,9 @@ async fn read(js: &JetStream, stream: &str, body: Bytes) -> Result<Batch, IndexE
                 }
                 // 204 EOB ends a batch; its pending count is what follows.
                 Some(status) if status.as_u16() == 204 => {
-                    batch.pending = header_u64(&headers, "Nats-Num-Pending").unwrap_or(0);
+                    // Without the count, say "more may follow": the next
+                    // read finds out, where 0 would cut a list short.
+                    batch.pending = header_u64(&headers, "Nats-Num-Pending").unwrap_or(1);
                     return Ok(batch);
                 }
                 Some(StatusCode::NOT_FOUND) => return Ok(batch),

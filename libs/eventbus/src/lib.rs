@@ -102,7 +102,61 @@ pub fn jetstream(client: Client) -> JetStream {
         .build(client)
 }
 
+/// The oldest nats-server orderflow runs on: 2.11 brought
+/// `Nats-Expected-Last-Subject-Sequence-Subject` (optimistic concurrency
+/// over an aggregate's subjects) and batched direct gets (lists). An older
+/// server ignores the header, and every change of an aggregate would then
+/// look like a lost race.
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 11);
+
+/// Why the connected server cannot serve orderflow, if it cannot.
+pub fn check_server_version(client: &Client) -> Result<(), String> {
+    let version = client.server_info().version;
+    if supports(&version) {
+        Ok(())
+    } else {
+        let (major, minor) = MIN_SERVER_VERSION;
+        Err(format!(
+            "nats-server {version} is too old: orderflow needs {major}.{minor} or later \
+             (optimistic concurrency over an aggregate's subjects, batched direct gets); \
+             upgrade the server"
+        ))
+    }
+}
+
+/// Whether `version` (`2.15.1`, `2.11.0-RC.1`) is at least
+/// [`MIN_SERVER_VERSION`]; a version that does not parse is taken as new
+/// enough rather than refused.
+fn supports(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) >= MIN_SERVER_VERSION,
+        _ => true,
+    }
+}
+
 /// Whether the client is connected right now; health reporting polls it.
 pub fn is_connected(client: &Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn servers_before_2_11_are_too_old() {
+        for (version, ok) in [
+            ("2.15.1", true),
+            ("2.11.0", true),
+            ("v2.11.0-RC.1", true),
+            ("3.0.0", true),
+            ("2.10.24", false),
+            ("2.9.25", false),
+            ("nonsense", true),
+        ] {
+            assert_eq!(super::supports(version), ok, "{version}");
+        }
+    }
 }

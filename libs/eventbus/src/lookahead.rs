@@ -31,16 +31,16 @@ use tokio::sync::Notify;
 /// has been forgotten.
 const REMEMBERED: usize = 4096;
 
-/// The most messages behind a delivery worth waiting for: about what the
-/// pull loop reads ahead of the handlers. With more behind it (a backlog),
-/// they will not all be here soon, so the answer is "unknown" at once.
-const MOST_BEHIND: u64 = 256;
-
 /// What a replica received lately on one durable consumer.
 #[derive(Debug, Default)]
 pub struct Lookahead {
     state: Mutex<State>,
     arrived: Notify,
+    /// The most messages behind a delivery worth waiting for: what the pull
+    /// loop reads ahead of the handlers, its concurrency. With more behind
+    /// it (a backlog), they cannot all be here while this handler holds its
+    /// permit, so the answer is "unknown" at once.
+    most_behind: u64,
 }
 
 /// Kept so that every question is answered in constant time, however many
@@ -73,9 +73,13 @@ pub enum Behind {
 }
 
 impl Lookahead {
-    /// A lookahead shared by the pull loop and the handlers of a consumer.
-    pub fn new() -> Arc<Self> {
-        Arc::default()
+    /// A lookahead shared by the pull loop and the handlers of a consumer
+    /// that handles up to `concurrency` messages at once.
+    pub fn new(concurrency: usize) -> Arc<Self> {
+        Arc::new(Self {
+            most_behind: u64::try_from(concurrency).unwrap_or(u64::MAX),
+            ..Self::default()
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -87,10 +91,16 @@ impl Lookahead {
     pub fn record(&self, consumer_sequence: u64, aggregate: &str, first_delivery: bool) {
         {
             let mut state = self.lock();
-            if consumer_sequence != state.last + 1 || !first_delivery {
-                state.last_break = state.last_break.max(consumer_sequence);
+            if consumer_sequence <= state.last {
+                // The consumer's sequence started again (it was deleted and
+                // created anew, or the broker lost it): nothing recorded
+                // before says anything about these deliveries.
+                *state = State::default();
+                state.last_break = consumer_sequence;
+            } else if consumer_sequence != state.last + 1 || !first_delivery {
+                state.last_break = consumer_sequence;
             }
-            state.last = state.last.max(consumer_sequence);
+            state.last = consumer_sequence;
             let known = state.latest.insert(aggregate.to_owned(), consumer_sequence);
             if known.is_none() {
                 state.seen_order.push_back(aggregate.to_owned());
@@ -117,7 +127,7 @@ impl Lookahead {
         if pending == 0 {
             return Behind::NothingOnItsAggregate;
         }
-        if pending > MOST_BEHIND {
+        if pending > self.most_behind {
             return Behind::Unknown;
         }
         let last = consumer_sequence + pending;
@@ -166,7 +176,7 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_pending_is_nothing_behind() {
-        let look = Lookahead::new();
+        let look = Lookahead::new(64);
         assert_eq!(
             look.behind(7, 0, "orders.c.1", NO_WAIT).await,
             Behind::NothingOnItsAggregate
@@ -175,7 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_messages_behind_are_judged_once_all_are_here() {
-        let look = Lookahead::new();
+        let look = Lookahead::new(64);
         look.record(10, "orders.c.1", true);
         look.record(11, "orders.c.2", true);
         look.record(12, "orders.c.3", true);
@@ -192,7 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gap_or_a_redelivery_is_unknown() {
-        let look = Lookahead::new();
+        let look = Lookahead::new(64);
         look.record(20, "orders.c.1", true);
         look.record(22, "orders.c.2", true);
         assert_eq!(
@@ -210,8 +220,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_consumer_that_starts_again_is_judged_afresh() {
+        let look = Lookahead::new(64);
+        for sequence in 1..=50 {
+            look.record(sequence, "orders.c.old", true);
+        }
+        // Recreated: its sequences start again, and what follows 1 is not
+        // known yet.
+        look.record(1, "orders.c.1", true);
+        assert_eq!(
+            look.behind(1, 2, "orders.c.1", NO_WAIT).await,
+            Behind::Unknown
+        );
+    }
+
+    #[tokio::test]
     async fn a_wait_ends_when_the_missing_delivery_arrives_or_runs_out() {
-        let look = Lookahead::new();
+        let look = Lookahead::new(64);
         look.record(40, "orders.c.1", true);
         let waiting = {
             let look = look.clone();

@@ -36,6 +36,10 @@ pub fn decode(token: &str, filters: &str) -> Result<Option<String>, FieldViolati
     let mut parts = text.splitn(3, '\n');
     match (parts.next(), parts.next(), parts.next()) {
         (Some("v2"), Some(bound), Some(last)) if bound == filters => Ok(Some(last.to_owned())),
+        (Some("v1"), Some(_), Some(_)) => Err(FieldViolation::new(
+            "page_token",
+            "was issued by an earlier version of orderflow, whose lists were ordered otherwise; repeat the request without page_token",
+        )),
         (Some("v2"), Some(_), Some(_)) => Err(FieldViolation::new(
             "page_token",
             "was issued for other filters; repeat the request with the filters of the first page",

@@ -241,6 +241,7 @@ pub async fn connect_jetstream(
     name: &str,
 ) -> Result<(orderflow_eventbus::Client, orderflow_eventbus::JetStream), ServeError> {
     let client = connect_nats(&common.nats_url, &common.nats, name).await?;
+    orderflow_eventbus::check_server_version(&client).map_err(ServeError::JetStream)?;
     let js = orderflow_eventbus::jetstream(client.clone());
     orderflow_eventbus::ensure_streams(
         &js,

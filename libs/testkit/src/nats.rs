@@ -267,8 +267,8 @@ impl NatsServer {
             Some(managed) => managed,
             None => panic!(
                 "cannot {action} the external nats-server at {} \
-                 ({ENV_TEST_NATS_URL} is set); unset it to run fault tests, \
-                 or skip them when NatsServer::is_external() is true",
+                 ({ENV_TEST_NATS_URL} is set); a test that does this must \
+                 start its own server with NatsServer::start_own()",
                 self.url
             ),
         }

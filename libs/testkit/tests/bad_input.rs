@@ -2165,7 +2165,8 @@ const GARBAGE_EVENTS: usize = 32;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_events_are_dead_lettered_and_both_services_keep_serving() {
     record_service_panics();
-    let nats = NatsServer::start();
+    // A server of its own: the test reads whole streams.
+    let nats = NatsServer::start_own();
     let orders = spawn_order_service(&nats.url()).await;
     let payments = spawn_payment_service(&nats.url(), simulated_gateway(), &[]).await;
     let clients = Clients::connect(&orders, &payments).await;

@@ -343,7 +343,8 @@ async fn an_order_cancelled_after_payment_is_refunded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_order_created_event_charges_once() {
-    let nats = NatsServer::start();
+    // A server of its own: the test reads whole streams or counts every order.
+    let nats = NatsServer::start_own();
     let gateway = simulated_gateway();
     let orders = spawn_order_service(&nats.url()).await;
     let payments = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
@@ -569,7 +570,8 @@ async fn list_all_pages(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_orders_pages_and_filters_in_creation_order() {
-    let nats = NatsServer::start();
+    // A server of its own: the test reads whole streams or counts every order.
+    let nats = NatsServer::start_own();
     let orders = spawn_order_service(&nats.url()).await;
     let mut client = order_client(&orders).await;
     let mut created = Vec::new();

@@ -165,12 +165,6 @@ impl PaymentEvents {
         current(self.store.load_owned(customer_id, payment_id).await?)
     }
 
-    /// What this replica appended last to payment `payment_id`, if it
-    /// remembers (a stale memory is caught by optimistic concurrency).
-    pub fn recent(&self, payment_id: &str) -> Result<Option<Current>, PaymentError> {
-        current(self.store.recent(payment_id))
-    }
-
     /// Commits `event` with `payment` as the state after it, expecting the
     /// payment's subjects to end at `expected_sequence`.
     pub async fn append(

@@ -190,14 +190,15 @@ impl Payments {
             // Counted by docs/benchmarks.md's breakdown: each look is two
             // reads, four broker messages.
             tracing::debug!(order_id = %order.order_id, "looking at the payment and the cancellation before charging");
-            let existing = self
-                .events
-                .load_owned(&order.customer_id, &payment_id)
-                .await?;
+            // Two streams, two independent reads: at once.
+            let (existing, cancelled) = tokio::try_join!(
+                self.events.load_owned(&order.customer_id, &payment_id),
+                self.already_cancelled(order),
+            )?;
             if on_order_created(existing.map(|c| c.status)) == OnCreated::Nothing {
                 return Ok(());
             }
-            if self.already_cancelled(order).await? {
+            if cancelled {
                 let payment = new_payment(order, PaymentStatus::Voided);
                 return match self.events.append(PaymentEvent::Voided, &payment, 0).await {
                     Ok(_) | Err(AppendError::Conflict { .. }) => Ok(()),
@@ -482,10 +483,7 @@ impl EventHandler for OrderEventsHandler {
         // A replayed dead letter is a repeat by definition, and so is a copy
         // of an event of orderflow 0.1 (`migrate-subjects`): the payment and
         // a cancellation are looked at before charging (see `charge_order`).
-        let repeat = event.subject.ends_with(&format!(
-            ".{}",
-            orderflow_eventbus::dead_letters::REPLAY_TOKEN
-        )) || event.headers.get(aggregate::MIGRATED_FROM).is_some();
+        let repeat = event.is_copy();
         let order = if event.is::<OrderCreated>() {
             event.decode::<OrderCreated>().map(|e| (e.order, true))
         } else if event.is::<OrderCancelled>() {
