@@ -123,6 +123,88 @@ pub async fn last_for(
     get_one(js, stream, body.into()).await
 }
 
+/// The last message of `stream` on the subjects matching `filter`, asked of
+/// the stream's leader (`$JS.API.STREAM.MSG.GET`), or `None` when none
+/// matches there.
+///
+/// A direct get may be answered by a follower that has not stored the
+/// latest messages yet, so its "none" is not the truth on a replicated
+/// stream; the leader's is. Used to confirm a miss, not for every read.
+pub async fn last_for_on_leader(
+    js: &JetStream,
+    stream: &str,
+    filter: &str,
+) -> Result<Option<IndexedEvent>, IndexError> {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        message: Option<Stored>,
+        error: Option<ApiError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        subject: String,
+        seq: u64,
+        #[serde(default)]
+        hdrs: Option<String>,
+        #[serde(default)]
+        data: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ApiError {
+        code: u16,
+        #[serde(default)]
+        description: String,
+    }
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let body = serde_json::to_vec(&LastRequest {
+        last_by_subj: filter,
+    })
+    .map_err(|e| unavailable(stream, e.to_string()))?;
+    let client = js.client();
+    let request = client.request(format!("$JS.API.STREAM.MSG.GET.{stream}"), body.into());
+    let message = tokio::time::timeout(READ_TIMEOUT, request)
+        .await
+        .map_err(|_| unavailable(stream, "timed out".to_owned()))?
+        .map_err(|e| unavailable(stream, e.to_string()))?;
+    let reply: Reply = serde_json::from_slice(&message.payload)
+        .map_err(|e| unavailable(stream, format!("unreadable answer: {e}")))?;
+    match (reply.message, reply.error) {
+        (Some(stored), _) => {
+            let decode = |text: Option<String>| {
+                text.map_or(Ok(Vec::new()), |t| STANDARD.decode(t))
+                    .map_err(|e| unavailable(stream, format!("unreadable message: {e}")))
+            };
+            let headers = parse_headers(&decode(stored.hdrs)?);
+            Ok(Some(IndexedEvent {
+                subject: stored.subject,
+                sequence: stored.seq,
+                headers,
+                payload: decode(stored.data)?.into(),
+            }))
+        }
+        (None, Some(error)) if error.code == 404 => Ok(None),
+        (None, Some(error)) => Err(IndexError::Refused {
+            stream: stream.to_owned(),
+            status: error.code,
+            description: error.description,
+        }),
+        (None, None) => Err(unavailable(stream, "an empty answer".to_owned())),
+    }
+}
+
+/// The headers of a stored message's header block (`NATS/1.0` and then
+/// `Name: value` lines).
+fn parse_headers(block: &[u8]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let text = String::from_utf8_lossy(block);
+    for line in text.split("\r\n").skip(1) {
+        if let Some((name, value)) = line.split_once(':') {
+            headers.append(name.trim(), value.trim());
+        }
+    }
+    headers
+}
+
 /// The message of `stream` at `sequence`, or `None` when there is none.
 pub async fn at_sequence(
     js: &JetStream,
@@ -280,4 +362,18 @@ async fn read(js: &JetStream, stream: &str, body: Bytes) -> Result<Batch, IndexE
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.as_str().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_stored_header_block_is_read_back() {
+        let headers =
+            super::parse_headers(b"NATS/1.0\r\nce-type: a.B\r\nNats-Msg-Id: x.created\r\n\r\n");
+        assert_eq!(headers.get("ce-type").map(|v| v.as_str()), Some("a.B"));
+        assert_eq!(
+            headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+            Some("x.created")
+        );
+    }
 }

@@ -340,17 +340,26 @@ impl EventStore {
     /// customer), or `None` when there is none. Served by any replica of the
     /// stream (direct get).
     pub async fn load_last(&self, filter: &str) -> Result<Option<StoredEvent>, LoadError> {
-        Ok(crate::index::last_for(&self.js, &self.stream_name, filter)
+        let err = |e: crate::index::IndexError| LoadError {
+            subject: filter.to_owned(),
+            message: e.to_string(),
+        };
+        let mut found = crate::index::last_for(&self.js, &self.stream_name, filter)
             .await
-            .map_err(|e| LoadError {
-                subject: filter.to_owned(),
-                message: e.to_string(),
-            })?
-            .map(|event| StoredEvent {
-                sequence: event.sequence,
-                headers: event.headers,
-                payload: event.payload,
-            }))
+            .map_err(err)?;
+        if found.is_none() {
+            // A follower's "none" may be one that has not caught up; the
+            // leader's is the truth (an event the other service already
+            // acted on is never "not found").
+            found = crate::index::last_for_on_leader(&self.js, &self.stream_name, filter)
+                .await
+                .map_err(err)?;
+        }
+        Ok(found.map(|event| StoredEvent {
+            sequence: event.sequence,
+            headers: event.headers,
+            payload: event.payload,
+        }))
     }
 
     /// Every event on `subject` from stream sequence `from` on, as it is
