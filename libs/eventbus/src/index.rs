@@ -62,7 +62,7 @@ pub struct Batch {
 }
 
 /// Why a batched read failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum IndexError {
     /// NATS did not answer in time, or the connection failed.
     #[error("cannot read stream {stream}: {message}")]

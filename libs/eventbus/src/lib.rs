@@ -5,8 +5,8 @@
 //! trace context), how an event is committed (an acked publish with optimistic
 //! concurrency on the aggregate's own subject), how events are consumed
 //! (durable pull consumers with explicit acks, bounded redelivery and a
-//! dead-letter stream) and how list projections are kept (a KV bucket written
-//! with compare-and-set on the aggregate version).
+//! dead-letter stream), how an aggregate is rebuilt from its own subjects, and
+//! how lists are read from a stream's per-subject index (batched direct gets).
 //!
 //! It knows nothing of orders or payments: the services give it subjects,
 //! ids and prost messages.
@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod consumer;
 pub mod dead_letters;
 pub mod envelope;
+pub mod gather;
 pub mod identity;
 pub mod index;
 pub mod lookahead;

@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use orderflow_eventbus::{
-    AppendError, EventHandler, EventStore, JetStream, Outcome, ReceivedEvent, aggregate,
-    consumer::retry_delay, identity, lookahead::Behind,
+    AppendError, EventHandler, JetStream, Outcome, ReceivedEvent, aggregate, consumer::retry_delay,
+    gather::GatheredReads, identity, lookahead::Behind,
 };
 use orderflow_money::Money;
 use orderflow_proto::{
@@ -60,9 +60,24 @@ const MAX_ATTEMPTS: usize = 8;
 pub struct Payments {
     events: PaymentEvents,
     gateway: GatewayClient,
-    /// The ORDERS stream, read (never written) to check an order's latest
-    /// state before charging it.
-    orders: EventStore,
+    /// Cancellation subjects of ORDERS, read (never written) before
+    /// charging, the reads of concurrent charges gathered into one request.
+    cancellations: GatheredReads,
+}
+
+/// What a charge reads before calling the gateway (see
+/// [`Payments::charge_order`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Look {
+    /// Nothing: the first delivery of a creation with nothing on its order
+    /// stored behind it.
+    Nothing,
+    /// Whether the order was cancelled: a first delivery that may have a
+    /// cancellation stored behind it.
+    Cancellation,
+    /// The payment and the cancellation: a redelivery or a copy, whose
+    /// order may have been handled already.
+    PaymentAndCancellation,
 }
 
 fn new_payment(order: &order_pb::Order, status: PaymentStatus) -> pb::Payment {
@@ -94,17 +109,20 @@ impl Payments {
         Self {
             events,
             gateway,
-            orders: EventStore::new(js, ORDERS_STREAM, crate::events::SOURCE),
+            cancellations: GatheredReads::new(js, ORDERS_STREAM),
         }
     }
 
-    /// Whether the order has been cancelled: one direct get of its
-    /// cancellation subject (an order is cancelled at most once).
+    /// Whether the order has been cancelled: a read of its cancellation
+    /// subject (an order is cancelled at most once), gathered with those of
+    /// the other charges of the moment.
     ///
     /// Events of one order are handled in order, so when a cancellation is
     /// already in the stream behind the `OrderCreated` being handled, the
     /// charge would be refunded moments later; looking first avoids
-    /// charging at all.
+    /// charging at all. That is also why the read need not ask the stream's
+    /// leader: a replica that has not stored the cancellation yet costs a
+    /// charge and its refund, never a payment kept for a cancelled order.
     async fn already_cancelled(&self, order: &order_pb::Order) -> Result<bool, PaymentError> {
         let subject = aggregate::event_subject(
             ORDERS_PREFIX,
@@ -112,7 +130,12 @@ impl Payments {
             &order.order_id,
             "cancelled",
         );
-        Ok(self.orders.load_last(&subject).await?.is_some())
+        let found = self
+            .cancellations
+            .last(&subject)
+            .await
+            .map_err(|e| PaymentError::Unavailable(e.to_string()))?;
+        Ok(found.is_some())
     }
 
     /// The event store.
@@ -173,38 +196,43 @@ impl Payments {
 
     /// Charges a created order once and records the result.
     ///
-    /// With `look` false the caller knows that nothing about the order can
-    /// be in the streams yet (the first delivery of its creation, with
-    /// nothing stored behind it), so the payment and a cancellation are not
-    /// read first. Should a payment exist anyway (a creation published
-    /// twice outside the de-duplication window), the gateway answers the
-    /// repeated idempotency key with the first charge and the append loses
-    /// to the stored payment: nothing is charged twice.
+    /// `look` says what is read first. The payment is read only for a
+    /// delivery whose order may have been handled before (a redelivery or a
+    /// copy); on a first delivery a payment can exist only when a creation
+    /// was published twice outside the de-duplication window, and then the
+    /// gateway answers the repeated idempotency key with the first charge
+    /// and the append loses to the stored payment: nothing is charged twice.
     pub async fn charge_order(
         &self,
         order: &order_pb::Order,
-        look: bool,
+        look: Look,
     ) -> Result<(), PaymentError> {
         let payment_id = payment_id_for(&order.order_id).to_string();
-        if look {
-            // Counted by docs/benchmarks.md's breakdown: each look is two
-            // reads, four broker messages.
-            tracing::debug!(order_id = %order.order_id, "looking at the payment and the cancellation before charging");
-            // Two streams, two independent reads: at once.
-            let (existing, cancelled) = tokio::try_join!(
-                self.events.load_owned(&order.customer_id, &payment_id),
-                self.already_cancelled(order),
-            )?;
-            if on_order_created(existing.map(|c| c.status)) == OnCreated::Nothing {
-                return Ok(());
+        let cancelled = match look {
+            Look::Nothing => false,
+            Look::Cancellation => {
+                tracing::debug!(order_id = %order.order_id, "looking at the cancellation before charging");
+                self.already_cancelled(order).await?
             }
-            if cancelled {
-                let payment = new_payment(order, PaymentStatus::Voided);
-                return match self.events.append(PaymentEvent::Voided, &payment, 0).await {
-                    Ok(_) | Err(AppendError::Conflict { .. }) => Ok(()),
-                    Err(error) => Err(error.into()),
-                };
+            Look::PaymentAndCancellation => {
+                tracing::debug!(order_id = %order.order_id, "looking at the payment and the cancellation before charging");
+                // Two streams, two independent reads: at once.
+                let (existing, cancelled) = tokio::try_join!(
+                    self.events.load_owned(&order.customer_id, &payment_id),
+                    self.already_cancelled(order),
+                )?;
+                if on_order_created(existing.map(|c| c.status)) == OnCreated::Nothing {
+                    return Ok(());
+                }
+                cancelled
             }
+        };
+        if cancelled {
+            let payment = new_payment(order, PaymentStatus::Voided);
+            return match self.events.append(PaymentEvent::Voided, &payment, 0).await {
+                Ok(_) | Err(AppendError::Conflict { .. }) => Ok(()),
+                Err(error) => Err(error.into()),
+            };
         }
         let total = order.total.as_ref().ok_or_else(|| PaymentError::Corrupt {
             payment_id: payment_id.clone(),
@@ -515,8 +543,13 @@ impl EventHandler for OrderEventsHandler {
                 // behind it may skip the look; this replica usually knows
                 // that from what it was delivered next (`behind`), without
                 // asking the broker.
-                let look =
-                    repeat || event.behind(LOOKAHEAD_WAIT).await != Behind::NothingOnItsAggregate;
+                let look = if repeat || delivered > 1 {
+                    Look::PaymentAndCancellation
+                } else if event.behind(LOOKAHEAD_WAIT).await == Behind::NothingOnItsAggregate {
+                    Look::Nothing
+                } else {
+                    Look::Cancellation
+                };
                 outcome(
                     self.through_breaker(|| self.payments.charge_order(&order, look))
                         .await,
