@@ -203,6 +203,8 @@ impl DurableConsumer {
         let mut consumer: Option<PullConsumer> = None;
         let order = Arc::new(SubjectOrder::default());
         let lookahead = Lookahead::new(spec.concurrency.max(1));
+        // The CONSUMER span's name, formatted once rather than per message.
+        let span_name: Arc<str> = format!("process {}", spec.durable).into();
         // The backlog gauges are read on their own timer: they matter most
         // when the pull loop is stuck (breaker open, broker down).
         let backlog = tokio::spawn(watch_backlog(
@@ -264,13 +266,14 @@ impl DurableConsumer {
                 let handler = handler.clone();
                 let js = self.js.clone();
                 let spec = spec.clone();
+                let span_name = span_name.clone();
                 let turn = order.enter(aggregate);
                 let lookahead = lookahead.clone();
                 let order = order.clone();
                 tasks.spawn(async move {
                     // Events of one aggregate are handled in stream order.
                     turn.wait().await;
-                    process(&js, &spec, handler.as_ref(), message, lookahead).await;
+                    process(&js, &spec, &span_name, handler.as_ref(), message, lookahead).await;
                     order.leave(turn);
                     drop(permit);
                 });
@@ -383,6 +386,7 @@ async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
 async fn process<H: EventHandler>(
     js: &JetStream,
     spec: &ConsumerSpec,
+    span_name: &str,
     handler: &H,
     message: jetstream::Message,
     lookahead: Arc<Lookahead>,
@@ -414,7 +418,7 @@ async fn process<H: EventHandler>(
     };
     let span = tracing::info_span!(
         "nats.process",
-        otel.name = %format!("process {}", spec.durable),
+        otel.name = span_name,
         otel.kind = "consumer",
         messaging.system = "nats",
         messaging.operation.type = "process",

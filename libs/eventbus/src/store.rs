@@ -218,6 +218,8 @@ pub struct EventStore {
     js: JetStream,
     stream_name: String,
     source: String,
+    /// The PRODUCER span's name, formatted once rather than per append.
+    span_name: String,
 }
 
 impl EventStore {
@@ -227,6 +229,7 @@ impl EventStore {
         let stream_name = stream_name.into();
         Self {
             js,
+            span_name: format!("publish {stream_name}"),
             stream_name,
             source: source.into(),
         }
@@ -248,7 +251,7 @@ impl EventStore {
     ) -> Result<Appended, AppendError> {
         let span = tracing::info_span!(
             "nats.publish",
-            otel.name = %format!("publish {}", self.stream_name),
+            otel.name = self.span_name.as_str(),
             otel.kind = "producer",
             messaging.system = "nats",
             messaging.operation.type = "send",

@@ -93,3 +93,22 @@ where
         writeln!(writer, "{line}")
     }
 }
+
+/// The span-field format of the JSON layer: nothing.
+///
+/// A JSON line names its span and carries its trace ids, never the span's
+/// fields, yet the fmt layer formats every span's fields when the span is
+/// created, in case a line prints them. With this, creating a span costs the
+/// log layer no formatting.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSpanFields;
+
+impl<'writer> FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'writer>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
+}

@@ -236,6 +236,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .fmt_fields(crate::json_log::NoSpanFields)
             .event_format(crate::json_log::JsonWithTrace)
             .with_filter(filter)
             .boxed(),
