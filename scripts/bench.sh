@@ -18,6 +18,12 @@
 #   --create-only   start the order service without the payment service
 #                   (nothing else consumes its events) and measure
 #                   CreateOrder alone (orderflow-bench --create-only)
+#   --bare          start `orderflow-bench bare-order-server` instead of the
+#                   services: a bare CreateOrder handler that publishes one
+#                   message to a scratch stream and awaits its ack, nothing
+#                   else (the reference of issue 12's CreateOrder goal), and
+#                   measure it like --create-only, its pid as the order pid
+#                   (CPU per CreateOrder); not with --tracing or --full
 #   --debug         use the debug binaries (cargo build, no --release): for
 #                   the smoke test, never for figures
 #   --no-build      use the binaries as they are
@@ -25,8 +31,12 @@
 #                   time and idle RSS of both binaries, the main run with
 #                   --baseline and --sweep (writes docs/bench-latency.svg;
 #                   the sweep also bisects for the saga p99 goal), the
-#                   create-only run, then tracing off and tracing on; JSON
-#                   results go to target/bench/ and a summary table to stdout
+#                   create-only run, the same against the bare server
+#                   (--bare), then tracing off and tracing on; JSON results
+#                   go to target/bench/ and a summary table to stdout
+#
+# The services log as deploy/ runs them, LOG_FORMAT=json; set LOG_FORMAT=text
+# in the environment to measure the text format instead.
 #
 # Everything after `--` goes to orderflow-bench (see `orderflow-bench --help`),
 # e.g. `scripts/bench.sh -- --duration 30s --concurrency 64 --baseline`.
@@ -42,6 +52,7 @@ PROFILE=release
 BUILD=1
 FULL=0
 CREATE_ONLY=0
+BARE=0
 BENCH_ARGS=()
 while (($#)); do
   case "$1" in
@@ -50,6 +61,7 @@ while (($#)); do
       shift 2 || { echo "error: --tracing needs default, off or on" >&2; exit 2; }
       ;;
     --create-only) CREATE_ONLY=1; shift ;;
+    --bare) BARE=1; shift ;;
     --debug) PROFILE=debug; shift ;;
     --no-build) BUILD=0; shift ;;
     --full) FULL=1; shift ;;
@@ -72,6 +84,10 @@ case "$TRACING" in
   default | off | on) ;;
   *) echo "error: --tracing must be default, off or on (got '$TRACING')" >&2; exit 2 ;;
 esac
+if ((BARE)); then
+  [[ "$TRACING" == default ]] || { echo "error: the bare server does not trace; leave out --tracing" >&2; exit 2; }
+  ((!FULL)) || { echo "error: --full runs the bare server in a stage of its own; leave out --bare" >&2; exit 2; }
+fi
 
 OUT=target/bench
 LOGS=$OUT/logs
@@ -84,6 +100,8 @@ NATS_PID=""
 ORDER_PID=""
 PAYMENT_PID=""
 SINK_PID=""
+# What runs as the order service: order-service, or bare-order-server.
+ORDER_NAME="order-service"
 
 log() { echo "bench.sh: $*" >&2; }
 
@@ -150,12 +168,12 @@ stop_services() {
     order=$(cpu_seconds "$ORDER_PID")
     [[ -n "$PAYMENT_PID" ]] && payment=$(cpu_seconds "$PAYMENT_PID")
     [[ -n "$SINK_PID" ]] && sink=$(cpu_seconds "$SINK_PID")
-    log "CPU used: order-service $order s, payment-service $payment s"
+    log "CPU used: $ORDER_NAME $order s, payment-service $payment s"
     if [[ -n "$CPU_FILE" ]]; then
-      echo "{\"order_service_s\": $order, \"payment_service_s\": $payment, \"otlp_sink_s\": $sink}" >"$CPU_FILE"
+      echo "{\"order_service_s\": $order, \"order_process\": \"$ORDER_NAME\", \"payment_service_s\": $payment, \"otlp_sink_s\": $sink}" >"$CPU_FILE"
     fi
   fi
-  stop_pid order-service "$ORDER_PID"
+  stop_pid "$ORDER_NAME" "$ORDER_PID"
   stop_pid payment-service "$PAYMENT_PID"
   ORDER_PID="" PAYMENT_PID=""
 }
@@ -229,9 +247,11 @@ tracing_env() {
 start_service() {
   local name=$1 port pid
   port=$(free_port)
+  # Logs as deploy/ configures them (LOG_FORMAT=json) unless the caller
+  # says otherwise: the format changes what a span costs the log layer.
   # shellcheck disable=SC2046 # tracing_env gives separate NAME=value words
   env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_SDK_DISABLED $(tracing_env "$TRACING") \
-    NATS_URL="$NATS_URL" GRPC_ADDR="127.0.0.1:$port" \
+    LOG_FORMAT="${LOG_FORMAT:-json}" NATS_URL="$NATS_URL" GRPC_ADDR="127.0.0.1:$port" \
     "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
   pid=$!
   local deadline=$((SECONDS + 60))
@@ -250,15 +270,40 @@ start_service() {
   esac
 }
 
+# Starts `orderflow-bench bare-order-server` on a free port as the order
+# service (ORDER_PID, ORDER_PORT) and waits for SERVING, asked with the order
+# service's probe as the services are.
+start_bare() {
+  local port pid
+  port=$(free_port)
+  "$BIN/orderflow-bench" bare-order-server --nats-url "$NATS_URL" --listen "127.0.0.1:$port" \
+    >"$LOGS/bare-order-server.log" 2>&1 &
+  pid=$!
+  # Known at once, so the EXIT trap stops it also when it never serves.
+  ORDER_NAME=bare-order-server ORDER_PID=$pid
+  local deadline=$((SECONDS + 60))
+  until "$BIN/order-service" probe --addr "127.0.0.1:$port" --timeout-ms 1000 >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
+      log "bare-order-server did not become SERVING; the end of $LOGS/bare-order-server.log:"
+      tail -n 20 "$LOGS/bare-order-server.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  check_pid orderflow-bench "$pid"
+  ORDER_PORT=$port
+}
+
 # A fresh broker and both services (only the order service when
-# $CREATE_ONLY), traced as $TRACING.
+# $CREATE_ONLY, only the bare server when $BARE), traced as $TRACING.
 start_stack() {
   local payment=running
   start_nats
   if [[ "$TRACING" == on ]]; then start_sink; fi
-  start_service order-service
-  if ((CREATE_ONLY)); then payment="not started"; else start_service payment-service; fi
-  log "nats $NATS_URL (monitor $NATS_MONITOR_URL), order-service 127.0.0.1:$ORDER_PORT, payment-service $payment, tracing $TRACING ($BIN)"
+  ORDER_NAME="order-service"
+  if ((BARE)); then start_bare; else start_service order-service; fi
+  if ((CREATE_ONLY || BARE)); then payment="not started"; else start_service payment-service; fi
+  log "nats $NATS_URL (monitor $NATS_MONITOR_URL), $ORDER_NAME 127.0.0.1:$ORDER_PORT, payment-service $payment, tracing $TRACING ($BIN)"
 }
 
 # Runs orderflow-bench against the running stack with arguments "$@", telling
@@ -267,7 +312,7 @@ start_stack() {
 bench() {
   local known=(--nats-monitor-url "$NATS_MONITOR_URL" --nats-pid "$NATS_PID" --order-pid "$ORDER_PID")
   if [[ -n "$PAYMENT_PID" ]]; then known+=(--payment-pid "$PAYMENT_PID"); fi
-  if ((CREATE_ONLY)); then known+=(--create-only); fi
+  if ((CREATE_ONLY || BARE)); then known+=(--create-only); fi
   "$BIN/orderflow-bench" --target "http://127.0.0.1:$ORDER_PORT" --nats-url "$NATS_URL" "${known[@]}" "$@"
 }
 
@@ -307,7 +352,7 @@ SWEEP_DURATION=${BENCH_SWEEP_DURATION:-6s}
 
 # Other work on the machine skews every figure; the summary shows the load.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-log "1/5 start to SERVING and idle RSS"
+log "1/6 start to SERVING and idle RSS"
 start_nats
 export NATS_URL
 for name in order-service payment-service; do
@@ -315,7 +360,7 @@ for name in order-service payment-service; do
 done
 stop_stack
 
-log "2/5 main run: closed loop, baseline, sweep and saga p99 bisection (tracing default)"
+log "2/6 main run: closed loop, baseline, sweep and saga p99 bisection (tracing default)"
 TRACING=default
 start_stack
 bench --duration "$DURATION" --baseline --sweep --sweep-duration "$SWEEP_DURATION" \
@@ -323,7 +368,7 @@ bench --duration "$DURATION" --baseline --sweep --sweep-duration "$SWEEP_DURATIO
 CPU_FILE=$OUT/cpu-main.json
 stop_stack
 
-log "3/5 CreateOrder alone: order-service without payment-service (tracing default)"
+log "3/6 CreateOrder alone: order-service without payment-service (tracing default)"
 CREATE_ONLY=1
 start_stack
 bench --duration "$DURATION" --baseline --label create-only --json "${BENCH_ARGS[@]}" >"$OUT/create-only.json"
@@ -331,14 +376,22 @@ CPU_FILE=$OUT/cpu-create-only.json
 stop_stack
 CREATE_ONLY=0
 
-log "4/5 tracing off (OTEL_SDK_DISABLED=true)"
+log "4/6 the reference: a bare CreateOrder handler (orderflow-bench bare-order-server) instead of the services"
+BARE=1
+start_stack
+bench --duration "$DURATION" --baseline --label bare --json "${BENCH_ARGS[@]}" >"$OUT/bare.json"
+CPU_FILE=$OUT/cpu-bare.json
+stop_stack
+BARE=0
+
+log "5/6 tracing off (OTEL_SDK_DISABLED=true)"
 TRACING=off
 start_stack
 bench --duration "$DURATION" --baseline --label tracing-off --json "${BENCH_ARGS[@]}" >"$OUT/tracing-off.json"
 CPU_FILE=$OUT/cpu-tracing-off.json
 stop_stack
 
-log "5/5 tracing on (OTLP/gRPC export of every span to otlp-sink)"
+log "6/6 tracing on (OTLP/gRPC export of every span to otlp-sink)"
 TRACING=on
 start_stack
 bench --duration "$DURATION" --baseline --label tracing-on --json "${BENCH_ARGS[@]}" >"$OUT/tracing-on.json"
@@ -357,7 +410,7 @@ import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 load = lambda name: json.loads((out / name).read_text())
 main, off, on = load("main.json"), load("tracing-off.json"), load("tracing-on.json")
-create_only = load("create-only.json")
+create_only, bare = load("create-only.json"), load("bare.json")
 sink = load("otlp-sink.json")
 startup = {n: load(f"startup-{n}.json") for n in ("order-service", "payment-service")}
 r = main["ratios"]
@@ -382,19 +435,25 @@ print(f"| highest open-loop rate with saga p99 <= {num(main.get('slo_p99_ms'), '
 c = create_only
 print(f"| CreateOrder alone (no payment service), {c['concurrency']} in flight | {c['create_rps']:.0f}/s, p99 {c['create_p99_ms']:.2f} ms | "
       f"{num((c.get('ratios') or {}).get('create_vs_baseline'), '.3f')} | >= 0.30 |")
+b = bare
+c_ratio, b_ratio = ((x.get("ratios") or {}).get("create_vs_baseline") for x in (c, b))
+of_bare = c_ratio / b_ratio if c_ratio and b_ratio else None
+print(f"| CreateOrder alone ÷ raw, bare tonic handler (reference), {b['concurrency']} in flight | {b['create_rps']:.0f}/s, p99 {b['create_p99_ms']:.2f} ms "
+      f"(its raw publish: {num(b.get('baseline_publish_rps'))}/s; the order service reaches {num(of_bare, '.2f')} of its ratio) | {num(b_ratio, '.3f')} | |")
 def broker(report, unit):
     m = report.get(f"broker_msgs_per_{unit}")
     if m is None:
         return "-"
     g = lambda k: report.get(f"broker_{k}_per_{unit}")
     return f"{m:.1f} ({g('in_msgs'):.1f} in, {g('out_msgs'):.1f} out); {g('in_bytes'):.0f} B in, {g('out_bytes'):.0f} B out"
-def cpu_text(report, unit):
+def cpu_text(report, unit, names={}):
     c = report.get(f"cpu_us_per_{unit}") or {}
-    return ", ".join(f"{k.replace('_', '-')} {v:.0f} us" for k, v in c.items()) or "-"
+    return ", ".join(f"{names.get(k, k.replace('_', '-'))} {v:.0f} us" for k, v in c.items()) or "-"
 print(f"| broker messages per saga (main run, observer left out) | {broker(main, 'saga')} | | <= 12 msgs, <= 2.5 KB out |")
 print(f"| broker messages per CreateOrder (create-only run) | {broker(create_only, 'create')} | | |")
 print(f"| CPU per saga in the window (main run) | {cpu_text(main, 'saga')} | | |")
 print(f"| CPU per CreateOrder in the window (create-only run) | {cpu_text(create_only, 'create')} | | |")
+print(f"| CPU per CreateOrder, bare handler (reference run) | {cpu_text(bare, 'create', {'order_service': 'bare-order-server'})} | | |")
 t_off, t_on = off["create_rps"], on["create_rps"]
 s_off, s_on = off["saga_rps"], on["saga_rps"]
 print(f"| tracing on / off, CreateOrder | {t_on:.0f} / {t_off:.0f} per s = {t_on / t_off:.3f} (vs raw: {on['ratios']['create_vs_baseline']:.3f} / {off['ratios']['create_vs_baseline']:.3f}) | | |")
@@ -411,7 +470,7 @@ for name, s in startup.items():
     print(f"| {name} start to SERVING (median of {len(s['runs'])}) | {s['median_start_to_serving_ms']:.1f} ms | | <= 20 ms |")
     print(f"| {name} idle RSS (median) | {s['median_idle_rss_mib']:.1f} MiB | | <= 12 MB |")
 print()
-print(f"errors: main {main['errors']}, create-only {create_only['errors']}, tracing off {off['errors']}, tracing on {on['errors']}")
+print(f"errors: main {main['errors']}, create-only {create_only['errors']}, bare {bare['errors']}, tracing off {off['errors']}, tracing on {on['errors']}")
 print(f"otlp-sink: {sink['spans']} spans in {sink['trace_exports']} exports {sink['spans_by_service']}, {sink['metric_points']} metric points; "
       f"{sink['spans'] / max(1, on['sagas_observed_total']):.1f} spans per saga")
 print()

@@ -9,6 +9,10 @@
 //! de-duplication window, direct get), and each message goes to a subject of
 //! its own, as each order has one. Nothing else (no headers, no
 //! optimistic-concurrency check) is added: this is the ceiling.
+//!
+//! [`create_scratch_stream`] is also the stream of `bare-order-server`
+//! ([`crate::bare_server`]), so the two references write to the same kind of
+//! stream as the order service does.
 
 use std::{
     sync::{
@@ -61,11 +65,25 @@ pub async fn run(
     duration: Duration,
 ) -> Result<BaselineReport, String> {
     let js = jetstream::new(client);
-    // A stream left by an interrupted run would hold old messages.
-    let _ = js.delete_stream(STREAM).await;
+    create_scratch_stream(&js, STREAM, SUBJECTS).await?;
+    let result = publish(&js, in_flight, payload_bytes, warmup, duration).await;
+    delete_scratch_stream(&js, STREAM).await;
+    Ok(result)
+}
+
+/// Creates the scratch stream `name` on `subjects`, configured like `ORDERS`
+/// (file storage, one replica, a 10-minute de-duplication window, direct
+/// get), after deleting any stream of that name: one left by an interrupted
+/// run would hold old messages.
+pub async fn create_scratch_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &str,
+) -> Result<(), String> {
+    let _ = js.delete_stream(name).await;
     js.create_stream(Config {
-        name: STREAM.into(),
-        subjects: vec![SUBJECTS.into()],
+        name: name.into(),
+        subjects: vec![subjects.into()],
         storage: StorageType::File,
         num_replicas: 1,
         duplicate_window: Duration::from_secs(600),
@@ -73,13 +91,16 @@ pub async fn run(
         ..Default::default()
     })
     .await
-    .map_err(|e| format!("cannot create the baseline stream {STREAM}: {e}"))?;
+    .map(drop)
+    .map_err(|e| format!("cannot create the scratch stream {name}: {e}"))
+}
 
-    let result = publish(&js, in_flight, payload_bytes, warmup, duration).await;
-    if let Err(e) = js.delete_stream(STREAM).await {
-        eprintln!("warning: could not delete the baseline stream {STREAM}: {e}");
+/// Deletes the scratch stream `name`; a failure is only warned about, as
+/// the next [`create_scratch_stream`] deletes it anyway.
+pub async fn delete_scratch_stream(js: &jetstream::Context, name: &str) {
+    if let Err(e) = js.delete_stream(name).await {
+        eprintln!("warning: could not delete the scratch stream {name}: {e}");
     }
-    Ok(result)
 }
 
 async fn publish(

@@ -5,12 +5,14 @@
 //! orderflow-bench otlp-sink --addr A   an OTLP/gRPC receiver that counts spans and discards them
 //! orderflow-bench startup --bin PATH   start-to-SERVING time and idle RSS of a service binary
 //! orderflow-bench plot --from R.json   redraw the sweep's SVG from a saved report
+//! orderflow-bench bare-order-server    a bare CreateOrder (publish, await the ack): the reference
 //! ```
 //!
 //! `scripts/bench.sh` starts a broker and both services and runs all of it;
 //! `docs/benchmarks.md` explains the method and shows the figures. This file
 //! is the command line only; each job lives in its own module.
 
+mod bare_server;
 mod baseline;
 mod bench;
 mod cost;
@@ -86,6 +88,19 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve a bare OrderService.CreateOrder (publish one OrderCreated to a
+    /// scratch stream, await the ack, answer; nothing else) and
+    /// grpc.health.v1, until SIGTERM or Ctrl-C: the reference the order
+    /// service's CreateOrder is compared with (`scripts/bench.sh --bare`).
+    BareOrderServer {
+        /// The NATS server of the scratch stream `BENCH_BARE`.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Where to listen; with port 0 a free one, the bound address is
+        /// printed to stderr as `bare-order-server: listening on ADDR`.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
     },
 }
 
@@ -195,7 +210,8 @@ pub struct RunArgs {
 pub struct Fractions(pub Vec<f64>);
 
 /// The services' allocator, so the load generator spends as little CPU as
-/// they do per message and leaves the rest of the machine to them.
+/// they do per message and leaves the rest of the machine to them, and so
+/// `bare-order-server` allocates as the order service does.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -212,6 +228,9 @@ async fn main() -> ExitCode {
             idle,
             json,
         }) => startup_command(&binary, runs, idle, json).await,
+        Some(Command::BareOrderServer { nats_url, listen }) => {
+            bare_server::run(&nats_url, listen).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

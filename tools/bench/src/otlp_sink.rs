@@ -128,8 +128,8 @@ impl MetricsService for Sink {
     }
 }
 
-/// Waits for SIGTERM or Ctrl-C.
-async fn stopped() {
+/// Waits for SIGTERM or Ctrl-C (also how `bare-order-server` stops).
+pub(crate) async fn stopped() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
