@@ -8,8 +8,7 @@ the real binaries do:
 * every Deployment of a service: its gRPC probes use the port the binary
   listens on (GRPC_ADDR as configured, else the default that `--help`
   prints), readiness asks the health service "" and liveness asks "liveness"
-  (the names of the public contract in the README and its Health
-  section), the startup probe allows enough time, terminationGracePeriodSeconds
+  (the names of the public contract, docs/contract.md "Health"), the startup probe allows enough time, terminationGracePeriodSeconds
   outlasts the preStop pause plus SHUTDOWN_TIMEOUT_SECS, the security context
   is the restricted one, resources have requests and limits;
 * the configuration: every variable set is one that `--help` lists (the
@@ -63,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The Deployments, each named after the binary it runs and the image
 # orderflow/<name> that deploy/docker/Dockerfile builds.
 SERVICES = ("order-service", "payment-service")
-# Health service names of the public contract (README "Health"):
+# Health service names of the public contract (docs/contract.md "Health"):
 # "" follows readiness (NATS connected, streams reachable), "liveness" follows
 # the process and stays SERVING through a broker outage.
 READINESS_SERVICE = ""

@@ -47,7 +47,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub use prost::Name;
 
 /// Names of the event contract shared by both services: streams and
-/// subjects. Other programs rely on them (README, "Events").
+/// subjects. Other programs rely on them (docs/events.md, docs/contract.md).
 pub mod contract {
     /// The stream of order events.
     pub const ORDERS_STREAM: &str = "ORDERS";

@@ -1,12 +1,14 @@
 //! Durable pull consumers: at-least-once delivery, effectively-once effects.
 //!
-//! Decision 2 of DESIGN.md. Every replica of a service pulls from the same
-//! durable consumer, so JetStream spreads the work and remembers progress
-//! across restarts. A message is acked only after its handler finished; a
-//! transient failure is NAKed with a delay (redelivered later), and a message
-//! that can never succeed — undecodable, of an unknown type, or still failing
-//! at the last allowed delivery — is copied to the dead-letter stream with the
-//! reason in its headers before it is terminated. Nothing is dropped.
+//! Decision 2 of docs/contract.md (at-least-once delivery, effectively-once
+//! effects: a repeated delivery never repeats an effect). Every replica of a
+//! service pulls from the same durable consumer, so JetStream spreads the
+//! work and remembers progress across restarts. A message is acked only after
+//! its handler finished; a transient failure is NAKed with a delay
+//! (redelivered later), and a message that can never succeed — undecodable,
+//! of an unknown type, or still failing at the last allowed delivery — is
+//! copied to the dead-letter stream with the reason in its headers before it
+//! is terminated. Nothing is dropped.
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 

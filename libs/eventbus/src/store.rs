@@ -1,11 +1,13 @@
 //! Appending events (the commit) and reading an aggregate's last event (its
 //! current state).
 //!
-//! Decision 1 of DESIGN.md: the event is the commit. An append succeeds only
-//! when JetStream has acked it, and only when the aggregate's subject still
-//! ends at the sequence the caller read (`Nats-Expected-Last-Subject-Sequence`),
-//! so two writers can never both act on the same state. `Nats-Msg-Id` makes a
-//! retried append of the same event a no-op.
+//! Decision 1 of docs/contract.md (JetStream is the system of record, so no
+//! state change can be stored without its event): the event is the commit. An
+//! append succeeds only when JetStream has acked it, and only when the
+//! aggregate's subject still ends at the sequence the caller read
+//! (`Nats-Expected-Last-Subject-Sequence`), so two writers can never both act
+//! on the same state. `Nats-Msg-Id` makes a retried append of the same event
+//! a no-op.
 
 use std::time::Duration;
 

@@ -275,7 +275,7 @@ async fn api_calls_need_a_valid_token_and_admin_methods_the_admin_role() {
 
     let clerk = token("clerk", &["orders"], 300, SECRET);
     // The admin's token comes from the documented development script, so
-    // the README's way of getting one is tested too.
+    // docs/security.md's way of getting one is tested too.
     let admin = mint_with_script(&secret_file, "ops", "admin");
     let expired = token("clerk", &["admin"], -300, SECRET);
     let forged = token(

@@ -23,7 +23,7 @@ use orderflow_testkit::{
 
 const BINARY: &str = env!("CARGO_BIN_EXE_order-service");
 
-/// The defaults README.md's configuration tables promise for the order
+/// The defaults docs/configuration.md promises for the order
 /// service, pinned here so that a default dropped from the definitions (and
 /// so from `--help`) fails too, not only one dropped on the way to the text.
 const DOCUMENTED_DEFAULTS: &[(&str, &str)] = &[
