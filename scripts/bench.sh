@@ -243,6 +243,22 @@ tracing_env() {
   esac
 }
 
+# Waits until what runs as $1 (pid $2) answers SERVING on port $3, asked
+# with the order service's probe (any gRPC health server answers it); exits
+# with the end of its log when it dies first or takes over a minute.
+wait_serving() {
+  local name=$1 pid=$2 port=$3
+  local deadline=$((SECONDS + 60))
+  until "$BIN/order-service" probe --addr "127.0.0.1:$port" --timeout-ms 1000 >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
+      log "$name did not become SERVING; the end of $LOGS/$name.log:"
+      tail -n 20 "$LOGS/$name.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
 # Starts service $1 on a free port, waits for SERVING; sets ${1}_PORT.
 start_service() {
   local name=$1 port pid
@@ -254,15 +270,7 @@ start_service() {
     LOG_FORMAT="${LOG_FORMAT:-json}" NATS_URL="$NATS_URL" GRPC_ADDR="127.0.0.1:$port" \
     "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
   pid=$!
-  local deadline=$((SECONDS + 60))
-  until "$BIN/$name" probe --addr "127.0.0.1:$port" --timeout-ms 1000 >/dev/null 2>&1; do
-    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
-      log "$name did not become SERVING; the end of $LOGS/$name.log:"
-      tail -n 20 "$LOGS/$name.log" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
+  wait_serving "$name" "$pid" "$port"
   check_pid "$name" "$pid"
   case "$name" in
     order-service) ORDER_PID=$pid ORDER_PORT=$port ;;
@@ -281,15 +289,7 @@ start_bare() {
   pid=$!
   # Known at once, so the EXIT trap stops it also when it never serves.
   ORDER_NAME=bare-order-server ORDER_PID=$pid
-  local deadline=$((SECONDS + 60))
-  until "$BIN/order-service" probe --addr "127.0.0.1:$port" --timeout-ms 1000 >/dev/null 2>&1; do
-    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
-      log "bare-order-server did not become SERVING; the end of $LOGS/bare-order-server.log:"
-      tail -n 20 "$LOGS/bare-order-server.log" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
+  wait_serving bare-order-server "$pid" "$port"
   check_pid orderflow-bench "$pid"
   ORDER_PORT=$port
 }

@@ -103,6 +103,28 @@ struct BareOrders {
     ids: Arc<Ids>,
 }
 
+/// The `OrderCreated` of a new order for `request`: what the order service
+/// commits, without the total (the bench's own size estimate uses it too).
+pub fn created_event(
+    order_id: String,
+    request: CreateOrderRequest,
+    now: prost_types::Timestamp,
+) -> OrderCreated {
+    OrderCreated {
+        order: Some(Order {
+            order_id,
+            customer_id: request.customer_id,
+            items: request.items,
+            status: OrderStatus::PendingPayment as i32,
+            create_time: Some(now),
+            update_time: Some(now),
+            request_id: request.request_id,
+            version: 1,
+            ..Default::default()
+        }),
+    }
+}
+
 fn unimplemented<T>(method: &str) -> Result<T, Status> {
     Err(Status::unimplemented(format!(
         "bare-order-server implements CreateOrder only, not {method}"
@@ -121,19 +143,7 @@ impl OrderService for BareOrders {
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, order_id.as_str());
         let now = prost_types::Timestamp::from(SystemTime::now());
-        let event = OrderCreated {
-            order: Some(Order {
-                order_id,
-                customer_id: request.customer_id,
-                items: request.items,
-                status: OrderStatus::PendingPayment as i32,
-                create_time: Some(now),
-                update_time: Some(now),
-                request_id: request.request_id,
-                version: 1,
-                ..Default::default()
-            }),
-        };
+        let event = created_event(order_id, request, now);
         let payload = Bytes::from(event.encode_to_vec());
         // The first await sends, the second waits for the ack.
         self.js

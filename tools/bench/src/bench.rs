@@ -18,7 +18,6 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use orderflow_proto::order::v1::{Order, OrderCreated, OrderStatus};
 use prost::Message as _;
 
 use crate::{
@@ -97,21 +96,8 @@ fn estimated_event_bytes(orders: &Orders) -> usize {
         seconds: 1_800_000_000,
         nanos: 123_456_789,
     };
-    OrderCreated {
-        order: Some(Order {
-            order_id: "00000000-0000-5000-8000-000000000000".into(),
-            customer_id: request.customer_id,
-            items: request.items,
-            total: None,
-            status: OrderStatus::PendingPayment as i32,
-            create_time: Some(now),
-            update_time: Some(now),
-            request_id: request.request_id,
-            version: 1,
-            ..Default::default()
-        }),
-    }
-    .encoded_len()
+    crate::bare_server::created_event("00000000-0000-5000-8000-000000000000".into(), request, now)
+        .encoded_len()
 }
 
 async fn nats(
