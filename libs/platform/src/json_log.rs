@@ -5,6 +5,12 @@
 //! `target`, the event's fields (`message` included), the current span's
 //! name, and the `trace_id` and `span_id` of the current span — the ids a
 //! trace backend shows, so a log line leads to its trace and back.
+//!
+//! `json-subscriber` writes the same ids, but its newest release (0.3)
+//! supports tracing-opentelemetry up to 0.33 and this workspace uses 0.34:
+//! adopting it would put a second tracing-opentelemetry in the build, whose
+//! span data the first never fills, so the ids would be missing. Re-check
+//! when it follows.
 
 use std::fmt;
 
