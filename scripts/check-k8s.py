@@ -8,8 +8,8 @@ the real binaries do:
 * every Deployment of a service: its gRPC probes use the port the binary
   listens on (GRPC_ADDR as configured, else the default that `--help`
   prints), readiness asks the health service "" and liveness asks "liveness"
-  (the names of the public contract, docs/contract.md "Health"), the startup probe allows enough time, terminationGracePeriodSeconds
-  outlasts the preStop pause plus SHUTDOWN_TIMEOUT_SECS, the security context
+  (the names of the public contract, docs/contract.md "Health"), the startup
+  probe allows enough time, terminationGracePeriodSeconds outlasts the preStop pause plus SHUTDOWN_TIMEOUT_SECS, the security context
   is the restricted one, resources have requests and limits;
 * the configuration: every variable set is one that `--help` lists (the
   binaries ignore unknown variables, so a typo would pass silently), and the
@@ -30,6 +30,10 @@ the real binaries do:
   STREAM_REPLICAS fits them; prod has a three-node cluster with routes to
   every pod, a PodDisruptionBudget keeping two, NATS_URL listing all three
   and STREAM_REPLICAS=3.
+
+Written here rather than taken from a manifest validator: a schema checker
+(kubeconform and the like) knows the Kubernetes API, not these promises, which
+are orderflow's and are checked against its own binaries.
 
 kubectl is required (it has kustomize built in); no cluster is contacted. The
 rendered YAML is turned into JSON by `kubectl label --local` (which never

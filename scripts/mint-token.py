@@ -13,6 +13,11 @@ AUTH_JWT_SECRET(_FILE). In production, tokens come from your identity
 provider and the services hold only its public key (AUTH_JWT_PUBLIC_KEY_FILE).
 Python 3 standard library only. The secret is read from a file so it never
 appears in the shell history or in `ps`.
+
+Signed with hmac here rather than with the jsonwebtoken crate the services
+verify with: an operator or a test gets a token without building the
+workspace, and the services' acceptance of these tokens is what
+libs/testkit/tests/security.rs tests (it mints with this script).
 """
 import argparse
 import base64
