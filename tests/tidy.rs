@@ -20,6 +20,13 @@
 //! * No domain module imports transport or wire types: the code of each
 //!   `services/*/src/domain.rs` and of `libs/money/src/` names none of
 //!   `tonic`, `async_nats`, `orderflow_proto` and `prost`.
+//! * Crates depend only downward: a package's `[dependencies]` and
+//!   `[build-dependencies]` name only the crates of ours that `CRATE_GRAPH`
+//!   (the graph of ARCHITECTURE.md) allows it.
+//! * Only libs/platform reads the environment in production code:
+//!   `env::var` and its kin, `set_var`, `remove_var` and `dotenvy` appear,
+//!   comments and strings aside, only in the files of `ENVIRONMENT_READERS`
+//!   (and in the bench, the testkit and `tests` directories).
 //! * Every `.rs` file starts with a `//!` header: its first non-empty line.
 //! * Nothing cites a file that is not in the repository. Read are whole
 //!   markdown files, and the comments of the other files: `//` and `/* */`
@@ -508,6 +515,163 @@ fn every_rust_file_starts_with_a_module_doc() {
     }
     fail_with(
         "a .rs file whose first non-empty line is not a //! header",
+        &offences,
+    );
+}
+
+/// The crates of ours each package may list in `[dependencies]` and
+/// `[build-dependencies]` (ARCHITECTURE.md's crate graph); dev-dependencies
+/// are free.
+const CRATE_GRAPH: &[(&str, &[&str])] = &[
+    ("orderflow-proto", &[]),
+    ("orderflow-money", &[]),
+    ("orderflow-eventbus", &[]),
+    (
+        "orderflow-platform",
+        &["orderflow-eventbus", "orderflow-proto"],
+    ),
+    (
+        "order-service",
+        &[
+            "orderflow-eventbus",
+            "orderflow-money",
+            "orderflow-platform",
+            "orderflow-proto",
+        ],
+    ),
+    (
+        "payment-service",
+        &[
+            "orderflow-eventbus",
+            "orderflow-money",
+            "orderflow-platform",
+            "orderflow-proto",
+        ],
+    ),
+    (
+        "orderflow-testkit",
+        &[
+            "order-service",
+            "orderflow-eventbus",
+            "orderflow-money",
+            "orderflow-platform",
+            "orderflow-proto",
+            "payment-service",
+        ],
+    ),
+    ("orderflow-bench", &["orderflow-proto"]),
+];
+
+#[test]
+fn crates_depend_only_downward() {
+    let ours: BTreeSet<&str> = CRATE_GRAPH.iter().map(|(name, _)| *name).collect();
+    let mut offences = Vec::new();
+    let mut packages = 0;
+    for file in repo_files().iter().filter(|f| f.name() == "Cargo.toml") {
+        let mut section = String::new();
+        let mut package = None;
+        for (n, line) in file.text().lines().enumerate() {
+            let line = line.trim();
+            if let Some(header) = line.strip_prefix('[') {
+                section = header.trim_end_matches(']').trim().to_owned();
+                continue;
+            }
+            let key = line.split(['=', '.', ' ']).next().unwrap_or("");
+            if section == "package" && key == "name" {
+                let name = line.split('"').nth(1).unwrap_or("").to_owned();
+                if !ours.contains(name.as_str()) {
+                    offences.push(format!(
+                        "{}:{}: package {name} is not in tests/tidy.rs's CRATE_GRAPH (nor ARCHITECTURE.md's)",
+                        file.path,
+                        n + 1
+                    ));
+                }
+                package = Some(name);
+                packages += 1;
+                continue;
+            }
+            let runtime = section == "dependencies"
+                || section == "build-dependencies"
+                || (section.ends_with(".dependencies") && !section.starts_with("workspace."))
+                || section.ends_with(".build-dependencies");
+            let Some(package) = package.as_deref() else {
+                continue;
+            };
+            if !runtime || !ours.contains(key) {
+                continue;
+            }
+            let allowed = CRATE_GRAPH
+                .iter()
+                .find(|(name, _)| *name == package)
+                .is_some_and(|(_, deps)| deps.contains(&key));
+            if !allowed {
+                offences.push(format!(
+                    "{}:{}: {package} depends on {key}",
+                    file.path,
+                    n + 1
+                ));
+            }
+        }
+    }
+    assert!(packages >= CRATE_GRAPH.len(), "found {packages} packages");
+    fail_with(
+        "a crate depends on one of ours that the crate graph does not allow",
+        &offences,
+    );
+}
+
+/// The production files that may read or write the process environment,
+/// and why (ARCHITECTURE.md, `libs/platform`).
+const ENVIRONMENT_READERS: &[(&str, &str)] = &[
+    (
+        "libs/platform/src/config.rs",
+        "ProcessEnv, the reader of every Var",
+    ),
+    (
+        "libs/platform/src/main_loop.rs",
+        "dotenvy, and the probe's address",
+    ),
+    (
+        "libs/platform/src/telemetry.rs",
+        "a service.instance.id in OTEL_RESOURCE_ATTRIBUTES",
+    ),
+    ("build.rs", "cargo's OUT_DIR"),
+];
+
+#[test]
+fn only_the_platform_configuration_reads_the_environment() {
+    let production = |path: &str| {
+        !path.starts_with("libs/testkit/")
+            && !path.starts_with("tools/bench/")
+            && !path.split('/').any(|segment| segment == "tests")
+    };
+    let mut offences = Vec::new();
+    for file in repo_files() {
+        if file.extension() != "rs"
+            || !production(&file.path)
+            || ENVIRONMENT_READERS
+                .iter()
+                .any(|(path, _)| *path == file.path)
+        {
+            continue;
+        }
+        let code = rust_code(file.text());
+        for call in [
+            "env::var",
+            "env::var_os",
+            "env::vars",
+            "env::vars_os",
+            "set_var",
+            "remove_var",
+            "dotenvy",
+        ] {
+            for line in word_lines(&code, call) {
+                offences.push(format!("{}:{line}: {call}", file.path));
+            }
+        }
+    }
+    fail_with(
+        "the environment read outside libs/platform's configuration (ENVIRONMENT_READERS)",
         &offences,
     );
 }
