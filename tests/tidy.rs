@@ -48,8 +48,8 @@
 //!     `node_modules` directory (build output) and `google/` protos (the
 //!     well-known types, outside by design).
 //!
-//!   Prose does not look like that, so the rule fails only on a path that is
-//!   wrong. The names of the three design notes that once lived outside the
+//!   Prose seldom looks like that, so a failure is nearly always a path that
+//!   is wrong, and a false one is fixed by writing the path out. The names of the three design notes that once lived outside the
 //!   repository are refused in every file, whatever the context
 //!   (`FOREIGN_DOCUMENTS`, spelled in pieces so this file does not name them).
 //! * A markdown link to an anchor (`page.md#heading`, `#heading`) names a
