@@ -1,9 +1,10 @@
 //! orderflow's event plumbing on NATS JetStream.
 //!
-//! This is the only crate that talks to async-nats. It knows how an event is
-//! framed (protobuf body, CloudEvents binary-mode headers, `Nats-Msg-Id`, W3C
-//! trace context), how an event is committed (an acked publish with optimistic
-//! concurrency on the aggregate's own subject), how events are consumed
+//! This is the only production crate that talks to async-nats (the bench and
+//! the test harness also do). It knows how an event is framed (protobuf body,
+//! CloudEvents binary-mode headers, `Nats-Msg-Id`, W3C trace context), how an
+//! event is committed (an acked publish with optimistic concurrency over all
+//! of the aggregate's subjects), how events are consumed
 //! (durable pull consumers with explicit acks, bounded redelivery and a
 //! dead-letter stream), how an aggregate is rebuilt from its own subjects, and
 //! how lists are read from a stream's per-subject index (batched direct gets).
