@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use orderflow_eventbus::ConsumerSpec;
-use orderflow_platform::{config::ServiceConfig, main_loop::Service, server};
+use orderflow_platform::{main_loop::Service, server, service_config::ServiceConfig};
 use orderflow_proto::{
     contract::PAYMENTS_STREAM, order::v1::order_service_server::OrderServiceServer,
 };

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use orderflow_eventbus::ConsumerSpec;
-use orderflow_platform::{config::ServiceConfig, main_loop::Service, server};
+use orderflow_platform::{main_loop::Service, server, service_config::ServiceConfig};
 use orderflow_proto::{
     contract::ORDERS_STREAM, payment::v1::payment_service_server::PaymentServiceServer,
 };
