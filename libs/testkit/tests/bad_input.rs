@@ -27,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use orderflow_eventbus::{aggregate::Kind, consumer::DEAD_LETTER_STREAM, envelope::headers};
+use orderflow_eventbus::{aggregate::Kind, envelope::headers, subject::DEAD_LETTER_STREAM};
 use orderflow_platform::{paging, server::MAX_REQUEST_BYTES};
 use orderflow_proto::{
     Name,

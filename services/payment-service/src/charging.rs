@@ -15,8 +15,8 @@
 use std::time::Duration;
 
 use orderflow_eventbus::{
-    AppendError, EventHandler, JetStream, Outcome, ReceivedEvent, aggregate, consumer::retry_delay,
-    gather::GatheredReads, identity, lookahead::Behind,
+    AppendError, EventHandler, JetStream, Outcome, ReceivedEvent, consumer::retry_delay,
+    gather::GatheredReads, identity, lookahead::Behind, subject::event_subject,
 };
 use orderflow_money::Money;
 use orderflow_proto::{
@@ -126,7 +126,7 @@ impl Payments {
     /// leader: a replica that has not stored the cancellation yet costs a
     /// charge and its refund, never a payment kept for a cancelled order.
     async fn already_cancelled(&self, order: &order_pb::Order) -> Result<bool, PaymentError> {
-        let subject = aggregate::event_subject(
+        let subject = event_subject(
             ORDERS_PREFIX,
             &order.customer_id,
             &order.order_id,
