@@ -1242,7 +1242,6 @@ fn simple_cycles(
 }
 
 #[test]
-#[ignore = "import cycles are removed on branch i13-b1; un-ignore after merging it"]
 fn no_import_cycle_between_the_modules_of_a_crate() {
     fail_with(
         "import cycles between the modules of a crate",

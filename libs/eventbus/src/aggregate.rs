@@ -5,6 +5,7 @@
 //! customer) and the event in the subject let consumers take only the events
 //! they act on (`filter_subjects`) and lists page through one owner's
 //! aggregates from the stream's own per-subject index ([`crate::index`]).
+//! [`crate::subject`] spells that layout.
 //! Optimistic concurrency covers the whole aggregate: an append expects the
 //! last sequence of `<prefix>.<owner>.<id>.*`
 //! (`Nats-Expected-Last-Subject-Sequence-Subject`, server 2.11+).
@@ -25,10 +26,14 @@ use bytes::Bytes;
 
 use crate::{
     JetStream,
-    envelope::{EventEnvelope, headers::CE_TYPE},
+    envelope::{
+        EventEnvelope,
+        headers::{CE_TYPE, MIGRATED_FROM},
+    },
     identity,
     index::{self, IndexError, IndexedEvent},
     store::{AppendError, Appended, EventStore, LoadError},
+    subject::{aggregate_filter, aggregate_key, any_owner_filter, event_subject, owner_token},
 };
 
 /// A kind of aggregate whose every event carries its whole state.
@@ -186,57 +191,6 @@ macro_rules! event_type {
             },
         }
     };
-}
-
-/// The subject token of an owner id: the id itself where it is made of
-/// ASCII letters, digits, `-` and `_` (`orders.c-1.>` is one customer's
-/// orders), and every other byte of its UTF-8 written `~XX` in upper-case
-/// hex (`a.b` is `a~2Eb`, `~` itself `~7E`).
-///
-/// Owner ids may hold any character but spaces and control characters,
-/// `.`, `*` and `>` among them, which would split a subject or make it a
-/// wildcard; the escape keeps every token one plain subject token, and the
-/// mapping one-to-one, so one owner's filter never matches another's
-/// subjects.
-pub fn owner_token(owner: &str) -> String {
-    use std::fmt::Write;
-    let mut token = String::with_capacity(owner.len());
-    for byte in owner.bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
-            token.push(char::from(byte));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(token, "~{byte:02X}");
-        }
-    }
-    token
-}
-
-/// The subject of `event` on aggregate `id` of `owner`.
-pub fn event_subject(prefix: &str, owner: &str, id: &str, event: &str) -> String {
-    format!("{prefix}.{}.{id}.{event}", owner_token(owner))
-}
-
-/// Every subject of aggregate `id` of `owner`: what optimistic concurrency
-/// guards and what its current state is read from.
-pub fn aggregate_filter(prefix: &str, owner: &str, id: &str) -> String {
-    format!("{prefix}.{}.{id}.*", owner_token(owner))
-}
-
-/// Every subject of aggregate `id`, whatever its owner.
-pub fn any_owner_filter(prefix: &str, id: &str) -> String {
-    format!("{prefix}.*.{id}.*")
-}
-
-/// The aggregate a subject belongs to: its first three tokens,
-/// `<prefix>.<owner>.<id>`, without the event token (and without the
-/// `.replay` of a replayed dead letter). Consumers keep each aggregate's
-/// events in order by it.
-pub fn aggregate_key(subject: &str) -> &str {
-    match subject.match_indices('.').nth(2) {
-        Some((end, _)) => &subject[..end],
-        None => subject,
-    }
 }
 
 /// An aggregate as last committed, with the stream sequence of that event,
@@ -540,12 +494,6 @@ impl<K: Kind> AggregateStore<K> {
     }
 }
 
-/// The header that marks an event copied from the subject layout of
-/// orderflow 0.1 (`<prefix>.<id>`) by [`AggregateStore::migrate_legacy`]:
-/// `<old subject>#<old sequence>`. A consumer that receives such a copy
-/// treats it as a repeat (it may have acted on the original).
-pub const MIGRATED_FROM: &str = "Orderflow-Migrated-From";
-
 /// What [`AggregateStore::migrate_legacy`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Migration {
@@ -826,77 +774,6 @@ impl<A: Clone> Recent<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The owner id a subject token stands for, or `None` when the token is
-    /// not one `owner_token` makes: the inverse the round trip is checked
-    /// against.
-    pub fn owner_of_token(token: &str) -> Option<String> {
-        let mut bytes = Vec::with_capacity(token.len());
-        let mut rest = token.as_bytes();
-        while let Some((&first, tail)) = rest.split_first() {
-            if first == b'~' {
-                let hex = tail.get(..2)?;
-                let text = std::str::from_utf8(hex).ok()?;
-                let byte = u8::from_str_radix(text, 16).ok()?;
-                // Only the bytes owner_token escapes, in its spelling.
-                if byte.is_ascii_alphanumeric()
-                    || byte == b'-'
-                    || byte == b'_'
-                    || text != text.to_uppercase()
-                {
-                    return None;
-                }
-                bytes.push(byte);
-                rest = &tail[2..];
-            } else if first.is_ascii_alphanumeric() || first == b'-' || first == b'_' {
-                bytes.push(first);
-                rest = tail;
-            } else {
-                return None;
-            }
-        }
-        String::from_utf8(bytes).ok()
-    }
-
-    #[test]
-    fn owner_tokens_round_trip_and_never_split_a_subject() {
-        for owner in [
-            "c-1",
-            "a.b.c",
-            "x_y-z.",
-            ".",
-            "a~b",
-            "*",
-            ">",
-            "é€😀",
-            "a@b.com",
-        ] {
-            let token = owner_token(owner);
-            assert!(
-                token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~')),
-                "{token}"
-            );
-            assert_eq!(owner_of_token(&token).as_deref(), Some(owner));
-        }
-        assert_ne!(owner_token("a.b"), owner_token("a~b"), "one-to-one");
-        assert_eq!(owner_token("c-1"), "c-1", "plain ids stay readable");
-        for foreign in ["a.b", "a~", "a~2", "a~2e", "a~41", "a*"] {
-            assert_eq!(owner_of_token(foreign), None, "{foreign}");
-        }
-        assert_eq!(
-            event_subject("orders", "a.b", "id-1", "created"),
-            "orders.a~2Eb.id-1.created"
-        );
-        assert_eq!(aggregate_filter("orders", "c-1", "id"), "orders.c-1.id.*");
-        assert_eq!(aggregate_key("orders.c-1.id.created"), "orders.c-1.id");
-        assert_eq!(
-            aggregate_key("orders.c-1.id.created.replay"),
-            "orders.c-1.id"
-        );
-        assert_eq!(aggregate_key("orders.c-1"), "orders.c-1");
-    }
 
     #[test]
     fn the_recent_map_keeps_the_newest_and_forgets_the_oldest_when_full() {

@@ -29,12 +29,8 @@ use crate::{
     envelope::{ReceivedEvent, headers},
     lookahead::Lookahead,
     propagation,
+    subject::{REPLAY_TOKEN, aggregate_key},
 };
-
-/// The stream that keeps dead letters, and its subject prefix.
-pub const DEAD_LETTER_STREAM: &str = "DEADLETTERS";
-/// Dead letters are published on `deadletter.<stream>.<consumer>`.
-pub const DEAD_LETTER_SUBJECTS: &str = "deadletter.>";
 
 /// How often the consumer backlog is read for the metrics.
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
@@ -129,12 +125,7 @@ impl ConsumerSpec {
     pub fn durable(stream: &str, durable: &str, subjects: &[&str]) -> Self {
         let filter_subjects = subjects
             .iter()
-            .flat_map(|s| {
-                [
-                    (*s).to_owned(),
-                    format!("{s}.{}", crate::dead_letters::REPLAY_TOKEN),
-                ]
-            })
+            .flat_map(|s| [(*s).to_owned(), format!("{s}.{REPLAY_TOKEN}")])
             .collect();
         Self {
             stream: stream.to_owned(),
@@ -258,7 +249,7 @@ impl DurableConsumer {
                 };
                 // Recorded before waiting for a permit: handlers in hand may
                 // be waiting to learn what was delivered behind them.
-                let aggregate = crate::aggregate::aggregate_key(message.subject.as_str());
+                let aggregate = aggregate_key(message.subject.as_str());
                 if let Ok(info) = message.info() {
                     lookahead.record(info.consumer_sequence, aggregate, info.delivered == 1);
                 }
@@ -308,7 +299,7 @@ async fn watch_backlog(js: JetStream, spec: Arc<ConsumerSpec>, shutdown: Cancell
 
 /// Keeps the events of one aggregate in stream order while events of
 /// different aggregates run concurrently. An aggregate is its subjects
-/// without the event token ([`crate::aggregate::aggregate_key`]), so
+/// without the event token ([`aggregate_key`]), so
 /// `orders.c-1.<id>.created` and `orders.c-1.<id>.cancelled` queue together.
 ///
 /// Without it, an `OrderCreated` and the `OrderCancelled` right behind it

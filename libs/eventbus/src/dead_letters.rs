@@ -23,15 +23,9 @@ use futures_util::StreamExt;
 
 use crate::{
     JetStream,
-    consumer::DEAD_LETTER_STREAM,
     envelope::headers::{self, MSG_ID},
+    subject::{DEAD_LETTER_STREAM, REPLAY_TOKEN},
 };
-
-/// The token appended to a dead letter's original subject to replay it.
-/// Durable consumers receive replays of the subjects they receive
-/// (`ConsumerSpec::durable`), and an aggregate's own subjects
-/// (`<prefix>.<owner>.<id>.<event>`) never match a replay's.
-pub const REPLAY_TOKEN: &str = "replay";
 
 /// Why a dead-letter operation failed.
 #[derive(Debug, thiserror::Error)]

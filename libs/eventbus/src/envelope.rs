@@ -41,6 +41,11 @@ pub mod headers {
     pub const ORIGINAL_CONSUMER: &str = "Orderflow-Original-Consumer";
     /// How many times a dead-lettered message was delivered.
     pub const DELIVERY_COUNT: &str = "Orderflow-Delivery-Count";
+    /// The header that marks an event copied from the subject layout of
+    /// orderflow 0.1 (`<prefix>.<id>`) by `AggregateStore::migrate_legacy`:
+    /// `<old subject>#<old sequence>`. A consumer that receives such a copy
+    /// treats it as a repeat (it may have acted on the original).
+    pub const MIGRATED_FROM: &str = "Orderflow-Migrated-From";
 }
 
 /// An event ready to be appended: its subject, its id and its encoded payload.
@@ -155,9 +160,9 @@ impl ReceivedEvent {
     /// a repeat, whatever its delivery count says.
     pub fn is_copy(&self) -> bool {
         self.subject
-            .strip_suffix(crate::dead_letters::REPLAY_TOKEN)
+            .strip_suffix(crate::subject::REPLAY_TOKEN)
             .is_some_and(|rest| rest.ends_with('.'))
-            || self.headers.get(crate::aggregate::MIGRATED_FROM).is_some()
+            || self.headers.get(headers::MIGRATED_FROM).is_some()
     }
 
     /// Whether anything on this event's aggregate was stored behind it when
@@ -173,7 +178,7 @@ impl ReceivedEvent {
                     .behind(
                         self.consumer_sequence,
                         self.pending,
-                        crate::aggregate::aggregate_key(&self.subject),
+                        crate::subject::aggregate_key(&self.subject),
                         wait,
                     )
                     .await

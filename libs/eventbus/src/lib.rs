@@ -26,6 +26,7 @@ pub mod propagation;
 pub mod security;
 pub mod setup;
 pub mod store;
+pub mod subject;
 
 pub use async_nats::{Client, jetstream::Context as JetStream};
 pub use consumer::{ConsumerSpec, DurableConsumer, EventHandler, Outcome};

@@ -148,8 +148,8 @@ pub async fn ensure_streams(
     replicas: usize,
 ) -> Result<(), EnsureStreamError> {
     let dead_letters = (
-        crate::consumer::DEAD_LETTER_STREAM,
-        crate::consumer::DEAD_LETTER_SUBJECTS,
+        crate::subject::DEAD_LETTER_STREAM,
+        crate::subject::DEAD_LETTER_SUBJECTS,
     );
     let deadline = std::time::Instant::now() + crate::setup::SETUP_BUDGET;
     for (name, subjects) in streams.iter().chain(std::iter::once(&dead_letters)) {

@@ -38,7 +38,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use crate::config::{EnvReader, Var};
+use crate::{
+    config::{EnvReader, Var},
+    infra_paths::is_health_or_reflection,
+    secret,
+};
 
 /// The role that may call admin-only methods.
 pub const ADMIN_ROLE: &str = "admin";
@@ -131,7 +135,7 @@ impl Authenticator {
         let issuer = r.raw(&AUTH_JWT_ISSUER);
         let audience = r.raw(&AUTH_JWT_AUDIENCE);
         let public_key_file = r.raw(&AUTH_JWT_PUBLIC_KEY_FILE);
-        let secret = r.secret(&AUTH_JWT_SECRET, &AUTH_JWT_SECRET_FILE);
+        let secret = secret::read(r, &AUTH_JWT_SECRET, &AUTH_JWT_SECRET_FILE);
         let key = match (public_key_file, secret) {
             (Some(_), Some(_)) => {
                 r.problem(
@@ -338,7 +342,7 @@ where
             return Either::Left(self.inner.call(request));
         };
         let path = request.uri().path();
-        if crate::overload::is_exempt(path) {
+        if is_health_or_reflection(path) {
             return Either::Left(self.inner.call(request));
         }
         let header = request

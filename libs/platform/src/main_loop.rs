@@ -11,8 +11,9 @@ use orderflow_eventbus::aggregate::{AggregateStore, Kind};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{self, ServiceConfig},
+    config,
     server::{self, ServeError},
+    service_config::{CommonConfig, ServiceConfig},
     shutdown, telemetry,
 };
 
@@ -142,7 +143,7 @@ async fn serve<S: Service>(
 /// services stopped, the payment service's first (docs/events.md); it can
 /// be run again safely.
 pub async fn migrate_subjects<K: Kind>(
-    common: &config::CommonConfig,
+    common: &CommonConfig,
     name: &str,
 ) -> Result<(), ServeError> {
     let (client, js) = server::connect_jetstream(common, name).await?;

@@ -1,5 +1,5 @@
-//! How a service authenticates to NATS and protects the connection, read
-//! from the environment.
+//! Where a service connects to NATS (`NATS_URL`), how it authenticates and
+//! how it protects the connection, read from the environment.
 //!
 //! With `deploy/nats/auth.conf` each service is a NATS user whose
 //! permissions allow only its own subjects, so the service must prove which
@@ -23,8 +23,17 @@ use std::path::{Path, PathBuf};
 use orderflow_eventbus::{ClientCertificate, NatsAuth, NatsTls};
 use secrecy::ExposeSecret;
 
-use crate::config::{EnvReader, NATS_URL, Var, parse_bool};
+use crate::{
+    config::{EnvReader, Var, parse_bool},
+    secret,
+};
 
+/// `NATS_URL`.
+pub const NATS_URL: Var = Var {
+    name: "NATS_URL",
+    default: Some("nats://127.0.0.1:4222"),
+    help: "NATS server URL; a comma-separated list for a cluster",
+};
 /// `NATS_USER`.
 pub const NATS_USER: Var = Var {
     name: "NATS_USER",
@@ -92,9 +101,11 @@ pub const NATS_TLS_KEY_FILE: Var = Var {
     help: "PEM private key of NATS_TLS_CERT_FILE",
 };
 
-/// The NATS connection's identity and TLS.
-#[derive(Clone, Debug, Default)]
+/// Where the service connects to NATS, as whom, and how securely.
+#[derive(Clone, Debug)]
 pub struct NatsConnectConfig {
+    /// NATS server URLs, comma-separated (`NATS_URL`).
+    pub url: String,
     /// How the service authenticates (anonymous when nothing is set).
     pub auth: NatsAuth,
     /// TLS towards the server.
@@ -102,7 +113,8 @@ pub struct NatsConnectConfig {
 }
 
 impl NatsConnectConfig {
-    /// Every variable this reads, for `--help`. None has a default that is
+    /// The credential and TLS variables, for `--help` (where [`NATS_URL`]
+    /// is listed first, with the other basics). None has a default that is
     /// a secret: secrets have no default at all.
     pub fn vars() -> Vec<Var> {
         vec![
@@ -120,13 +132,17 @@ impl NatsConnectConfig {
         ]
     }
 
-    /// Reads and checks the NATS credentials and TLS settings; every
+    /// Reads and checks the NATS URLs, credentials and TLS settings; every
     /// problem is recorded in `r` (by variable name, without values) and
     /// `None` returned.
     pub fn read(r: &mut EnvReader<'_>) -> Option<Self> {
+        // A URL may carry a password (refused by `read_auth`); a problem
+        // never echoes it.
+        let url = r.parse_with_shown(&NATS_URL, redact_url_credentials, parse_nats_urls);
         let auth = read_auth(r);
         let tls = read_tls(r);
         Some(Self {
+            url: url?,
             auth: auth?,
             tls: tls?,
         })
@@ -139,7 +155,7 @@ fn is_set(r: &EnvReader<'_>, var: &Var) -> bool {
     r.lookup_raw(var.name).is_some_and(|v| !v.trim().is_empty())
 }
 
-/// Whether the secret `var` is set, as [`EnvReader::secret`] sees it: any
+/// Whether the secret `var` is set, as [`secret::read`] sees it: any
 /// non-empty value, spaces included (a password may be one).
 fn secret_set(r: &EnvReader<'_>, var: &Var) -> bool {
     r.lookup_raw(var.name).is_some_and(|v| !v.is_empty())
@@ -190,10 +206,10 @@ fn read_auth(r: &mut EnvReader<'_>) -> Option<NatsAuth> {
         ok = false;
     }
 
-    let password = r.secret(&NATS_PASSWORD, &NATS_PASSWORD_FILE);
-    let token = r.secret(&NATS_TOKEN, &NATS_TOKEN_FILE);
-    let seed = r.secret_file(&NATS_NKEY_SEED_FILE);
-    let creds = r.secret_file(&NATS_CREDS_FILE);
+    let password = secret::read(r, &NATS_PASSWORD, &NATS_PASSWORD_FILE);
+    let token = secret::read(r, &NATS_TOKEN, &NATS_TOKEN_FILE);
+    let seed = secret::read_file(r, &NATS_NKEY_SEED_FILE);
+    let creds = secret::read_file(r, &NATS_CREDS_FILE);
     // A variable that is set but gave no value had its problem recorded.
     ok &= password.is_some() == password_set
         && token.is_some() == token_set
@@ -327,6 +343,52 @@ fn readable_file(r: &mut EnvReader<'_>, var: &Var) -> Option<PathBuf> {
 
 fn show(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
+}
+
+fn parse_nats_urls(value: &str) -> Result<String, String> {
+    let urls: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err(String::from("expected at least one URL"));
+    }
+    for url in &urls {
+        let rest = url.split_once("://").map_or(*url, |(scheme, rest)| {
+            if matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+                rest
+            } else {
+                ""
+            }
+        });
+        if rest.is_empty() || rest.starts_with(':') {
+            return Err(format!(
+                "{:?} is not a NATS URL like nats://host:4222",
+                redact_url_credentials(url)
+            ));
+        }
+    }
+    Ok(urls.join(","))
+}
+
+/// `value` with the user-info part of every URL in it (`user:password@`)
+/// replaced by `***@`, for messages.
+pub fn redact_url_credentials(value: &str) -> String {
+    value
+        .split(',')
+        .map(|url| match url.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => url.to_owned(),
+            },
+            None => match url.split_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => url.to_owned(),
+            },
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Checks that keep secrets out of `--help` and out of problems.

@@ -20,6 +20,8 @@ use std::{
 
 use tokio::sync::Semaphore;
 
+use crate::infra_paths::is_health_or_reflection;
+
 /// Tower layer sharing one limit across all connections.
 #[derive(Clone, Debug)]
 pub struct LoadShedLayer {
@@ -57,12 +59,6 @@ pub struct LoadShed<S> {
     limit: usize,
 }
 
-/// Health and reflection: never shed here, never authenticated in
-/// [`crate::auth`], so probes and discovery always answer.
-pub(crate) fn is_exempt(path: &str) -> bool {
-    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
-}
-
 impl<S, B> tower::Service<http::Request<B>> for LoadShed<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
@@ -77,7 +73,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if is_exempt(request.uri().path()) {
+        if is_health_or_reflection(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
         match self.permits.clone().try_acquire_owned() {

@@ -16,57 +16,55 @@ pub use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{EnvReader, Var};
 
-impl EnvReader<'_> {
-    /// Reads a secret from `var` or from the file named by `file_var`
-    /// (trailing newlines trimmed). Both set, an unreadable or empty file,
-    /// or an empty value is a problem; neither set is `None`.
-    pub fn secret(&mut self, var: &Var, file_var: &Var) -> Option<SecretString> {
-        let inline = self.raw_secret(var);
-        let path = self.raw(file_var);
-        match (inline, path) {
-            (Some(_), Some(_)) => {
-                self.problem(
-                    var,
-                    format!("set {} or {}, not both", var.name, file_var.name),
-                );
-                None
-            }
-            (Some(value), None) => Some(value),
-            (None, Some(_)) => self.secret_file(file_var),
-            (None, None) => None,
+/// Reads a secret from `var` or from the file named by `file_var`
+/// (trailing newlines trimmed). Both set, an unreadable or empty file, or
+/// an empty value is a problem recorded in `r`; neither set is `None`.
+pub fn read(r: &mut EnvReader<'_>, var: &Var, file_var: &Var) -> Option<SecretString> {
+    let inline = raw_secret(r, var);
+    let path = r.raw(file_var);
+    match (inline, path) {
+        (Some(_), Some(_)) => {
+            r.problem(
+                var,
+                format!("set {} or {}, not both", var.name, file_var.name),
+            );
+            None
         }
+        (Some(value), None) => Some(value),
+        (None, Some(_)) => read_file(r, file_var),
+        (None, None) => None,
     }
+}
 
-    /// Reads a secret from the file named by `file_var` (trailing newlines
-    /// trimmed), for secrets that only come as files (an NKey seed, a
-    /// `.creds` file). An unreadable or empty file is a problem, named by
-    /// the variable and the path; unset is `None`.
-    pub fn secret_file(&mut self, file_var: &Var) -> Option<SecretString> {
-        let path = self.raw(file_var)?;
-        match std::fs::read_to_string(path.trim()) {
-            Ok(text) => {
-                let value = text.trim_end_matches(['\r', '\n']);
-                if value.is_empty() {
-                    self.problem(file_var, format!("the file {path:?} is empty"));
-                    None
-                } else {
-                    Some(SecretString::from(value.to_owned()))
-                }
-            }
-            Err(error) => {
-                self.problem(file_var, format!("cannot read {path:?}: {error}"));
+/// Reads a secret from the file named by `file_var` (trailing newlines
+/// trimmed), for secrets that only come as files (an NKey seed, a `.creds`
+/// file). An unreadable or empty file is a problem, named by the variable
+/// and the path; unset is `None`.
+pub fn read_file(r: &mut EnvReader<'_>, file_var: &Var) -> Option<SecretString> {
+    let path = r.raw(file_var)?;
+    match std::fs::read_to_string(path.trim()) {
+        Ok(text) => {
+            let value = text.trim_end_matches(['\r', '\n']);
+            if value.is_empty() {
+                r.problem(file_var, format!("the file {path:?} is empty"));
                 None
+            } else {
+                Some(SecretString::from(value.to_owned()))
             }
         }
+        Err(error) => {
+            r.problem(file_var, format!("cannot read {path:?}: {error}"));
+            None
+        }
     }
+}
 
-    /// The value of `var`, never echoed: unlike [`EnvReader::raw`] it is
-    /// not trimmed (a password may end in a space) and has no default.
-    fn raw_secret(&self, var: &Var) -> Option<SecretString> {
-        self.lookup_raw(var.name)
-            .filter(|v| !v.is_empty())
-            .map(SecretString::from)
-    }
+/// The value of `var`, never echoed: unlike [`EnvReader::raw`] it is not
+/// trimmed (a password may end in a space) and has no default.
+fn raw_secret(r: &EnvReader<'_>, var: &Var) -> Option<SecretString> {
+    r.lookup_raw(var.name)
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
 }
 
 #[cfg(test)]
@@ -89,7 +87,7 @@ mod tests {
 
     fn read(env: &HashMap<&str, &str>) -> (Option<SecretString>, Vec<String>) {
         let mut r = EnvReader::new(env);
-        let secret = r.secret(&PASSWORD, &PASSWORD_FILE);
+        let secret = super::read(&mut r, &PASSWORD, &PASSWORD_FILE);
         let problems = r
             .finish(Some(()))
             .err()

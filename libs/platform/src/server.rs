@@ -206,13 +206,13 @@ where
     })
 }
 
-/// Connects to NATS for service `name` with the credentials and TLS of
-/// `nats`, with a start-up error that says what to do.
+/// Connects to NATS for service `name` at the URLs and with the credentials
+/// and TLS of `nats`, with a start-up error that says what to do.
 pub async fn connect_nats(
-    url: &str,
     nats: &crate::nats_config::NatsConnectConfig,
     name: &str,
 ) -> Result<orderflow_eventbus::Client, ServeError> {
+    let url = nats.url.as_str();
     orderflow_eventbus::connect(url, name, &nats.auth, &nats.tls)
         .await
         .map_err(|e| {
@@ -237,10 +237,10 @@ pub async fn connect_nats(
 /// Every service ensures every stream (not only its own), so whichever
 /// starts first finds the streams it consumes, not only those it writes.
 pub async fn connect_jetstream(
-    common: &crate::config::CommonConfig,
+    common: &crate::service_config::CommonConfig,
     name: &str,
 ) -> Result<(orderflow_eventbus::Client, orderflow_eventbus::JetStream), ServeError> {
-    let client = connect_nats(&common.nats_url, &common.nats, name).await?;
+    let client = connect_nats(&common.nats, name).await?;
     orderflow_eventbus::check_server_version(&client).map_err(ServeError::JetStream)?;
     let js = orderflow_eventbus::jetstream(client.clone());
     orderflow_eventbus::ensure_streams(
@@ -270,7 +270,7 @@ impl Started {
     /// binds the gRPC address of `common`; `admin_only` are the service's
     /// methods only callers with the `admin` role may call.
     pub async fn start(
-        common: &crate::config::CommonConfig,
+        common: &crate::service_config::CommonConfig,
         name: &str,
         admin_only: &'static [&'static str],
     ) -> Result<Self, ServeError> {
@@ -386,7 +386,7 @@ impl ServePolicy {
     /// The policy `common` configures, with the service's admin-only
     /// methods (see [`AccessPolicy::admin_only`](crate::auth::AccessPolicy)).
     pub fn from_config(
-        common: &crate::config::CommonConfig,
+        common: &crate::service_config::CommonConfig,
         admin_only: &'static [&'static str],
     ) -> Self {
         Self {

@@ -11,6 +11,10 @@
 //! variables (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_RESOURCE_ATTRIBUTES`,
 //! `OTEL_BSP_*`). Without an endpoint no meter provider is installed, so every
 //! instrument is a no-op.
+//!
+//! The variables are declared here ([`vars`]) and read by
+//! [`TelemetryConfig::read`], which also checks those the SDK reads itself,
+//! so a typo in them stops start-up with the other problems.
 
 use std::io::IsTerminal;
 
@@ -26,7 +30,253 @@ use tracing_subscriber::{
     EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
-use crate::config::{LogFormat, OtlpProtocol, SamplerChoice, TelemetryConfig};
+use crate::config::{EnvReader, Var, parse_bool};
+
+// The telemetry settings live beside the code that applies them; `config`
+// only provides the reading.
+
+/// `OTEL_SERVICE_NAME`.
+pub const OTEL_SERVICE_NAME: Var = Var {
+    name: "OTEL_SERVICE_NAME",
+    default: None,
+    help: "service name in traces (default: the binary's name)",
+};
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: Var = Var {
+    name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+    default: None,
+    help: "OTLP collector URL, e.g. http://localhost:4317; unset: nothing is exported",
+};
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+pub const OTEL_EXPORTER_OTLP_PROTOCOL: Var = Var {
+    name: "OTEL_EXPORTER_OTLP_PROTOCOL",
+    default: Some("grpc"),
+    help: "OTLP protocol: grpc or http/protobuf",
+};
+/// `OTEL_EXPORTER_OTLP_HEADERS` (read by the OpenTelemetry SDK itself).
+pub const OTEL_EXPORTER_OTLP_HEADERS: Var = Var {
+    name: "OTEL_EXPORTER_OTLP_HEADERS",
+    default: None,
+    help: "headers sent to the collector, as key=value pairs separated by commas",
+};
+/// `OTEL_RESOURCE_ATTRIBUTES` (read by the OpenTelemetry SDK itself).
+pub const OTEL_RESOURCE_ATTRIBUTES: Var = Var {
+    name: "OTEL_RESOURCE_ATTRIBUTES",
+    default: None,
+    help: "extra resource attributes, e.g. deployment.environment.name=prod,k8s.pod.name=x",
+};
+/// `OTEL_BSP_SCHEDULE_DELAY` (read by the OpenTelemetry SDK itself).
+pub const OTEL_BSP_SCHEDULE_DELAY: Var = Var {
+    name: "OTEL_BSP_SCHEDULE_DELAY",
+    default: Some("5000"),
+    help: "milliseconds between two span exports",
+};
+/// `OTEL_BSP_MAX_QUEUE_SIZE` (read by the OpenTelemetry SDK itself).
+pub const OTEL_BSP_MAX_QUEUE_SIZE: Var = Var {
+    name: "OTEL_BSP_MAX_QUEUE_SIZE",
+    default: Some("2048"),
+    help: "spans queued for export; beyond it spans are dropped (and counted), never waited for",
+};
+/// `OTEL_METRIC_EXPORT_INTERVAL` (read by the OpenTelemetry SDK itself).
+pub const OTEL_METRIC_EXPORT_INTERVAL: Var = Var {
+    name: "OTEL_METRIC_EXPORT_INTERVAL",
+    default: Some("60000"),
+    help: "milliseconds between two metric exports",
+};
+/// `OTEL_TRACES_SAMPLER`.
+pub const OTEL_TRACES_SAMPLER: Var = Var {
+    name: "OTEL_TRACES_SAMPLER",
+    default: Some("parentbased_always_on"),
+    help: "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+};
+/// `OTEL_TRACES_SAMPLER_ARG`.
+pub const OTEL_TRACES_SAMPLER_ARG: Var = Var {
+    name: "OTEL_TRACES_SAMPLER_ARG",
+    default: Some("1.0"),
+    help: "sampling ratio (0 to 1) for the traceidratio samplers",
+};
+/// `OTEL_SDK_DISABLED`.
+pub const OTEL_SDK_DISABLED: Var = Var {
+    name: "OTEL_SDK_DISABLED",
+    default: Some("false"),
+    help: "true records and exports no spans and no metrics (trace context is still passed on)",
+};
+/// `RUST_LOG`.
+pub const RUST_LOG: Var = Var {
+    name: "RUST_LOG",
+    default: Some("info"),
+    help: "log filter, e.g. info or order_service=debug,async_nats=warn",
+};
+/// `LOG_FORMAT`.
+pub const LOG_FORMAT: Var = Var {
+    name: "LOG_FORMAT",
+    default: Some("text"),
+    help: "log line format: text (for people) or json (for machines)",
+};
+
+/// The telemetry variables, for `--help`.
+pub fn vars() -> Vec<Var> {
+    vec![
+        OTEL_SERVICE_NAME,
+        OTEL_EXPORTER_OTLP_ENDPOINT,
+        OTEL_EXPORTER_OTLP_PROTOCOL,
+        OTEL_EXPORTER_OTLP_HEADERS,
+        OTEL_RESOURCE_ATTRIBUTES,
+        OTEL_BSP_SCHEDULE_DELAY,
+        OTEL_BSP_MAX_QUEUE_SIZE,
+        OTEL_METRIC_EXPORT_INTERVAL,
+        OTEL_TRACES_SAMPLER,
+        OTEL_TRACES_SAMPLER_ARG,
+        OTEL_SDK_DISABLED,
+        RUST_LOG,
+        LOG_FORMAT,
+    ]
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
+    HttpProtobuf,
+}
+
+/// Which traces are recorded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SamplerChoice {
+    /// Every trace.
+    AlwaysOn,
+    /// No trace.
+    AlwaysOff,
+    /// A fraction of traces, by trace id.
+    TraceIdRatio(f64),
+    /// Follow the caller's decision; root traces always on.
+    ParentBasedAlwaysOn,
+    /// Follow the caller's decision; root traces always off.
+    ParentBasedAlwaysOff,
+    /// Follow the caller's decision; root traces by ratio.
+    ParentBasedTraceIdRatio(f64),
+}
+
+/// Telemetry settings, from the standard OpenTelemetry variables.
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    /// `service.name` of spans.
+    pub service_name: String,
+    /// `service.version`: the service crate's version.
+    pub service_version: &'static str,
+    /// Where to export; `None` exports nothing.
+    pub otlp_endpoint: Option<String>,
+    /// How to export.
+    pub otlp_protocol: OtlpProtocol,
+    /// Which traces to record.
+    pub sampler: SamplerChoice,
+    /// No spans at all.
+    pub sdk_disabled: bool,
+    /// The `RUST_LOG` filter.
+    pub log_filter: String,
+    /// Text or JSON logs.
+    pub log_format: LogFormat,
+}
+
+impl TelemetryConfig {
+    /// Reads the telemetry variables; `service_name` is the default
+    /// `OTEL_SERVICE_NAME`, `service_version` the service's own version.
+    /// Every problem is recorded in `r` and `None` returned.
+    pub fn read(
+        r: &mut EnvReader<'_>,
+        service_name: &str,
+        service_version: &'static str,
+    ) -> Option<Self> {
+        let otlp_endpoint = r.parse_with(&OTEL_EXPORTER_OTLP_ENDPOINT, |v| {
+            if v.starts_with("http://") || v.starts_with("https://") {
+                Ok(v.trim_end_matches('/').to_owned())
+            } else {
+                Err(String::from("expected an http:// or https:// URL"))
+            }
+        });
+        let otlp_protocol = r.parse_with(&OTEL_EXPORTER_OTLP_PROTOCOL, |v| match v {
+            "grpc" => Ok(OtlpProtocol::Grpc),
+            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+            _ => Err(String::from("expected grpc or http/protobuf")),
+        });
+        let ratio = r.parse_with(&OTEL_TRACES_SAMPLER_ARG, |v| match v.parse::<f64>() {
+            Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+            _ => Err(String::from("expected a number from 0 to 1")),
+        });
+        let sampler = r.parse_with(&OTEL_TRACES_SAMPLER, |v| match v {
+            "always_on" => Ok(SamplerChoice::AlwaysOn),
+            "always_off" => Ok(SamplerChoice::AlwaysOff),
+            "traceidratio" => Ok(SamplerChoice::TraceIdRatio(ratio.unwrap_or(1.0))),
+            "parentbased_always_on" => Ok(SamplerChoice::ParentBasedAlwaysOn),
+            "parentbased_always_off" => Ok(SamplerChoice::ParentBasedAlwaysOff),
+            "parentbased_traceidratio" => {
+                Ok(SamplerChoice::ParentBasedTraceIdRatio(ratio.unwrap_or(1.0)))
+            }
+            _ => Err(String::from(
+                "expected always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+            )),
+        });
+        let sdk_disabled = r.parse_with(&OTEL_SDK_DISABLED, parse_bool);
+        // Read by the SDK from the environment; checked here so a typo stops
+        // start-up with the others instead of being ignored.
+        for var in [
+            &OTEL_BSP_SCHEDULE_DELAY,
+            &OTEL_BSP_MAX_QUEUE_SIZE,
+            &OTEL_METRIC_EXPORT_INTERVAL,
+        ] {
+            r.parse_with(var, |v| {
+                v.parse::<u64>()
+                    .map_err(|_| String::from("expected a whole number"))
+            });
+        }
+        for var in [&OTEL_EXPORTER_OTLP_HEADERS, &OTEL_RESOURCE_ATTRIBUTES] {
+            r.parse_with(var, |v| {
+                if v.split(',').all(|pair| {
+                    pair.split_once('=')
+                        .is_some_and(|(k, _)| !k.trim().is_empty())
+                }) {
+                    Ok(())
+                } else {
+                    Err(String::from("expected key=value pairs separated by commas"))
+                }
+            });
+        }
+        let log_filter = r.parse_with(&RUST_LOG, |v| {
+            tracing_subscriber::EnvFilter::try_new(v)
+                .map(|_| v.to_owned())
+                .map_err(|e| e.to_string())
+        });
+        let log_format = r.parse_with(&LOG_FORMAT, |v| match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(String::from("expected text or json")),
+        });
+        let service_name = r
+            .raw(&OTEL_SERVICE_NAME)
+            .unwrap_or_else(|| service_name.to_owned());
+        Some(Self {
+            service_name,
+            service_version,
+            otlp_endpoint,
+            otlp_protocol: otlp_protocol?,
+            sampler: sampler?,
+            sdk_disabled: sdk_disabled?,
+            log_filter: log_filter?,
+            log_format: log_format?,
+        })
+    }
+}
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]

@@ -9,9 +9,10 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Once, time::Duration};
 
 use orderflow_platform::{
-    config::{ServiceConfig, TelemetryConfig},
     main_loop::Service,
     server::ServeError,
+    service_config::ServiceConfig,
+    telemetry::{LogFormat, OtlpProtocol, SamplerChoice, TelemetryConfig},
 };
 use orderflow_proto::{
     money::v1::Money,
@@ -38,11 +39,11 @@ pub fn init_telemetry() {
             service_name: String::from("orderflow-tests"),
             service_version: env!("CARGO_PKG_VERSION"),
             otlp_endpoint: None,
-            otlp_protocol: orderflow_platform::config::OtlpProtocol::Grpc,
-            sampler: orderflow_platform::config::SamplerChoice::ParentBasedAlwaysOn,
+            otlp_protocol: OtlpProtocol::Grpc,
+            sampler: SamplerChoice::ParentBasedAlwaysOn,
             sdk_disabled: false,
             log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| String::from("warn")),
-            log_format: orderflow_platform::config::LogFormat::Text,
+            log_format: LogFormat::Text,
         };
         // The flush guard is deliberately leaked: nothing is exported.
         if let Ok(telemetry) = orderflow_platform::telemetry::init(&config) {

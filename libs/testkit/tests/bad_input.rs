@@ -27,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use orderflow_eventbus::{aggregate::Kind, consumer::DEAD_LETTER_STREAM, envelope::headers};
+use orderflow_eventbus::{aggregate::Kind, envelope::headers, subject::DEAD_LETTER_STREAM};
 use orderflow_platform::{paging, server::MAX_REQUEST_BYTES};
 use orderflow_proto::{
     Name,
@@ -1868,8 +1868,8 @@ fn arb_garbage() -> BoxedStrategy<Garbage> {
 /// The durable consumers of both services, by stream.
 fn durables() -> [(&'static str, &'static str); 2] {
     [
-        ("ORDERS", payment_service::orders::DURABLE),
-        ("PAYMENTS", order_service::payments::DURABLE),
+        ("ORDERS", payment_service::charging::DURABLE),
+        ("PAYMENTS", order_service::settlement::DURABLE),
     ]
 }
 
@@ -2038,7 +2038,7 @@ fn fate(durable: &str, garbage: &Garbage, shared: &[String]) -> Fate {
     let ce_type = garbage.ce_type.as_deref();
     let is = |name: String| ce_type == Some(name.as_str());
     match durable {
-        payment_service::orders::DURABLE => {
+        payment_service::charging::DURABLE => {
             // Confirmations, failures and refunds follow from the payment
             // service's own events: it ignores them, whatever they carry.
             if is(OrderConfirmed::full_name())
@@ -2079,7 +2079,7 @@ fn fate(durable: &str, garbage: &Garbage, shared: &[String]) -> Fate {
                 Fate::Either(BAD_TOTAL)
             }
         }
-        order_service::payments::DURABLE => {
+        order_service::settlement::DURABLE => {
             if is(PaymentVoided::full_name()) {
                 // A voided payment changes no order: ignored.
                 return Fate::Handled;

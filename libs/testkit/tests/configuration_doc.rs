@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use orderflow_platform::config::{ServiceConfig, Var};
+use orderflow_platform::{config::Var, service_config::ServiceConfig};
 
 const DOC: &str = include_str!("../../../docs/configuration.md");
 const README: &str = include_str!("../../../README.md");

@@ -246,7 +246,7 @@ async fn old_subjects_are_migrated_once_and_the_services_finish_what_was_open() 
     wait_until(
         "the payment service to handle every copied order event",
         Duration::from_secs(20),
-        || consumer_caught_up(&js, "ORDERS", payment_service::orders::DURABLE),
+        || consumer_caught_up(&js, "ORDERS", payment_service::charging::DURABLE),
     )
     .await;
     assert_eq!(

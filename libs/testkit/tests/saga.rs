@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use orderflow_eventbus::aggregate::aggregate_filter;
+use orderflow_eventbus::subject::aggregate_filter;
 
 use orderflow_proto::{
     Name,

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use orderflow_eventbus::ConsumerSpec;
-use orderflow_platform::{config::ServiceConfig, main_loop::Service, server};
+use orderflow_platform::{main_loop::Service, server, service_config::ServiceConfig};
 use orderflow_proto::{
     contract::PAYMENTS_STREAM, order::v1::order_service_server::OrderServiceServer,
 };
@@ -20,7 +20,7 @@ use crate::{
     Config,
     events::{OrderEvents, Orders},
     grpc::OrderApi,
-    payments::{self, PaymentResultsHandler},
+    settlement::{self, SettleOnPaymentEvents},
 };
 
 /// Methods only callers with the `admin` role may call when API calls are
@@ -61,8 +61,8 @@ impl Service for App {
             .max_decoding_message_size(server::MAX_REQUEST_BYTES);
         let readiness = events.store().clone();
         let consumer =
-            ConsumerSpec::durable(PAYMENTS_STREAM, payments::DURABLE, payments::SUBJECTS);
-        let handler = PaymentResultsHandler::new(events);
+            ConsumerSpec::durable(PAYMENTS_STREAM, settlement::DURABLE, settlement::SUBJECTS);
+        let handler = SettleOnPaymentEvents::new(events);
         started
             .serve(api, consumer, handler, readiness, shutdown)
             .await

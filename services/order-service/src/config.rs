@@ -1,7 +1,8 @@
 //! The order service's configuration: only the common variables.
 
-use orderflow_platform::config::{
-    CommonConfig, ConfigError, EnvReader, Lookup, ServiceConfig, Var, common_vars,
+use orderflow_platform::{
+    config::{ConfigError, EnvReader, Lookup, Var},
+    service_config::{CommonConfig, ServiceConfig, common_vars},
 };
 
 /// `GRPC_ADDR` of the order service.

@@ -12,7 +12,7 @@
 use orderflow_eventbus::{
     AppendError, Appended, EventStore, JetStream,
     aggregate::{self, AggregateStore, ChangeError, EventType, Kind, Page, Start},
-    event_type,
+    event_type, subject,
 };
 use orderflow_proto::{
     contract::{ORDERS_PREFIX, ORDERS_STREAM},
@@ -181,7 +181,7 @@ impl OrderEvents {
     {
         use futures_util::StreamExt;
         let order_id = order.order_id.clone();
-        let filter = aggregate::aggregate_filter(ORDERS_PREFIX, &order.customer_id, &order_id);
+        let filter = subject::aggregate_filter(ORDERS_PREFIX, &order.customer_id, &order_id);
         let events = self.store.events().watch(&filter, from).await?;
         Ok(events.map(move |event| {
             let event = event?;

@@ -12,7 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod grpc;
-pub mod payments;
+pub mod settlement;
 
 pub use app::App;
 pub use config::Config;

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use orderflow_platform::config::ServiceConfig;
+use orderflow_platform::service_config::ServiceConfig;
 use orderflow_proto::order::v1::{GetOrderRequest, OrderStatus};
 use orderflow_testkit::{
     NatsServer,

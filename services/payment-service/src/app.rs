@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use orderflow_eventbus::ConsumerSpec;
-use orderflow_platform::{config::ServiceConfig, main_loop::Service, server};
+use orderflow_platform::{main_loop::Service, server, service_config::ServiceConfig};
 use orderflow_proto::{
     contract::ORDERS_STREAM, payment::v1::payment_service_server::PaymentServiceServer,
 };
@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Config,
     breaker::Breaker,
+    charging::{self, ChargeOnOrderEvents, Payments},
     events::{PaymentAggregate, PaymentEvents},
     gateway::{SimulatedGateway, resilient},
     grpc::PaymentApi,
-    orders::{self, OrderEventsHandler, Payments},
 };
 
 /// Methods only callers with the `admin` role may call when API calls are
@@ -61,8 +61,9 @@ impl App {
         let resilience = &config.resilience;
         let breaker = Breaker::new(resilience.breaker_failures, resilience.breaker_open);
         let client_stack = resilient(gateway, resilience, breaker.clone());
+        let gauged = breaker.clone();
         Ok(Self {
-            _breaker_gauge: crate::metrics::breaker_gauge(breaker.clone()),
+            _breaker_gauge: crate::metrics::breaker_gauge(move || gauged.state().gauge_value()),
             payments: Payments::new(PaymentEvents::new(js.clone()), client_stack, js),
             breaker,
             started,
@@ -103,10 +104,10 @@ impl Service for App {
         let api = PaymentServiceServer::new(PaymentApi::new(payments.clone()))
             .max_decoding_message_size(server::MAX_REQUEST_BYTES);
         let readiness = payments.events().store().clone();
-        let consumer = ConsumerSpec::durable(ORDERS_STREAM, orders::DURABLE, orders::SUBJECTS);
+        let consumer = ConsumerSpec::durable(ORDERS_STREAM, charging::DURABLE, charging::SUBJECTS);
         // A message that meets the open breaker waits for it, for half the
         // ack wait at most, instead of burning a delivery per cycle.
-        let handler = OrderEventsHandler::new(payments, breaker)
+        let handler = ChargeOnOrderEvents::new(payments, breaker)
             .holding(started.ack_wait() / 2, shutdown.clone());
         started
             .serve(api, consumer, handler, readiness, shutdown)

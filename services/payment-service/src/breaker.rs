@@ -36,6 +36,18 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// The state as the gauge `orderflow.gateway.breaker.state` reports it:
+    /// 0 closed, 1 half-open, 2 open.
+    pub fn gauge_value(self) -> u64 {
+        match self {
+            BreakerState::Closed { .. } => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open { .. } => 2,
+        }
+    }
+}
+
 /// An error the breaker returns instead of calling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("circuit breaker open: the gateway failed repeatedly; retry in {retry_after:?}")]

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use orderflow_platform::config::{
-    CommonConfig, ConfigError, EnvReader, Lookup, ServiceConfig, Var, common_vars,
+use orderflow_platform::{
+    config::{ConfigError, EnvReader, Lookup, Var},
+    service_config::{CommonConfig, ServiceConfig, common_vars},
 };
 
 /// `GRPC_ADDR` of the payment service.

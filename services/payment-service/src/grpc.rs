@@ -7,7 +7,7 @@ use orderflow_proto::payment::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{domain::payment_id_for, error::PaymentError, orders::Payments};
+use crate::{charging::Payments, domain::payment_id_for, error::PaymentError};
 
 /// The `orderflow.payment.v1.PaymentService` implementation.
 #[derive(Clone)]

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod breaker;
+pub mod charging;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -16,7 +17,6 @@ pub mod events;
 pub mod gateway;
 pub mod grpc;
 pub mod metrics;
-pub mod orders;
 
 pub use app::App;
 pub use config::Config;

@@ -1,6 +1,10 @@
 //! The payment service's own metrics: gateway calls, the circuit breaker
 //! and payments by status. (RPC and messaging metrics come from the shared
 //! crates.)
+//!
+//! A leaf: the modules that record here pass plain values, so the breaker's
+//! state reaches its gauge as a number (`BreakerState::gauge_value`) and this
+//! module knows no breaker.
 
 use std::sync::OnceLock;
 
@@ -8,8 +12,6 @@ use opentelemetry::{
     KeyValue, global,
     metrics::{Counter, Histogram, ObservableGauge},
 };
-
-use crate::breaker::{Breaker, BreakerState};
 
 /// The instruments, created on first use.
 pub struct Metrics {
@@ -51,19 +53,14 @@ pub fn metrics() -> &'static Metrics {
 
 /// `orderflow.gateway.breaker.state`: 0 closed, 1 half-open, 2 open.
 ///
-/// The gauge reads `breaker` whenever metrics are collected; keep the
-/// returned handle for as long as the breaker lives.
-pub fn breaker_gauge(breaker: Breaker) -> ObservableGauge<u64> {
+/// The gauge calls `state` whenever metrics are collected; keep the
+/// returned handle for as long as the breaker it reads lives.
+pub fn breaker_gauge(state: impl Fn() -> u64 + Send + Sync + 'static) -> ObservableGauge<u64> {
     global::meter("orderflow")
         .u64_observable_gauge("orderflow.gateway.breaker.state")
         .with_description("Circuit breaker state: 0 closed, 1 half-open, 2 open")
         .with_callback(move |observer| {
-            let value = match breaker.state() {
-                BreakerState::Closed { .. } => 0,
-                BreakerState::HalfOpen => 1,
-                BreakerState::Open { .. } => 2,
-            };
-            observer.observe(value, &[KeyValue::new("orderflow.gateway", "payment")]);
+            observer.observe(state(), &[KeyValue::new("orderflow.gateway", "payment")]);
         })
         .build()
 }

@@ -18,21 +18,127 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use clap::Args;
 use prost::Message as _;
 
 use crate::{
-    RunArgs, baseline,
+    baseline,
     cost::{Pids, Sampler},
     load::{self, CreateStats, Driver, Length, Mode, Orders},
     monitor::MonitorUrl,
     progress::Progress,
     report::{self, Report, Setup, SweepPoint},
     saga::{self, SagaTracker},
-    schedule::Schedule,
+    schedule::{Schedule, parse_duration, parse_fractions},
     slo::{self, Bracket},
     stats::{ratio, round3},
     svg,
 };
+
+/// The benchmark's flags.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// The order service.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub target: String,
+    /// The NATS server both services use (the bench watches orders.> there,
+    /// and publishes the baseline there).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Closed loop: requests in flight. Also the baseline's publishes in
+    /// flight, and the open loop's in-flight cap unless --max-in-flight.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    pub concurrency: usize,
+    /// Open loop: requests per second, sent on schedule whatever the
+    /// answers; latency counts from when each request was due.
+    #[arg(long, short = 'r')]
+    pub rate: Option<f64>,
+    /// Open loop: at most this many requests in flight (bounds memory when
+    /// the server falls behind; the schedule then slips and the latencies
+    /// show it).
+    #[arg(long, default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// How long to measure, after the warm-up (10s, 500ms, 2m).
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Measure this many requests instead of a duration.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+    /// Load sent before measuring, not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// gRPC connections to the order service, used round-robin.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// How long to wait for the last sagas after the load stops.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub saga_timeout: Duration,
+    /// Also measure raw JetStream acked publishes (same payload size, same
+    /// in flight, same server) and give every figure as a ratio to it.
+    #[arg(long)]
+    pub baseline: bool,
+    /// How long the baseline measures (default: --duration).
+    #[arg(long, value_parser = parse_duration)]
+    pub baseline_duration: Option<Duration>,
+    /// After the closed-loop run, run open loop at fractions of its peak
+    /// (the lower of the CreateOrder and saga rates) and draw
+    /// latency-versus-throughput to --svg.
+    #[arg(long)]
+    pub sweep: bool,
+    /// The sweep's fractions of the peak.
+    #[arg(long, default_value = "0.1,0.25,0.5,0.75,0.9,1.0", value_parser = |s: &str| parse_fractions(s).map(Fractions))]
+    pub sweep_fractions: Fractions,
+    /// How long each sweep point measures (default: --duration).
+    #[arg(long, value_parser = parse_duration)]
+    pub sweep_duration: Option<Duration>,
+    /// Where the sweep writes its SVG plot.
+    #[arg(long, default_value = "bench-latency.svg")]
+    pub svg: std::path::PathBuf,
+    /// The saga p99 goal, ms: after the sweep, the highest open-loop rate
+    /// that meets it is searched by bisection (`slo_rps`).
+    #[arg(long, default_value_t = 25.0)]
+    pub slo_p99_ms: f64,
+    /// How many extra open-loop runs (of --sweep-duration each) the
+    /// bisection may take; 0 reports the best sweep point only.
+    #[arg(long, default_value_t = 3)]
+    pub slo_steps: usize,
+    /// nats-server's monitoring endpoint (`nats-server -m PORT`), e.g.
+    /// http://127.0.0.1:8222: its /varz counters are read right before and
+    /// after the main phase's measured window, to report the broker's
+    /// messages and bytes per saga and per CreateOrder (the bench's own
+    /// observer deliveries left out).
+    #[arg(long)]
+    pub nats_monitor_url: Option<String>,
+    /// The order service's pid (repeatable; several add up): its CPU time in
+    /// the measured window is reported per saga and per CreateOrder.
+    #[arg(long = "order-pid")]
+    pub order_pids: Vec<u32>,
+    /// The payment service's pid (repeatable).
+    #[arg(long = "payment-pid")]
+    pub payment_pids: Vec<u32>,
+    /// nats-server's pid (repeatable).
+    #[arg(long = "nats-pid")]
+    pub nats_pids: Vec<u32>,
+    /// Measure CreateOrder alone: send the load without following sagas
+    /// (run the order service without the payment service, so nothing else
+    /// consumes its events). The probe checks CreateOrder only.
+    #[arg(long)]
+    pub create_only: bool,
+    /// A label copied into the report, e.g. tracing-on.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Fractions of the peak rate, sorted (a newtype, because clap reads a
+/// `Vec` field as a repeated flag).
+#[derive(Clone, Debug)]
+pub struct Fractions(pub Vec<f64>);
 
 /// How long the probe order may take, CreateOrder and saga together.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);

@@ -1,7 +1,8 @@
-//! Applying payment results to orders.
+//! Settling orders by what happened to their payments.
 //!
 //! The durable consumer `order-service-payments` on `PAYMENTS` delivers each
-//! payment event; an authorization confirms the order, a decline fails it.
+//! payment event that changes an order; an authorization confirms the order,
+//! a decline fails it, a refund marks a confirmed order refunded.
 //! Both are idempotent: the state machine leaves an order that already moved
 //! unchanged, and event ids de-duplicate a repeated commit.
 
@@ -30,12 +31,12 @@ pub const SUBJECTS: &[&str] = &[
     "payments.*.*.refunded",
 ];
 
-/// Applies payment events to orders.
-pub struct PaymentResultsHandler {
+/// The consumer's handler: settles each order by its payment's outcome.
+pub struct SettleOnPaymentEvents {
     events: OrderEvents,
 }
 
-impl PaymentResultsHandler {
+impl SettleOnPaymentEvents {
     /// A handler committing to `events`.
     pub fn new(events: OrderEvents) -> Self {
         Self { events }
@@ -72,7 +73,7 @@ impl PaymentResultsHandler {
     }
 }
 
-impl EventHandler for PaymentResultsHandler {
+impl EventHandler for SettleOnPaymentEvents {
     async fn handle(&self, event: &ReceivedEvent) -> Outcome {
         let decoded = if event.is::<PaymentAuthorized>() {
             event

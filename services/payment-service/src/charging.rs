@@ -1,11 +1,13 @@
-//! Turning order events into payments.
+//! Charging for orders: a created order is charged, a cancelled one refunded
+//! or voided.
 //!
 //! The durable consumer `payment-service-orders` on `ORDERS` delivers each
 //! order's creation and cancellation (nothing else: [`SUBJECTS`]) to one
-//! replica. A created order is charged once: its payment
-//! id and gateway idempotency key are derived from the order id, the first
-//! payment event must be the first on its subject (expected sequence 0), and
-//! the gateway returns the first result for a repeated key. A cancelled order
+//! replica, where [`ChargeOnOrderEvents`] handles it. A created order is
+//! charged once: its payment id and gateway idempotency key are derived
+//! from the order id, the first payment event must be the first on its
+//! subject (expected sequence 0), and the gateway returns the first result
+//! for a repeated key. A cancelled order
 //! is refunded when charged, or voided when not charged yet, so a charge that
 //! is still on its way stands down (or is refunded at once when it lost the
 //! race).
@@ -13,8 +15,8 @@
 use std::time::Duration;
 
 use orderflow_eventbus::{
-    AppendError, EventHandler, JetStream, Outcome, ReceivedEvent, aggregate, consumer::retry_delay,
-    gather::GatheredReads, identity, lookahead::Behind,
+    AppendError, EventHandler, JetStream, Outcome, ReceivedEvent, consumer::retry_delay,
+    gather::GatheredReads, identity, lookahead::Behind, subject::event_subject,
 };
 use orderflow_money::Money;
 use orderflow_proto::{
@@ -124,7 +126,7 @@ impl Payments {
     /// leader: a replica that has not stored the cancellation yet costs a
     /// charge and its refund, never a payment kept for a cancelled order.
     async fn already_cancelled(&self, order: &order_pb::Order) -> Result<bool, PaymentError> {
-        let subject = aggregate::event_subject(
+        let subject = event_subject(
             ORDERS_PREFIX,
             &order.customer_id,
             &order.order_id,
@@ -406,18 +408,19 @@ impl Payments {
     }
 }
 
-/// Handles order events for the payment service.
-pub struct OrderEventsHandler {
+/// The consumer's handler: charges each created order and refunds or voids
+/// each cancelled one, through [`Payments`].
+pub struct ChargeOnOrderEvents {
     payments: Payments,
     breaker: Breaker,
     /// How long one delivery may wait for an open breaker before it is
-    /// handed back to JetStream (see [`OrderEventsHandler::through_breaker`]).
+    /// handed back to JetStream (see [`ChargeOnOrderEvents::through_breaker`]).
     hold: Duration,
     /// Ends such waits at once when the service shuts down.
     shutdown: CancellationToken,
 }
 
-impl OrderEventsHandler {
+impl ChargeOnOrderEvents {
     /// A handler using `payments`; it pulls nothing while `breaker` is open.
     pub fn new(payments: Payments, breaker: Breaker) -> Self {
         Self {
@@ -505,7 +508,7 @@ fn check_order_identity(order: &order_pb::Order) -> Result<(), String> {
         .map_err(|reason| format!("the order event carries {reason}"))
 }
 
-impl EventHandler for OrderEventsHandler {
+impl EventHandler for ChargeOnOrderEvents {
     async fn handle(&self, event: &ReceivedEvent) -> Outcome {
         let delivered = event.delivered;
         // A replayed dead letter is a repeat by definition, and so is a copy

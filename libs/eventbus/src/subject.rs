@@ -1,0 +1,147 @@
+//! The subject layout: where an aggregate's events, replays and dead
+//! letters go, and which aggregate a subject belongs to.
+//!
+//! An aggregate's events go to `<prefix>.<owner>.<id>.<event>`, a replayed
+//! dead letter to its original subject plus [`REPLAY_TOKEN`], and dead
+//! letters to [`DEAD_LETTER_STREAM`]. The aggregate store, the envelope,
+//! the consumer, the dead-letter admin and the stream set-up all need some
+//! of this; it is a module of its own, depending on none of them, so that
+//! none of them has to import another for a name.
+
+/// The stream that keeps dead letters, and its subject prefix.
+pub const DEAD_LETTER_STREAM: &str = "DEADLETTERS";
+/// Dead letters are published on `deadletter.<stream>.<consumer>`.
+pub const DEAD_LETTER_SUBJECTS: &str = "deadletter.>";
+
+/// The token appended to a dead letter's original subject to replay it.
+/// Durable consumers receive replays of the subjects they receive
+/// (`ConsumerSpec::durable`), and an aggregate's own subjects
+/// (`<prefix>.<owner>.<id>.<event>`) never match a replay's.
+pub const REPLAY_TOKEN: &str = "replay";
+
+/// The subject token of an owner id: the id itself where it is made of
+/// ASCII letters, digits, `-` and `_` (`orders.c-1.>` is one customer's
+/// orders), and every other byte of its UTF-8 written `~XX` in upper-case
+/// hex (`a.b` is `a~2Eb`, `~` itself `~7E`).
+///
+/// Owner ids may hold any character but spaces and control characters,
+/// `.`, `*` and `>` among them, which would split a subject or make it a
+/// wildcard; the escape keeps every token one plain subject token, and the
+/// mapping one-to-one, so one owner's filter never matches another's
+/// subjects.
+pub fn owner_token(owner: &str) -> String {
+    use std::fmt::Write;
+    let mut token = String::with_capacity(owner.len());
+    for byte in owner.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            token.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(token, "~{byte:02X}");
+        }
+    }
+    token
+}
+
+/// The subject of `event` on aggregate `id` of `owner`.
+pub fn event_subject(prefix: &str, owner: &str, id: &str, event: &str) -> String {
+    format!("{prefix}.{}.{id}.{event}", owner_token(owner))
+}
+
+/// Every subject of aggregate `id` of `owner`: what optimistic concurrency
+/// guards and what its current state is read from.
+pub fn aggregate_filter(prefix: &str, owner: &str, id: &str) -> String {
+    format!("{prefix}.{}.{id}.*", owner_token(owner))
+}
+
+/// Every subject of aggregate `id`, whatever its owner.
+pub fn any_owner_filter(prefix: &str, id: &str) -> String {
+    format!("{prefix}.*.{id}.*")
+}
+
+/// The aggregate a subject belongs to: its first three tokens,
+/// `<prefix>.<owner>.<id>`, without the event token (and without the
+/// `.replay` of a replayed dead letter). Consumers keep each aggregate's
+/// events in order by it.
+pub fn aggregate_key(subject: &str) -> &str {
+    match subject.match_indices('.').nth(2) {
+        Some((end, _)) => &subject[..end],
+        None => subject,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The owner id a subject token stands for, or `None` when the token is
+    /// not one `owner_token` makes: the inverse the round trip is checked
+    /// against.
+    pub fn owner_of_token(token: &str) -> Option<String> {
+        let mut bytes = Vec::with_capacity(token.len());
+        let mut rest = token.as_bytes();
+        while let Some((&first, tail)) = rest.split_first() {
+            if first == b'~' {
+                let hex = tail.get(..2)?;
+                let text = std::str::from_utf8(hex).ok()?;
+                let byte = u8::from_str_radix(text, 16).ok()?;
+                // Only the bytes owner_token escapes, in its spelling.
+                if byte.is_ascii_alphanumeric()
+                    || byte == b'-'
+                    || byte == b'_'
+                    || text != text.to_uppercase()
+                {
+                    return None;
+                }
+                bytes.push(byte);
+                rest = &tail[2..];
+            } else if first.is_ascii_alphanumeric() || first == b'-' || first == b'_' {
+                bytes.push(first);
+                rest = tail;
+            } else {
+                return None;
+            }
+        }
+        String::from_utf8(bytes).ok()
+    }
+
+    #[test]
+    fn owner_tokens_round_trip_and_never_split_a_subject() {
+        for owner in [
+            "c-1",
+            "a.b.c",
+            "x_y-z.",
+            ".",
+            "a~b",
+            "*",
+            ">",
+            "é€😀",
+            "a@b.com",
+        ] {
+            let token = owner_token(owner);
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~')),
+                "{token}"
+            );
+            assert_eq!(owner_of_token(&token).as_deref(), Some(owner));
+        }
+        assert_ne!(owner_token("a.b"), owner_token("a~b"), "one-to-one");
+        assert_eq!(owner_token("c-1"), "c-1", "plain ids stay readable");
+        for foreign in ["a.b", "a~", "a~2", "a~2e", "a~41", "a*"] {
+            assert_eq!(owner_of_token(foreign), None, "{foreign}");
+        }
+        assert_eq!(
+            event_subject("orders", "a.b", "id-1", "created"),
+            "orders.a~2Eb.id-1.created"
+        );
+        assert_eq!(aggregate_filter("orders", "c-1", "id"), "orders.c-1.id.*");
+        assert_eq!(aggregate_key("orders.c-1.id.created"), "orders.c-1.id");
+        assert_eq!(
+            aggregate_key("orders.c-1.id.created.replay"),
+            "orders.c-1.id"
+        );
+        assert_eq!(aggregate_key("orders.c-1"), "orders.c-1");
+    }
+}
