@@ -1,7 +1,12 @@
 //! A circuit breaker as a tower layer.
 //!
-//! Written here because no well-kept crate offers one as a tower 0.5 layer
-//! (tower itself has timeouts and retries, not breakers). It counts
+//! Written here rather than taken from `tower-resilience` (whose
+//! circuit-breaker layer targets tower 0.5): that one opens on a failure
+//! rate over a sliding window and takes an async mutex on every call, and it
+//! reports its state through a handle and a transition callback, so the
+//! consumer's wait for a closed breaker would still be ours to build around
+//! it, for a policy the fault tests pin in its present form. Tower itself has
+//! timeouts and retries, not breakers. This one counts
 //! consecutive failed calls (errors the policy deems the gateway's fault, not
 //! declines); at the threshold it opens and rejects calls at once for a
 //! cool-down, then lets a single probe through (half-open): a success closes
