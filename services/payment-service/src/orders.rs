@@ -130,11 +130,7 @@ impl Payments {
             &order.order_id,
             "cancelled",
         );
-        let found = self
-            .cancellations
-            .last(&subject)
-            .await
-            .map_err(|e| PaymentError::Unavailable(e.to_string()))?;
+        let found = self.cancellations.last(&subject).await?;
         Ok(found.is_some())
     }
 
@@ -299,7 +295,7 @@ impl Payments {
             .events
             .load_owned(&ours.customer_id, &ours.payment_id)
             .await?
-            .ok_or_else(|| PaymentError::Unavailable(String::from("payment vanished")))?;
+            .ok_or_else(|| PaymentError::Vanished(ours.payment_id.clone()))?;
         if let (PaymentStatus::Voided, GatewayResponse::Charged { reference }) =
             (current.status, answer)
         {
@@ -486,7 +482,12 @@ fn outcome(result: Result<(), PaymentError>, delivered: i64) -> Outcome {
         },
         Err(
             error @ (PaymentError::Gateway(GatewayError::Transient(_) | GatewayError::Timeout(_))
-            | PaymentError::Unavailable(_)
+            | PaymentError::Store(
+                aggregate::StoreError::Load(_)
+                | aggregate::StoreError::Index(_)
+                | aggregate::StoreError::Append(_),
+            )
+            | PaymentError::Vanished(_)
             | PaymentError::Contended(_)),
         ) => Outcome::Retry {
             after: retry_delay(delivered),
