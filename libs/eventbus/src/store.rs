@@ -57,7 +57,8 @@ pub enum EnsureStreamError {
         /// JetStream's error, with its codes.
         source: jetstream::Error,
     },
-    /// Looking the stream up got no answer from JetStream.
+    /// Looking the stream up failed without an answer from JetStream (the
+    /// request failed, or the name is not one a stream can have).
     #[error("cannot set up JetStream stream {stream}: {source}")]
     Lookup {
         /// The stream.
