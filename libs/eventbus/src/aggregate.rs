@@ -104,17 +104,28 @@ pub trait Kind: Send + Sync + 'static {
         )
     }
 
-    /// The aggregate an event carries, chosen by the event's `ce-type`; a
-    /// reason when the event is not one of this kind, does not decode, or
+    /// The aggregate an event carries, chosen by the event's `ce-type`; why
+    /// not when the event is not one of this kind, does not decode, or
     /// carries ids this system never writes ([`Kind::check_identity`]).
-    fn decode(ce_type: Option<&str>, payload: &[u8]) -> Result<Self::State, String> {
-        let ce_type = ce_type.ok_or("the event has no ce-type header")?;
-        let event = Self::event_for(ce_type)
-            .ok_or_else(|| format!("unknown {} event type {ce_type:?}", Self::NOUN))?;
+    fn decode(ce_type: Option<&str>, payload: &[u8]) -> Result<Self::State, CorruptEvent> {
+        let ce_type = ce_type.ok_or(CorruptEvent::NoType)?;
+        let event = Self::event_for(ce_type).ok_or_else(|| CorruptEvent::UnknownType {
+            noun: Self::NOUN,
+            ce_type: ce_type.to_owned(),
+        })?;
         let state = (Self::event_type(event).decode)(payload)
-            .map_err(|e| format!("undecodable {ce_type}: {e}"))?
-            .ok_or_else(|| format!("{ce_type} carries no {}", Self::NOUN))?;
-        Self::check_identity(&state).map_err(|reason| format!("{ce_type} carries {reason}"))?;
+            .map_err(|source| CorruptEvent::Undecodable {
+                ce_type: ce_type.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| CorruptEvent::Empty {
+                ce_type: ce_type.to_owned(),
+                noun: Self::NOUN,
+            })?;
+        Self::check_identity(&state).map_err(|reason| CorruptEvent::ForeignIds {
+            ce_type: ce_type.to_owned(),
+            reason,
+        })?;
         Ok(state)
     }
 
@@ -131,6 +142,48 @@ pub trait Kind: Send + Sync + 'static {
         }
         identity::require_owner(Self::OWNER_NOUN, Self::owner(state))
     }
+}
+
+/// Why an event is not an aggregate of a kind ([`Kind::decode`]). No retry
+/// changes any of these: a consumer dead-letters the event, a read answers
+/// that the stored event is corrupt.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CorruptEvent {
+    /// It has no `ce-type` header.
+    #[error("the event has no ce-type header")]
+    NoType,
+    /// Its `ce-type` names none of the kind's event messages.
+    #[error("unknown {noun} event type {ce_type:?}")]
+    UnknownType {
+        /// What one aggregate of the kind is called (`order`).
+        noun: &'static str,
+        /// The header's value.
+        ce_type: String,
+    },
+    /// Its body is not a valid encoding of the message its `ce-type` names.
+    #[error("undecodable {ce_type}: {source}")]
+    Undecodable {
+        /// The header's value.
+        ce_type: String,
+        /// The decoder's error.
+        source: prost::DecodeError,
+    },
+    /// Its body decodes but carries no aggregate.
+    #[error("{ce_type} carries no {noun}")]
+    Empty {
+        /// The header's value.
+        ce_type: String,
+        /// What one aggregate of the kind is called (`order`).
+        noun: &'static str,
+    },
+    /// It carries ids orderflow never writes ([`Kind::check_identity`]).
+    #[error("{ce_type} carries {reason}")]
+    ForeignIds {
+        /// The header's value.
+        ce_type: String,
+        /// Which id, and what is wrong with it (see [`crate::identity`]).
+        reason: String,
+    },
 }
 
 /// One event message of an aggregate kind: its `ce-type` (the message's
@@ -206,22 +259,23 @@ pub struct Versioned<A> {
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// NATS did not confirm or answer.
+    /// Reading an aggregate's last event failed.
     #[error(transparent)]
-    Unavailable(#[from] LoadError),
-    /// A batched read failed.
+    Load(#[from] LoadError),
+    /// A batched read (a page of a list, a migration) failed.
     #[error(transparent)]
     Index(#[from] IndexError),
-    /// An append was not confirmed.
+    /// An append was not committed.
     #[error(transparent)]
-    Append(AppendError),
+    Append(#[from] AppendError),
     /// A stored event is not an aggregate of this kind.
     #[error("aggregate {id} has a corrupt event: {reason}")]
     Corrupt {
         /// The aggregate.
         id: String,
-        /// Why.
-        reason: String,
+        /// What is wrong with its event.
+        #[source]
+        reason: CorruptEvent,
     },
 }
 
@@ -926,35 +980,51 @@ mod tests {
             Ok(state) => panic!("{ce_type:?} decoded as {state:?}"),
             Err(reason) => reason,
         };
+        let said = |ce_type: Option<&str>, payload: &[u8]| reason(ce_type, payload).to_string();
         assert_eq!(
             reason(None, &body(thing(ID, "o", ID))),
+            CorruptEvent::NoType
+        );
+        assert_eq!(
+            said(None, &body(thing(ID, "o", ID))),
             "the event has no ce-type header"
         );
         assert_eq!(
-            reason(Some("test.other.v1.Opened"), &[]),
+            said(Some("test.other.v1.Opened"), &[]),
             "unknown thing event type \"test.other.v1.Opened\""
         );
+        let undecodable = reason(Some(&opened), &[0xff]);
         assert!(
-            reason(Some(&opened), &[0xff]).starts_with("undecodable test.thing.v1.ThingOpened: ")
+            matches!(&undecodable, CorruptEvent::Undecodable { .. }),
+            "{undecodable:?}"
+        );
+        assert!(
+            std::error::Error::source(&undecodable).is_some(),
+            "the decoder's error is kept"
+        );
+        assert!(
+            undecodable
+                .to_string()
+                .starts_with("undecodable test.thing.v1.ThingOpened: ")
         );
         assert_eq!(
-            reason(Some(&opened), &[]),
+            said(Some(&opened), &[]),
             "test.thing.v1.ThingOpened carries no thing"
         );
         assert_eq!(
-            reason(Some(&opened), &body(thing("x", "o", ID))),
+            said(Some(&opened), &body(thing("x", "o", ID))),
             "test.thing.v1.ThingOpened carries a thing id that is not a canonical UUID: \"x\""
         );
         assert_eq!(
-            reason(Some(&opened), &body(thing(ID, "o", "y"))),
+            said(Some(&opened), &body(thing(ID, "o", "y"))),
             "test.thing.v1.ThingOpened carries a parent id that is not a canonical UUID: \"y\""
         );
         assert_eq!(
-            reason(Some(&opened), &body(thing(ID, "a b", ID))),
+            said(Some(&opened), &body(thing(ID, "a b", ID))),
             "test.thing.v1.ThingOpened carries an owner id that must not contain spaces or control characters: \"a b\""
         );
         assert_eq!(
-            reason(Some(&opened), &body(thing(ID, "", ID))),
+            said(Some(&opened), &body(thing(ID, "", ID))),
             "test.thing.v1.ThingOpened carries an owner id that is required: \"\""
         );
     }
@@ -1057,7 +1127,7 @@ mod tests {
                         prop_assert!(identity::is_canonical_uuid(Things::id(&state)));
                         prop_assert!(identity::is_canonical_uuid(&state.parent_id));
                     }
-                    Err(reason) => prop_assert!(!reason.is_empty()),
+                    Err(reason) => prop_assert!(!reason.to_string().is_empty()),
                 }
             }
 

@@ -13,8 +13,10 @@
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
-    self, AckKind,
+    self, AckKind, ErrorCode,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    context::{GetStreamError, GetStreamErrorKind},
+    stream::ConsumerError,
 };
 use futures_util::{FutureExt, StreamExt, future::Shared};
 use tokio::{
@@ -146,6 +148,31 @@ impl ConsumerSpec {
     }
 }
 
+/// Why the durable consumer could not be bound; the pull loop logs it and
+/// tries again.
+#[derive(Debug, thiserror::Error)]
+enum BindError {
+    /// The stream does not exist (yet): no service has ensured it.
+    #[error("stream {stream} does not exist: {source}")]
+    StreamMissing {
+        stream: String,
+        source: GetStreamError,
+    },
+    /// The stream could not be looked up (JetStream refused or did not
+    /// answer).
+    #[error("cannot look up stream {stream}: {source}")]
+    Stream {
+        stream: String,
+        source: GetStreamError,
+    },
+    /// The consumer could not be created or brought to its spec.
+    #[error("cannot create the consumer on stream {stream}: {source}")]
+    Create {
+        stream: String,
+        source: ConsumerError,
+    },
+}
+
 /// A durable pull consumer bound to a handler.
 pub struct DurableConsumer {
     js: JetStream,
@@ -158,13 +185,20 @@ impl DurableConsumer {
         Self { js, spec }
     }
 
-    async fn create(&self) -> Result<PullConsumer, String> {
+    async fn create(&self) -> Result<PullConsumer, BindError> {
         let spec = &self.spec;
-        let stream = self
-            .js
-            .get_stream(&spec.stream)
-            .await
-            .map_err(|e| e.to_string())?;
+        let stream = self.js.get_stream(&spec.stream).await.map_err(|source| {
+            let missing = matches!(
+                source.kind(),
+                GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND
+            );
+            let stream = spec.stream.clone();
+            if missing {
+                BindError::StreamMissing { stream, source }
+            } else {
+                BindError::Stream { stream, source }
+            }
+        })?;
         let config = pull::Config {
             durable_name: Some(spec.durable.clone()),
             deliver_policy: DeliverPolicy::All,
@@ -180,7 +214,10 @@ impl DurableConsumer {
         stream
             .create_consumer(config)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|source| BindError::Create {
+                stream: spec.stream.clone(),
+                source,
+            })
     }
 
     /// Pulls and handles messages until `shutdown` is cancelled, then finishes

@@ -13,9 +13,12 @@ use std::time::Duration;
 use async_nats::{
     HeaderMap,
     jetstream::{
-        consumer::{DeliverPolicy, pull},
-        context::PublishErrorKind,
-        stream::DirectGetErrorKind,
+        consumer::{
+            DeliverPolicy, StreamError,
+            pull::{self, OrderedError},
+        },
+        context::{GetStreamError, PublishError, PublishErrorKind},
+        stream::{ConsumerError, DeleteMessageError, DirectGetError, DirectGetErrorKind},
     },
 };
 use bytes::Bytes;
@@ -29,8 +32,60 @@ use crate::{
 
 /// Why a dead-letter operation failed.
 #[derive(Debug, thiserror::Error)]
-#[error("dead letters: {0}")]
-pub struct DeadLetterError(String);
+pub enum DeadLetterError {
+    /// The DEADLETTERS stream could not be looked up.
+    #[error("dead letters: {0}")]
+    Stream(#[from] GetStreamError),
+    /// The listing's consumer could not be created.
+    #[error("dead letters: {0}")]
+    List(#[from] ConsumerError),
+    /// The listing's messages could not be subscribed to.
+    #[error("dead letters: {0}")]
+    Subscribe(#[from] StreamError),
+    /// The listing broke while reading.
+    #[error("dead letters: {0}")]
+    Read(#[from] OrderedError),
+    /// A listed message came without its JetStream metadata.
+    #[error("dead letters: {0}")]
+    Metadata(#[source] async_nats::Error),
+    /// Reading one dead letter failed.
+    #[error("dead letters: {0}")]
+    Get(#[from] DirectGetError),
+    /// The dead letter does not say where it came from, so it cannot be
+    /// replayed.
+    #[error(
+        "dead letters: dead letter {sequence} has no {} header",
+        headers::ORIGINAL_SUBJECT
+    )]
+    NoOriginalSubject {
+        /// The dead letter.
+        sequence: u64,
+    },
+    /// The replay was not sent, or JetStream refused it.
+    #[error("dead letters: {0}")]
+    Replay(#[source] PublishError),
+    /// JetStream did not acknowledge the replay in time. A server refusing
+    /// the publish tells only the connection (it is logged there), so a
+    /// permission the service lacks ends here too.
+    #[error(
+        "dead letters: JetStream did not acknowledge the replay on {subject} ({source}): the \
+         stream is unreachable, or this service's NATS user lacks permission to publish there \
+         (with deploy/nats/auth.conf each service publishes only its own events: replay this \
+         dead letter through the service that writes {original_stream})"
+    )]
+    ReplayUnacknowledged {
+        /// The replay subject.
+        subject: String,
+        /// The stream the dead letter came from.
+        original_stream: String,
+        /// The client's error.
+        source: PublishError,
+    },
+    /// The replayed dead letter could not be deleted: it stays, and a second
+    /// replay of it is de-duplicated.
+    #[error("dead letters: {0}")]
+    Delete(#[from] DeleteMessageError),
+}
 
 /// One dead letter as stored.
 #[derive(Clone, Debug)]
@@ -61,10 +116,6 @@ pub struct DeadLetters {
     js: JetStream,
 }
 
-fn err(e: impl ToString) -> DeadLetterError {
-    DeadLetterError(e.to_string())
-}
-
 impl DeadLetters {
     /// The dead letters on `js`.
     pub fn new(js: JetStream) -> Self {
@@ -79,7 +130,7 @@ impl DeadLetters {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<DeadLetterRecord>, bool), DeadLetterError> {
-        let stream = self.js.get_stream(DEAD_LETTER_STREAM).await.map_err(err)?;
+        let stream = self.js.get_stream(DEAD_LETTER_STREAM).await?;
         let filter = match consumer {
             Some(consumer) => format!("deadletter.*.{consumer}"),
             None => String::from("deadletter.>"),
@@ -93,18 +144,17 @@ impl DeadLetters {
                 },
                 ..Default::default()
             })
-            .await
-            .map_err(err)?;
+            .await?;
         let mut out = Vec::new();
         if ordered.cached_info().num_pending == 0 {
             return Ok((out, false));
         }
-        let mut messages = ordered.messages().await.map_err(err)?;
+        let mut messages = ordered.messages().await?;
         while let Ok(Some(message)) =
             tokio::time::timeout(Duration::from_secs(5), messages.next()).await
         {
-            let message = message.map_err(err)?;
-            let info = message.info().map_err(err)?;
+            let message = message?;
+            let info = message.info().map_err(DeadLetterError::Metadata)?;
             let (sequence, pending) = (info.stream_sequence, info.pending);
             let time = (
                 info.published.unix_timestamp(),
@@ -128,11 +178,7 @@ impl DeadLetters {
 
     /// The dead letter at `sequence`, if there is one.
     pub async fn get(&self, sequence: u64) -> Result<Option<DeadLetterRecord>, DeadLetterError> {
-        let stream = self
-            .js
-            .get_stream_no_info(DEAD_LETTER_STREAM)
-            .await
-            .map_err(err)?;
+        let stream = self.js.get_stream_no_info(DEAD_LETTER_STREAM).await?;
         match stream.direct_get(sequence).await {
             Ok(message) => Ok(Some(DeadLetterRecord {
                 sequence: message.sequence,
@@ -144,7 +190,7 @@ impl DeadLetters {
                 ),
             })),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(err(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -161,10 +207,7 @@ impl DeadLetters {
         };
         let original = record.header(headers::ORIGINAL_SUBJECT);
         if original.is_empty() {
-            return Err(DeadLetterError(format!(
-                "dead letter {sequence} has no {} header",
-                headers::ORIGINAL_SUBJECT
-            )));
+            return Err(DeadLetterError::NoOriginalSubject { sequence });
         }
         let subject = format!("{original}.{REPLAY_TOKEN}");
         let mut replayed = HeaderMap::new();
@@ -183,24 +226,21 @@ impl DeadLetters {
         self.js
             .publish_with_headers(subject.clone(), replayed, record.payload.clone())
             .await
-            .map_err(err)?
+            .map_err(DeadLetterError::Replay)?
             .await
-            .map_err(|e| {
-                if e.kind() != PublishErrorKind::TimedOut {
-                    return err(e);
+            .map_err(|source| {
+                if source.kind() == PublishErrorKind::TimedOut {
+                    DeadLetterError::ReplayUnacknowledged {
+                        subject: subject.clone(),
+                        original_stream: record.header(headers::ORIGINAL_STREAM).to_owned(),
+                        source,
+                    }
+                } else {
+                    DeadLetterError::Replay(source)
                 }
-                // A server refusing the publish tells only the connection
-                // (it is logged there), so the caller sees a timeout.
-                DeadLetterError(format!(
-                    "JetStream did not acknowledge the replay on {subject} ({e}): the stream is \
-                     unreachable, or this service's NATS user lacks permission to publish there \
-                     (with deploy/nats/auth.conf each service publishes only its own events: \
-                     replay this dead letter through the service that writes {})",
-                    record.header(headers::ORIGINAL_STREAM)
-                ))
             })?;
-        let stream = self.js.get_stream(DEAD_LETTER_STREAM).await.map_err(err)?;
-        stream.delete_message(sequence).await.map_err(err)?;
+        let stream = self.js.get_stream(DEAD_LETTER_STREAM).await?;
+        stream.delete_message(sequence).await?;
         Ok(Some((record, subject)))
     }
 }

@@ -65,9 +65,8 @@ impl GatheredReads {
             });
         }
         let (answer, answered) = oneshot::channel();
-        let gone = || IndexError::Unavailable {
+        let gone = || IndexError::ReaderStopped {
             stream: self.stream.clone(),
-            message: "the gathered reader has stopped".to_owned(),
         };
         self.asks
             .send(Ask {

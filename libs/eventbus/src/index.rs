@@ -21,9 +21,9 @@
 //! On a replicated stream any replica may answer, so a read right after a
 //! write may miss it; lists accept that, and writes never rely on it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use async_nats::{HeaderMap, StatusCode};
+use async_nats::{HeaderMap, RequestErrorKind, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -61,16 +61,42 @@ pub struct Batch {
     pub pending: u64,
 }
 
+/// What went wrong underneath an [`IndexError`]: the async-nats or decoding
+/// error, shared so that the error stays `Clone` (a gathered read answers
+/// every asker with the same one).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// Why a batched read failed.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum IndexError {
-    /// NATS did not answer in time, or the connection failed.
-    #[error("cannot read stream {stream}: {message}")]
-    Unavailable {
+    /// No answer came within the read timeout.
+    #[error("cannot read stream {stream}: timed out")]
+    TimedOut {
         /// The stream.
         stream: String,
-        /// What happened.
-        message: String,
+    },
+    /// Nothing answers the stream's API subject: JetStream is not running,
+    /// or the stream does not exist (or serves no direct gets).
+    #[error("cannot read stream {stream}: no responders")]
+    NoResponders {
+        /// The stream.
+        stream: String,
+    },
+    /// The request was not sent: the connection is closed, or the request
+    /// could not be encoded.
+    #[error("cannot read stream {stream}: {source}")]
+    NotSent {
+        /// The stream.
+        stream: String,
+        /// The client's error.
+        source: Cause,
+    },
+    /// The answer stopped before the status message that ends it (the
+    /// reply subscription ended, as it does when the connection closes).
+    #[error("cannot read stream {stream}: the reply subscription ended")]
+    Interrupted {
+        /// The stream.
+        stream: String,
     },
     /// The server refused the request (a bad filter, too many subjects).
     #[error("stream {stream} refused the read: {status} {description}")]
@@ -82,6 +108,67 @@ pub enum IndexError {
         /// The server's description.
         description: String,
     },
+    /// The answer is not one the API gives: JSON of another shape, or a
+    /// stored message that is not base64.
+    #[error("cannot read stream {stream}: unreadable answer: {source}")]
+    Unreadable {
+        /// The stream.
+        stream: String,
+        /// The decoder's error.
+        source: Cause,
+    },
+    /// The answer carried neither a message nor an error.
+    #[error("cannot read stream {stream}: an empty answer")]
+    EmptyAnswer {
+        /// The stream.
+        stream: String,
+    },
+    /// The task that answers gathered reads has stopped
+    /// ([`crate::gather::GatheredReads`]).
+    #[error("cannot read stream {stream}: the gathered reader has stopped")]
+    ReaderStopped {
+        /// The stream.
+        stream: String,
+    },
+}
+
+impl IndexError {
+    fn timed_out(stream: &str) -> Self {
+        Self::TimedOut {
+            stream: stream.to_owned(),
+        }
+    }
+
+    fn no_responders(stream: &str) -> Self {
+        Self::NoResponders {
+            stream: stream.to_owned(),
+        }
+    }
+
+    fn not_sent(stream: &str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::NotSent {
+            stream: stream.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+
+    fn unreadable(stream: &str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unreadable {
+            stream: stream.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// A failed request, by what async-nats says went wrong.
+    fn request(stream: &str, error: async_nats::RequestError) -> Self {
+        match error.kind() {
+            RequestErrorKind::TimedOut => Self::timed_out(stream),
+            RequestErrorKind::NoResponders => Self::no_responders(stream),
+            RequestErrorKind::InvalidSubject
+            | RequestErrorKind::MaxPayloadExceeded
+            | RequestErrorKind::Other => Self::not_sent(stream, error),
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -119,7 +206,7 @@ pub async fn last_for(
     let body = serde_json::to_vec(&LastRequest {
         last_by_subj: filter,
     })
-    .map_err(|e| unavailable(stream, e.to_string()))?;
+    .map_err(|e| IndexError::not_sent(stream, e))?;
     get_one(js, stream, body.into()).await
 }
 
@@ -159,20 +246,20 @@ pub async fn last_for_on_leader(
     let body = serde_json::to_vec(&LastRequest {
         last_by_subj: filter,
     })
-    .map_err(|e| unavailable(stream, e.to_string()))?;
+    .map_err(|e| IndexError::not_sent(stream, e))?;
     let client = js.client();
     let request = client.request(format!("$JS.API.STREAM.MSG.GET.{stream}"), body.into());
     let message = tokio::time::timeout(READ_TIMEOUT, request)
         .await
-        .map_err(|_| unavailable(stream, "timed out".to_owned()))?
-        .map_err(|e| unavailable(stream, e.to_string()))?;
-    let reply: Reply = serde_json::from_slice(&message.payload)
-        .map_err(|e| unavailable(stream, format!("unreadable answer: {e}")))?;
+        .map_err(|_| IndexError::timed_out(stream))?
+        .map_err(|e| IndexError::request(stream, e))?;
+    let reply: Reply =
+        serde_json::from_slice(&message.payload).map_err(|e| IndexError::unreadable(stream, e))?;
     match (reply.message, reply.error) {
         (Some(stored), _) => {
             let decode = |text: Option<String>| {
                 text.map_or(Ok(Vec::new()), |t| STANDARD.decode(t))
-                    .map_err(|e| unavailable(stream, format!("unreadable message: {e}")))
+                    .map_err(|e| IndexError::unreadable(stream, e))
             };
             let headers = parse_headers(&decode(stored.hdrs)?);
             Ok(Some(IndexedEvent {
@@ -188,7 +275,9 @@ pub async fn last_for_on_leader(
             status: error.code,
             description: error.description,
         }),
-        (None, None) => Err(unavailable(stream, "an empty answer".to_owned())),
+        (None, None) => Err(IndexError::EmptyAnswer {
+            stream: stream.to_owned(),
+        }),
     }
 }
 
@@ -212,7 +301,7 @@ pub async fn at_sequence(
     sequence: u64,
 ) -> Result<Option<IndexedEvent>, IndexError> {
     let body = serde_json::to_vec(&SequenceRequest { seq: sequence })
-        .map_err(|e| unavailable(stream, e.to_string()))?;
+        .map_err(|e| IndexError::not_sent(stream, e))?;
     get_one(js, stream, body.into()).await
 }
 
@@ -226,8 +315,8 @@ async fn get_one(
     let request = client.request(format!("$JS.API.DIRECT.GET.{stream}"), body);
     let message = tokio::time::timeout(READ_TIMEOUT, request)
         .await
-        .map_err(|_| unavailable(stream, "timed out".to_owned()))?
-        .map_err(|e| unavailable(stream, e.to_string()))?;
+        .map_err(|_| IndexError::timed_out(stream))?
+        .map_err(|e| IndexError::request(stream, e))?;
     let headers = message.headers.unwrap_or_default();
     match message.status {
         None => Ok(Some(IndexedEvent {
@@ -240,7 +329,7 @@ async fn get_one(
             payload: message.payload,
         })),
         Some(StatusCode::NOT_FOUND) => Ok(None),
-        Some(StatusCode::NO_RESPONDERS) => Err(unavailable(stream, "no responders".to_owned())),
+        Some(StatusCode::NO_RESPONDERS) => Err(IndexError::no_responders(stream)),
         Some(status) => Err(IndexError::Refused {
             stream: stream.to_owned(),
             status: status.as_u16(),
@@ -263,7 +352,7 @@ pub async fn next_batch(
         next_by_subj: filter,
         batch: batch.max(1),
     })
-    .map_err(|e| unavailable(stream, e.to_string()))?;
+    .map_err(|e| IndexError::not_sent(stream, e))?;
     read(js, stream, body.into()).await
 }
 
@@ -280,20 +369,13 @@ pub async fn last_per_subject(
     let mut events = Vec::new();
     for chunk in filters.chunks(MAX_FILTERS) {
         let body = serde_json::to_vec(&MultiLastRequest { multi_last: chunk })
-            .map_err(|e| unavailable(stream, e.to_string()))?;
+            .map_err(|e| IndexError::not_sent(stream, e))?;
         events.extend(read(js, stream, body.into()).await?.events);
     }
     if filters.len() > MAX_FILTERS {
         events.sort_by_key(|event| event.sequence);
     }
     Ok(events)
-}
-
-fn unavailable(stream: &str, message: String) -> IndexError {
-    IndexError::Unavailable {
-        stream: stream.to_owned(),
-        message,
-    }
 }
 
 /// Sends one direct get request and collects its answer up to the status
@@ -304,11 +386,11 @@ async fn read(js: &JetStream, stream: &str, body: Bytes) -> Result<Batch, IndexE
     let mut replies = client
         .subscribe(inbox.clone())
         .await
-        .map_err(|e| unavailable(stream, e.to_string()))?;
+        .map_err(|e| IndexError::not_sent(stream, e))?;
     client
         .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, body)
         .await
-        .map_err(|e| unavailable(stream, e.to_string()))?;
+        .map_err(|e| IndexError::not_sent(stream, e))?;
     let collect = async {
         let mut batch = Batch::default();
         while let Some(message) = replies.next().await {
@@ -336,7 +418,7 @@ async fn read(js: &JetStream, stream: &str, body: Bytes) -> Result<Batch, IndexE
                 }
                 Some(StatusCode::NOT_FOUND) => return Ok(batch),
                 Some(StatusCode::NO_RESPONDERS) => {
-                    return Err(unavailable(stream, "no responders".to_owned()));
+                    return Err(IndexError::no_responders(stream));
                 }
                 Some(status) => {
                     return Err(IndexError::Refused {
@@ -347,14 +429,13 @@ async fn read(js: &JetStream, stream: &str, body: Bytes) -> Result<Batch, IndexE
                 }
             }
         }
-        Err(unavailable(
-            stream,
-            "the reply subscription ended".to_owned(),
-        ))
+        Err(IndexError::Interrupted {
+            stream: stream.to_owned(),
+        })
     };
     let result = tokio::time::timeout(READ_TIMEOUT, collect)
         .await
-        .unwrap_or_else(|_| Err(unavailable(stream, "timed out".to_owned())));
+        .unwrap_or_else(|_| Err(IndexError::timed_out(stream)));
     // Dropping the subscriber unsubscribes; say so at once on success too.
     let _ = replies.unsubscribe().await;
     result

@@ -28,13 +28,13 @@ pub mod setup;
 pub mod store;
 pub mod subject;
 
-pub use async_nats::{Client, jetstream::Context as JetStream};
+pub use async_nats::{Client, ConnectError, jetstream::Context as JetStream};
 pub use consumer::{ConsumerSpec, DurableConsumer, EventHandler, Outcome};
 pub use envelope::{EventEnvelope, ReceivedEvent};
 pub use security::{ClientCertificate, NatsAuth, NatsTls};
 pub use store::{
-    AppendError, Appended, EventStore, LoadError, StoredEvent, StreamSpec, ensure_stream,
-    ensure_streams,
+    AppendError, Appended, EnsureStreamError, EventStore, LoadError, StoredEvent, StreamSpec,
+    WatchError, ensure_stream, ensure_streams,
 };
 
 // For `event_type!`, which expands in the services' crates.
@@ -112,18 +112,26 @@ pub fn jetstream(client: Client) -> JetStream {
 /// look like a lost race.
 pub const MIN_SERVER_VERSION: (u64, u64) = (2, 11);
 
+/// The connected nats-server is older than [`MIN_SERVER_VERSION`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "nats-server {version} is too old: orderflow needs {}.{} or later (optimistic concurrency \
+     over an aggregate's subjects, batched direct gets); upgrade the server",
+    MIN_SERVER_VERSION.0,
+    MIN_SERVER_VERSION.1
+)]
+pub struct ServerTooOld {
+    /// The version the server announced.
+    pub version: String,
+}
+
 /// Why the connected server cannot serve orderflow, if it cannot.
-pub fn check_server_version(client: &Client) -> Result<(), String> {
+pub fn check_server_version(client: &Client) -> Result<(), ServerTooOld> {
     let version = client.server_info().version;
     if supports(&version) {
         Ok(())
     } else {
-        let (major, minor) = MIN_SERVER_VERSION;
-        Err(format!(
-            "nats-server {version} is too old: orderflow needs {major}.{minor} or later \
-             (optimistic concurrency over an aggregate's subjects, batched direct gets); \
-             upgrade the server"
-        ))
+        Err(ServerTooOld { version })
     }
 }
 
@@ -161,5 +169,17 @@ mod tests {
         ] {
             assert_eq!(super::supports(version), ok, "{version}");
         }
+    }
+
+    #[test]
+    fn a_server_too_old_is_told_what_it_lacks() {
+        let error = super::ServerTooOld {
+            version: "2.10.24".to_owned(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "nats-server 2.10.24 is too old: orderflow needs 2.11 or later (optimistic \
+             concurrency over an aggregate's subjects, batched direct gets); upgrade the server"
+        );
     }
 }

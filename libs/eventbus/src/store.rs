@@ -13,8 +13,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     self, ErrorCode,
-    context::{CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind, RequestErrorKind},
-    stream::{Config, StorageType},
+    consumer::{StreamError, pull::OrderedError},
+    context::{
+        CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, PublishError,
+        PublishErrorKind, RequestError, RequestErrorKind,
+    },
+    stream::{Config, ConsumerError, StorageType},
 };
 use bytes::Bytes;
 use opentelemetry::KeyValue;
@@ -42,18 +46,68 @@ pub struct StreamSpec {
 
 /// Why a stream could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot set up JetStream stream {stream}: {message}")]
-pub struct EnsureStreamError {
-    stream: String,
-    message: String,
-    /// JetStream was not ready (timeout, no responders, a cluster still
-    /// forming); set-up retries these.
-    transient: bool,
+pub enum EnsureStreamError {
+    /// JetStream answered with an error: a subject overlapping another
+    /// stream, more replicas than servers, or a cluster still forming (see
+    /// [`is_transient`](Self::is_transient)).
+    #[error("cannot set up JetStream stream {stream}: {source}")]
+    Refused {
+        /// The stream.
+        stream: String,
+        /// JetStream's error, with its codes.
+        source: jetstream::Error,
+    },
+    /// Looking the stream up failed without an answer from JetStream (the
+    /// request failed, or the name is not one a stream can have).
+    #[error("cannot set up JetStream stream {stream}: {source}")]
+    Lookup {
+        /// The stream.
+        stream: String,
+        /// The client's error.
+        source: GetStreamError,
+    },
+    /// Reading the existing stream's configuration failed.
+    #[error("cannot set up JetStream stream {stream}: {source}")]
+    Info {
+        /// The stream.
+        stream: String,
+        /// The client's error.
+        source: RequestError,
+    },
+    /// Creating or updating the stream got no answer, or one that could
+    /// not be read.
+    #[error("cannot set up JetStream stream {stream}: {source}")]
+    Write {
+        /// The stream.
+        stream: String,
+        /// The client's error.
+        source: CreateStreamError,
+    },
+}
+
+impl EnsureStreamError {
+    /// Whether JetStream was only not ready (a timeout, no responders, a
+    /// cluster still forming): set-up retries these, and fails at once on
+    /// the rest.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Refused { source, .. } => crate::setup::is_transient_code(source.error_code()),
+            Self::Lookup { source, .. } => source.kind() == GetStreamErrorKind::Request,
+            Self::Info { source, .. } => matches!(
+                source.kind(),
+                RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
+            ),
+            Self::Write { source, .. } => matches!(
+                source.kind(),
+                CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable
+            ),
+        }
+    }
 }
 
 impl crate::setup::Transient for EnsureStreamError {
     fn is_transient(&self) -> bool {
-        self.transient
+        EnsureStreamError::is_transient(self)
     }
 }
 
@@ -71,20 +125,16 @@ pub async fn ensure_stream(js: &JetStream, spec: &StreamSpec) -> Result<(), Ensu
 }
 
 async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
-    let err = |message: String, transient: bool| EnsureStreamError {
-        stream: spec.name.clone(),
-        message,
-        transient,
-    };
-    let create_or_update_err = |e: jetstream::context::CreateStreamError| match e.kind() {
-        CreateStreamErrorKind::JetStream(j) => err(
-            j.to_string(),
-            crate::setup::is_transient_code(j.error_code()),
-        ),
-        CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => {
-            err(e.to_string(), true)
-        }
-        _ => err(e.to_string(), false),
+    let stream = || spec.name.clone();
+    let create_or_update_err = |source: CreateStreamError| match source.kind() {
+        CreateStreamErrorKind::JetStream(refusal) => EnsureStreamError::Refused {
+            stream: stream(),
+            source: refusal,
+        },
+        _ => EnsureStreamError::Write {
+            stream: stream(),
+            source,
+        },
     };
     let wanted = Config {
         name: spec.name.clone(),
@@ -96,14 +146,14 @@ async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), Ens
         ..Default::default()
     };
     match js.get_stream(&spec.name).await {
-        Ok(mut stream) => {
-            let info = stream.info().await.map_err(|e| {
-                let transient = matches!(
-                    e.kind(),
-                    RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
-                );
-                err(e.to_string(), transient)
-            })?;
+        Ok(mut existing) => {
+            let info = existing
+                .info()
+                .await
+                .map_err(|source| EnsureStreamError::Info {
+                    stream: stream(),
+                    source,
+                })?;
             let current = &info.config;
             if current.subjects != wanted.subjects
                 || current.num_replicas != wanted.num_replicas
@@ -127,12 +177,14 @@ async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), Ens
                 .await
                 .map(|_| ())
                 .map_err(create_or_update_err),
-            GetStreamErrorKind::JetStream(j) => Err(err(
-                j.to_string(),
-                crate::setup::is_transient_code(j.error_code()),
-            )),
-            GetStreamErrorKind::Request => Err(err(e.to_string(), true)),
-            _ => Err(err(e.to_string(), false)),
+            GetStreamErrorKind::JetStream(refusal) => Err(EnsureStreamError::Refused {
+                stream: stream(),
+                source: refusal,
+            }),
+            _ => Err(EnsureStreamError::Lookup {
+                stream: stream(),
+                source: e,
+            }),
         },
     }
 }
@@ -168,20 +220,119 @@ pub async fn ensure_streams(
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// The aggregate changed since it was read: read again and decide again.
-    #[error("the aggregate changed concurrently (subject {subject})")]
+    #[error(
+        "the aggregate changed concurrently (subject {subject}, expected sequence {expected}{})",
+        found_part(*.actual)
+    )]
     Conflict {
         /// The aggregate's subject.
         subject: String,
+        /// The sequence the append expected its aggregate's subjects to end at.
+        expected: u64,
+        /// The sequence they end at, when JetStream said
+        /// (`wrong last sequence: <n>`).
+        actual: Option<u64>,
+        /// JetStream's refusal.
+        source: PublishError,
     },
-    /// JetStream did not confirm the append; it may or may not be stored.
-    /// Retrying with the same event id is safe (de-duplication).
-    #[error("JetStream did not confirm the append on {subject}: {message}")]
-    Unavailable {
+    /// The append was not sent (the connection is closed, too many appends
+    /// await their acks, or the event is larger than the server accepts):
+    /// nothing is stored.
+    #[error("JetStream did not confirm the append on {subject}: {source}")]
+    NotSent {
         /// The aggregate's subject.
         subject: String,
-        /// What went wrong.
-        message: String,
+        /// The client's error.
+        source: PublishError,
     },
+    /// No ack came in time, or the connection broke while waiting: the
+    /// event may or may not be stored. Retrying with the same event id is
+    /// safe (de-duplication).
+    #[error("JetStream did not confirm the append on {subject}: {source}")]
+    Unconfirmed {
+        /// The aggregate's subject.
+        subject: String,
+        /// The client's error.
+        source: PublishError,
+    },
+    /// Nothing answered the publish (no responders): no stream captures the
+    /// subject, or JetStream is not running. Nothing is stored.
+    #[error("JetStream did not confirm the append on {subject}: {source}")]
+    NoStream {
+        /// The aggregate's subject.
+        subject: String,
+        /// The client's error.
+        source: PublishError,
+    },
+    /// JetStream refused the append with another error than a conflict
+    /// (its code and description are in the source).
+    #[error("JetStream did not confirm the append on {subject}: {source}")]
+    Refused {
+        /// The aggregate's subject.
+        subject: String,
+        /// JetStream's refusal.
+        source: PublishError,
+    },
+    /// The answer was not a publish ack: the event may or may not be
+    /// stored, as after a timeout.
+    #[error("JetStream did not confirm the append on {subject}: {source}")]
+    Unreadable {
+        /// The aggregate's subject.
+        subject: String,
+        /// The decoder's error, inside the client's.
+        source: PublishError,
+    },
+}
+
+/// `, found <n>` when the sequence found is known.
+fn found_part(actual: Option<u64>) -> String {
+    actual.map_or_else(String::new, |actual| format!(", found {actual}"))
+}
+
+/// JetStream's error behind a failed publish, when it answered with one.
+fn api_error(error: &PublishError) -> Option<&jetstream::Error> {
+    std::error::Error::source(error)?.downcast_ref::<jetstream::Error>()
+}
+
+/// The sequence a conflicting append found, from JetStream's description
+/// (`wrong last sequence: 42`); async-nats has no accessor for it, but
+/// the error serializes as the API sent it.
+fn found_sequence(error: &PublishError) -> Option<u64> {
+    let api = serde_json::to_value(api_error(error)?).ok()?;
+    api.get("description")?
+        .as_str()?
+        .strip_prefix("wrong last sequence: ")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl AppendError {
+    /// An append whose ack did not come or said no, by what async-nats
+    /// says went wrong.
+    fn unacked(subject: &str, expected: u64, source: PublishError) -> Self {
+        let subject = subject.to_owned();
+        match source.kind() {
+            PublishErrorKind::WrongLastSequence => Self::Conflict {
+                subject,
+                expected,
+                actual: found_sequence(&source),
+                source,
+            },
+            PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                Self::Unconfirmed { subject, source }
+            }
+            PublishErrorKind::StreamNotFound => Self::NoStream { subject, source },
+            PublishErrorKind::MaxAckPending | PublishErrorKind::MaxPayloadExceeded => {
+                Self::NotSent { subject, source }
+            }
+            PublishErrorKind::WrongLastMessageId => Self::Refused { subject, source },
+            PublishErrorKind::Other if api_error(&source).is_some() => {
+                Self::Refused { subject, source }
+            }
+            PublishErrorKind::Other => Self::Unreadable { subject, source },
+        }
+    }
 }
 
 /// A committed append.
@@ -194,12 +345,53 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
-/// Why an aggregate could not be read.
+/// Why an aggregate's last event could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the last event of {subject}: {message}")]
+#[error("cannot read the last event of {subject}: {source}")]
 pub struct LoadError {
-    subject: String,
-    message: String,
+    /// The subjects read (wildcards allowed).
+    pub subject: String,
+    /// What went wrong.
+    pub source: crate::index::IndexError,
+}
+
+/// Why a watch could not start, or broke.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The stream's name is not one a stream can have.
+    #[error("cannot watch {subject}: {source}")]
+    Stream {
+        /// The subjects watched.
+        subject: String,
+        /// The client's error.
+        source: GetStreamError,
+    },
+    /// The watch's consumer could not be created (JetStream refused or did
+    /// not answer, or the stream does not exist).
+    #[error("cannot watch {subject}: {source}")]
+    Start {
+        /// The subjects watched.
+        subject: String,
+        /// The client's error.
+        source: ConsumerError,
+    },
+    /// The consumer's messages could not be subscribed to.
+    #[error("cannot watch {subject}: {source}")]
+    Subscribe {
+        /// The subjects watched.
+        subject: String,
+        /// The client's error.
+        source: StreamError,
+    },
+    /// The watch broke after it started (missed heartbeats, a consumer
+    /// that could not be recreated).
+    #[error("the watch of {subject} broke: {source}")]
+    Broken {
+        /// The subjects watched.
+        subject: String,
+        /// The client's error.
+        source: OrderedError,
+    },
 }
 
 /// The last event of an aggregate, with the sequence to expect on the next
@@ -285,7 +477,11 @@ impl EventStore {
         if let Err(error) = &result {
             let kind = match error {
                 AppendError::Conflict { .. } => "conflict",
-                AppendError::Unavailable { .. } => "unavailable",
+                AppendError::NotSent { .. }
+                | AppendError::Unconfirmed { .. }
+                | AppendError::NoStream { .. }
+                | AppendError::Refused { .. }
+                | AppendError::Unreadable { .. } => "unavailable",
             };
             labels.push(KeyValue::new("error.type", kind));
             span.record("otel.status_code", "ERROR");
@@ -316,24 +512,18 @@ impl EventStore {
             // The expected sequence is that of the last event on any of the
             // aggregate's subjects, not only the event's own one.
             .header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, guard);
-        let map = |kind: PublishErrorKind, message: String| match kind {
-            PublishErrorKind::WrongLastSequence => AppendError::Conflict {
-                subject: subject.to_owned(),
-            },
-            _ => AppendError::Unavailable {
-                subject: subject.to_owned(),
-                message,
-            },
-        };
         // The first await sends; the second waits for the ack. Without the
         // second, nothing is known to be stored.
         let ack = self
             .js
             .send_publish(subject.to_owned(), publish)
             .await
-            .map_err(|e| map(e.kind(), e.to_string()))?
+            .map_err(|source| AppendError::NotSent {
+                subject: subject.to_owned(),
+                source,
+            })?
             .await
-            .map_err(|e| map(e.kind(), e.to_string()))?;
+            .map_err(|source| AppendError::unacked(subject, expected_sequence, source))?;
         Ok(Appended {
             sequence: ack.sequence,
             duplicate: ack.duplicate,
@@ -345,9 +535,9 @@ impl EventStore {
     /// customer), or `None` when there is none. Served by any replica of the
     /// stream (direct get).
     pub async fn load_last(&self, filter: &str) -> Result<Option<StoredEvent>, LoadError> {
-        let err = |e: crate::index::IndexError| LoadError {
+        let err = |source| LoadError {
             subject: filter.to_owned(),
-            message: e.to_string(),
+            source,
         };
         let mut found = crate::index::last_for(&self.js, &self.stream_name, filter)
             .await
@@ -374,18 +564,17 @@ impl EventStore {
         &self,
         subject: &str,
         from: u64,
-    ) -> Result<impl futures_util::Stream<Item = Result<StoredEvent, LoadError>> + use<>, LoadError>
+    ) -> Result<impl futures_util::Stream<Item = Result<StoredEvent, WatchError>> + use<>, WatchError>
     {
         use futures_util::StreamExt;
-        let err = |message: String| LoadError {
-            subject: subject.to_owned(),
-            message,
-        };
         let stream = self
             .js
             .get_stream_no_info(&self.stream_name)
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|source| WatchError::Stream {
+                subject: subject.to_owned(),
+                source,
+            })?;
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
                 name: Some(crate::security::ordered_consumer_name()),
@@ -396,13 +585,22 @@ impl EventStore {
                 ..Default::default()
             })
             .await
-            .map_err(|e| err(e.to_string()))?;
-        let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+            .map_err(|source| WatchError::Start {
+                subject: subject.to_owned(),
+                source,
+            })?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|source| WatchError::Subscribe {
+                subject: subject.to_owned(),
+                source,
+            })?;
         let subject = subject.to_owned();
         Ok(messages.map(move |message| {
-            let message = message.map_err(|e| LoadError {
+            let message = message.map_err(|source| WatchError::Broken {
                 subject: subject.clone(),
-                message: e.to_string(),
+                source,
             })?;
             let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             Ok(StoredEvent {
@@ -418,5 +616,118 @@ impl EventStore {
     pub async fn ready(&self) -> bool {
         crate::is_connected(&self.js.client())
             && self.js.get_stream(&self.stream_name).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// JetStream's error as the API sends it.
+    fn api(code: u64, description: &str) -> jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 400,
+            "err_code": code,
+            "description": description,
+        }))
+        .unwrap_or_else(|e| panic!("an API error must deserialize: {e}"))
+    }
+
+    #[test]
+    fn a_refused_append_says_what_happened() {
+        let wrong_last = PublishError::with_source(
+            PublishErrorKind::WrongLastSequence,
+            api(10071, "wrong last sequence: 42"),
+        );
+        let conflict = AppendError::unacked("orders.c.id.created", 7, wrong_last);
+        assert!(
+            matches!(
+                conflict,
+                AppendError::Conflict {
+                    expected: 7,
+                    actual: Some(42),
+                    ..
+                }
+            ),
+            "{conflict:?}"
+        );
+        assert_eq!(
+            conflict.to_string(),
+            "the aggregate changed concurrently (subject orders.c.id.created, expected sequence 7, found 42)"
+        );
+        let unsaid = PublishError::new(PublishErrorKind::WrongLastSequence);
+        assert!(matches!(
+            AppendError::unacked("s", 0, unsaid),
+            AppendError::Conflict { actual: None, .. }
+        ));
+
+        let other = PublishError::with_source(
+            PublishErrorKind::Other,
+            api(10077, "maximum messages exceeded"),
+        );
+        let refused = AppendError::unacked("s", 0, other);
+        assert!(
+            matches!(refused, AppendError::Refused { .. }),
+            "{refused:?}"
+        );
+        assert!(
+            refused.to_string().contains("maximum messages exceeded"),
+            "{refused}"
+        );
+
+        let garbage = serde_json::from_slice::<serde_json::Value>(b"{")
+            .err()
+            .unwrap_or_else(|| panic!("\"{{\" is no JSON"));
+        let unreadable = AppendError::unacked(
+            "s",
+            0,
+            PublishError::with_source(PublishErrorKind::Other, garbage),
+        );
+        assert!(
+            matches!(unreadable, AppendError::Unreadable { .. }),
+            "{unreadable:?}"
+        );
+
+        for (kind, unconfirmed) in [
+            (PublishErrorKind::TimedOut, true),
+            (PublishErrorKind::BrokenPipe, true),
+            (PublishErrorKind::StreamNotFound, false),
+        ] {
+            let error = AppendError::unacked("s", 0, PublishError::new(kind));
+            assert_eq!(
+                matches!(error, AppendError::Unconfirmed { .. }),
+                unconfirmed,
+                "{error:?}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("JetStream did not confirm the append on s: "),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_jetstream_that_is_not_ready_is_retried() {
+        let refused = |code| EnsureStreamError::Refused {
+            stream: "ORDERS".to_owned(),
+            source: api(code, "x"),
+        };
+        assert!(refused(ErrorCode::CLUSTER_NOT_AVAILABLE.0).is_transient());
+        assert!(!refused(ErrorCode::STREAM_SUBJECT_OVERLAP.0).is_transient());
+        let write = |kind| EnsureStreamError::Write {
+            stream: "ORDERS".to_owned(),
+            source: CreateStreamError::new(kind),
+        };
+        assert!(write(CreateStreamErrorKind::TimedOut).is_transient());
+        assert!(write(CreateStreamErrorKind::JetStreamUnavailable).is_transient());
+        assert!(!write(CreateStreamErrorKind::ResponseParse).is_transient());
+        let info = |kind| EnsureStreamError::Info {
+            stream: "ORDERS".to_owned(),
+            source: RequestError::new(kind),
+        };
+        assert!(info(RequestErrorKind::NoResponders).is_transient());
+        assert!(!info(RequestErrorKind::Other).is_transient());
     }
 }

@@ -147,10 +147,7 @@ pub async fn migrate_subjects<K: Kind>(
     name: &str,
 ) -> Result<(), ServeError> {
     let (client, js) = server::connect_jetstream(common, name).await?;
-    let report = AggregateStore::<K>::new(js)
-        .migrate_legacy()
-        .await
-        .map_err(|e| ServeError::JetStream(e.to_string()))?;
+    let report = AggregateStore::<K>::new(js).migrate_legacy().await?;
     println!(
         "{}: {} found under the old subjects, {} copied, {} already moved, {} not readable (see the log)",
         K::PREFIX,

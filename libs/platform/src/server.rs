@@ -115,17 +115,17 @@ pub async fn health(
 pub enum ServeError {
     /// NATS is unreachable.
     #[error(
-        "cannot connect to NATS at {url}: {message}. Is nats-server running with JetStream (-js)? scripts/run-local.sh starts one"
+        "cannot connect to NATS at {url}: {source}. Is nats-server running with JetStream (-js)? scripts/run-local.sh starts one"
     )]
     Nats {
         /// The configured URLs.
         url: String,
         /// What failed.
-        message: String,
+        source: orderflow_eventbus::ConnectError,
     },
     /// NATS refused the service's credentials.
     #[error(
-        "NATS at {url} refused this service's credentials ({method}): {message}. Check NATS_USER with NATS_PASSWORD or NATS_PASSWORD_FILE (or NATS_TOKEN, NATS_NKEY_SEED_FILE, NATS_CREDS_FILE) against the server's users, e.g. deploy/nats/auth.conf"
+        "NATS at {url} refused this service's credentials ({method}): {source}. Check NATS_USER with NATS_PASSWORD or NATS_PASSWORD_FILE (or NATS_TOKEN, NATS_NKEY_SEED_FILE, NATS_CREDS_FILE) against the server's users, e.g. deploy/nats/auth.conf"
     )]
     NatsRefused {
         /// The configured URLs.
@@ -133,11 +133,18 @@ pub enum ServeError {
         /// How the service authenticated (never the secret).
         method: &'static str,
         /// What the server or client said.
-        message: String,
+        source: orderflow_eventbus::ConnectError,
     },
-    /// JetStream setup (streams, buckets) failed.
+    /// The server is older than orderflow needs.
     #[error("cannot set up JetStream: {0}")]
-    JetStream(String),
+    ServerTooOld(#[from] orderflow_eventbus::ServerTooOld),
+    /// A stream could not be set up.
+    #[error("cannot set up JetStream: {0}")]
+    JetStream(#[from] orderflow_eventbus::EnsureStreamError),
+    /// Copying events to this version's subjects failed
+    /// (`migrate-subjects`).
+    #[error("cannot migrate the events to the new subjects: {0}")]
+    Migration(#[from] orderflow_eventbus::aggregate::StoreError),
     /// The gRPC address cannot be bound.
     #[error("cannot listen on {addr}: {source}. Set GRPC_ADDR to a free address")]
     Bind {
@@ -215,17 +222,17 @@ pub async fn connect_nats(
     let url = nats.url.as_str();
     orderflow_eventbus::connect(url, name, &nats.auth, &nats.tls)
         .await
-        .map_err(|e| {
-            if orderflow_eventbus::security::is_refusal(&e) {
+        .map_err(|source| {
+            if orderflow_eventbus::security::is_refusal(&source) {
                 ServeError::NatsRefused {
                     url: url.to_owned(),
                     method: nats.auth.method(),
-                    message: e.to_string(),
+                    source,
                 }
             } else {
                 ServeError::Nats {
                     url: url.to_owned(),
-                    message: e.to_string(),
+                    source,
                 }
             }
         })
@@ -241,15 +248,14 @@ pub async fn connect_jetstream(
     name: &str,
 ) -> Result<(orderflow_eventbus::Client, orderflow_eventbus::JetStream), ServeError> {
     let client = connect_nats(&common.nats, name).await?;
-    orderflow_eventbus::check_server_version(&client).map_err(ServeError::JetStream)?;
+    orderflow_eventbus::check_server_version(&client)?;
     let js = orderflow_eventbus::jetstream(client.clone());
     orderflow_eventbus::ensure_streams(
         &js,
         orderflow_proto::contract::STREAMS,
         common.stream_replicas,
     )
-    .await
-    .map_err(|e| ServeError::JetStream(e.to_string()))?;
+    .await?;
     Ok((client, js))
 }
 

@@ -1,7 +1,7 @@
 //! Every way an order operation fails, and the one table that turns each into
 //! the gRPC status a client sees.
 
-use orderflow_eventbus::{AppendError, LoadError, aggregate::StoreError};
+use orderflow_eventbus::{AppendError, WatchError, aggregate::StoreError};
 use orderflow_platform::status::{FieldViolation, invalid_argument};
 use tonic::Status;
 
@@ -28,10 +28,18 @@ pub enum OrderError {
     /// The order kept changing under concurrent writers.
     #[error("order {0} is being changed concurrently; retry")]
     Contended(String),
-    /// JetStream could not be reached or did not confirm.
+    /// The event store failed: JetStream did not answer or confirm, or a
+    /// stored event is not an order.
+    #[error("{}", store_failure(.0))]
+    Store(#[from] StoreError),
+    /// A watch of an order's events could not start, or broke.
     #[error("event store unavailable: {0}")]
-    Unavailable(String),
-    /// A stored event cannot be decoded.
+    Watch(#[from] WatchError),
+    /// An order committed a moment ago could not be read back (a replica
+    /// that has not stored it yet).
+    #[error("event store unavailable: order {0} is committed but not readable yet")]
+    NotReadableYet(String),
+    /// A stored order breaks a rule every order keeps (it has a status).
     #[error("stored event of order {order_id} is unreadable: {reason}")]
     Corrupt {
         /// The order.
@@ -41,27 +49,22 @@ pub enum OrderError {
     },
 }
 
+/// What a failure of the event store says to a client.
+fn store_failure(error: &StoreError) -> String {
+    match error {
+        StoreError::Corrupt { id, reason } => {
+            format!("stored event of order {id} is unreadable: {reason}")
+        }
+        StoreError::Append(AppendError::Conflict { .. }) => format!("{error}; retry"),
+        StoreError::Load(_) | StoreError::Index(_) | StoreError::Append(_) => {
+            format!("event store unavailable: {error}")
+        }
+    }
+}
+
 impl From<AppendError> for OrderError {
     fn from(error: AppendError) -> Self {
-        Self::Unavailable(error.to_string())
-    }
-}
-
-impl From<LoadError> for OrderError {
-    fn from(error: LoadError) -> Self {
-        Self::Unavailable(error.to_string())
-    }
-}
-
-impl From<StoreError> for OrderError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Corrupt { id, reason } => Self::Corrupt {
-                order_id: id,
-                reason,
-            },
-            other => Self::Unavailable(other.to_string()),
-        }
+        Self::Store(error.into())
     }
 }
 
@@ -74,14 +77,23 @@ impl From<OrderError> for Status {
                 Status::already_exists(format!("{error}; use a new request_id for a new order"))
             }
             OrderError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
-            OrderError::Contended(_) => Status::aborted(error.to_string()),
-            OrderError::Unavailable(_) => {
+            // Every change retries its conflicts; one that reaches a caller
+            // lost every race, and the caller may try again.
+            OrderError::Contended(_)
+            | OrderError::Store(StoreError::Append(AppendError::Conflict { .. })) => {
+                Status::aborted(error.to_string())
+            }
+            OrderError::Store(
+                StoreError::Load(_) | StoreError::Index(_) | StoreError::Append(_),
+            )
+            | OrderError::Watch(_)
+            | OrderError::NotReadableYet(_) => {
                 tracing::warn!(%error, "answering UNAVAILABLE");
                 Status::unavailable(format!(
                     "{error}; retry shortly (CreateOrder is safe to retry with the same request_id)"
                 ))
             }
-            OrderError::Corrupt { .. } => {
+            OrderError::Store(StoreError::Corrupt { .. }) | OrderError::Corrupt { .. } => {
                 tracing::error!(%error, "corrupt event");
                 Status::internal(error.to_string())
             }

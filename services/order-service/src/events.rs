@@ -189,9 +189,11 @@ impl OrderEvents {
                 .headers
                 .get(orderflow_eventbus::envelope::headers::CE_TYPE)
                 .map(|v| v.as_str());
-            Orders::decode(ce_type, &event.payload).map_err(|reason| OrderError::Corrupt {
-                order_id: order_id.clone(),
-                reason,
+            Orders::decode(ce_type, &event.payload).map_err(|reason| {
+                OrderError::Store(aggregate::StoreError::Corrupt {
+                    id: order_id.clone(),
+                    reason,
+                })
             })
         }))
     }

@@ -94,11 +94,7 @@ impl OrderApi {
                     .events
                     .load(&order_id)
                     .await?
-                    .ok_or_else(|| {
-                        OrderError::Unavailable(format!(
-                            "order {order_id} is committed but not readable yet"
-                        ))
-                    })?
+                    .ok_or_else(|| OrderError::NotReadableYet(order_id.clone()))?
                     .state;
                 if existing.customer_id == order.customer_id && existing.items == order.items {
                     Ok(existing)

@@ -124,11 +124,15 @@ impl EventHandler for SettleOnPaymentEvents {
         };
         match self.apply(payment, result).await {
             Ok(()) => Outcome::Done,
-            Err(error @ (OrderError::NotFound(_) | OrderError::Corrupt { .. })) => {
-                Outcome::Reject {
-                    reason: error.to_string(),
-                }
-            }
+            Err(
+                error @ (OrderError::NotFound(_)
+                | OrderError::Corrupt { .. }
+                | OrderError::Store(orderflow_eventbus::aggregate::StoreError::Corrupt {
+                    ..
+                })),
+            ) => Outcome::Reject {
+                reason: error.to_string(),
+            },
             Err(error) => Outcome::Retry {
                 after: Duration::from_secs(1),
                 reason: error.to_string(),

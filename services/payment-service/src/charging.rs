@@ -15,8 +15,9 @@
 use std::time::Duration;
 
 use orderflow_eventbus::{
-    AppendError, EventHandler, JetStream, Outcome, ReceivedEvent, consumer::retry_delay,
-    gather::GatheredReads, identity, lookahead::Behind, subject::event_subject,
+    AppendError, EventHandler, JetStream, Outcome, ReceivedEvent, aggregate::StoreError,
+    consumer::retry_delay, gather::GatheredReads, identity, lookahead::Behind,
+    subject::event_subject,
 };
 use orderflow_money::Money;
 use orderflow_proto::{
@@ -132,11 +133,7 @@ impl Payments {
             &order.order_id,
             "cancelled",
         );
-        let found = self
-            .cancellations
-            .last(&subject)
-            .await
-            .map_err(|e| PaymentError::Unavailable(e.to_string()))?;
+        let found = self.cancellations.last(&subject).await?;
         Ok(found.is_some())
     }
 
@@ -301,7 +298,7 @@ impl Payments {
             .events
             .load_owned(&ours.customer_id, &ours.payment_id)
             .await?
-            .ok_or_else(|| PaymentError::Unavailable(String::from("payment vanished")))?;
+            .ok_or_else(|| PaymentError::Vanished(ours.payment_id.clone()))?;
         if let (PaymentStatus::Voided, GatewayResponse::Charged { reference }) =
             (current.status, answer)
         {
@@ -489,7 +486,10 @@ fn outcome(result: Result<(), PaymentError>, delivered: i64) -> Outcome {
         },
         Err(
             error @ (PaymentError::Gateway(GatewayError::Transient(_) | GatewayError::Timeout(_))
-            | PaymentError::Unavailable(_)
+            | PaymentError::Store(
+                StoreError::Load(_) | StoreError::Index(_) | StoreError::Append(_),
+            )
+            | PaymentError::Vanished(_)
             | PaymentError::Contended(_)),
         ) => Outcome::Retry {
             after: retry_delay(delivered),

@@ -1,7 +1,7 @@
 //! Every way a payment operation fails, and the one table that turns each
 //! into the gRPC status a client sees.
 
-use orderflow_eventbus::{AppendError, LoadError, aggregate::StoreError};
+use orderflow_eventbus::{AppendError, aggregate::StoreError, index::IndexError};
 use orderflow_platform::status::{FieldViolation, invalid_argument};
 use tonic::Status;
 
@@ -25,10 +25,16 @@ pub enum PaymentError {
     /// The gateway failed (transiently, or its breaker is open).
     #[error("{0}")]
     Gateway(#[from] GatewayError),
-    /// JetStream could not be reached or did not confirm.
-    #[error("event store unavailable: {0}")]
-    Unavailable(String),
-    /// A stored event cannot be decoded.
+    /// The event store failed: JetStream did not answer or confirm, or a
+    /// stored event is not a payment.
+    #[error("{}", store_failure(.0))]
+    Store(#[from] StoreError),
+    /// A payment read back after losing a race to another writer was not
+    /// there (a replica that has not stored the winner's event yet).
+    #[error("event store unavailable: payment {0} vanished")]
+    Vanished(String),
+    /// A stored payment, or the order a payment is for, breaks a rule every
+    /// one keeps (a status, a positive total).
     #[error("stored event of payment {payment_id} is unreadable: {reason}")]
     Corrupt {
         /// The payment.
@@ -38,27 +44,28 @@ pub enum PaymentError {
     },
 }
 
+/// What a failure of the event store says to a client.
+fn store_failure(error: &StoreError) -> String {
+    match error {
+        StoreError::Corrupt { id, reason } => {
+            format!("stored event of payment {id} is unreadable: {reason}")
+        }
+        StoreError::Append(AppendError::Conflict { .. }) => format!("{error}; retry"),
+        StoreError::Load(_) | StoreError::Index(_) | StoreError::Append(_) => {
+            format!("event store unavailable: {error}")
+        }
+    }
+}
+
 impl From<AppendError> for PaymentError {
     fn from(error: AppendError) -> Self {
-        Self::Unavailable(error.to_string())
+        Self::Store(error.into())
     }
 }
 
-impl From<LoadError> for PaymentError {
-    fn from(error: LoadError) -> Self {
-        Self::Unavailable(error.to_string())
-    }
-}
-
-impl From<StoreError> for PaymentError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Corrupt { id, reason } => Self::Corrupt {
-                payment_id: id,
-                reason,
-            },
-            other => Self::Unavailable(other.to_string()),
-        }
+impl From<IndexError> for PaymentError {
+    fn from(error: IndexError) -> Self {
+        Self::Store(error.into())
     }
 }
 
@@ -68,15 +75,24 @@ impl From<PaymentError> for Status {
             PaymentError::InvalidArgument(violations) => invalid_argument(violations),
             PaymentError::NotFound(_) => Status::not_found(error.to_string()),
             PaymentError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
-            PaymentError::Contended(_) => Status::aborted(error.to_string()),
+            // Every change retries its conflicts; one that reaches a caller
+            // lost every race, and the caller may try again.
+            PaymentError::Contended(_)
+            | PaymentError::Store(StoreError::Append(AppendError::Conflict { .. })) => {
+                Status::aborted(error.to_string())
+            }
             PaymentError::Gateway(GatewayError::Rejected(_)) => {
                 Status::failed_precondition(error.to_string())
             }
-            PaymentError::Gateway(_) | PaymentError::Unavailable(_) => {
+            PaymentError::Gateway(_)
+            | PaymentError::Store(
+                StoreError::Load(_) | StoreError::Index(_) | StoreError::Append(_),
+            )
+            | PaymentError::Vanished(_) => {
                 tracing::warn!(%error, "answering UNAVAILABLE");
                 Status::unavailable(format!("{error}; retry later"))
             }
-            PaymentError::Corrupt { .. } => {
+            PaymentError::Store(StoreError::Corrupt { .. }) | PaymentError::Corrupt { .. } => {
                 tracing::error!(%error, "corrupt event");
                 Status::internal(error.to_string())
             }

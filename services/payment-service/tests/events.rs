@@ -47,7 +47,7 @@ fn a_payment_naming_an_order_id_no_service_assigns_is_refused() {
         ..payment()
     };
     assert_eq!(
-        decode(foreign),
+        decode(foreign).map_err(|reason| reason.to_string()),
         Err(String::from(
             "orderflow.payment.v1.PaymentDeclined carries an order id that is not a canonical UUID: \"order-1\""
         ))
