@@ -119,10 +119,12 @@ pub fn set_parent(span: &tracing::Span, parent: Context) {
 }
 
 /// Tower layer that opens one SERVER span per gRPC request, child of the
-/// caller's trace context.
+/// caller's trace context, and records its duration.
 ///
-/// Applied once to the whole server, so no handler repeats it; the handler's
-/// own spans, its publishes and their NATS headers all inherit this trace.
+/// Applied to each API service (not to health or reflection: probes every
+/// few seconds would otherwise each start a trace of their own), so no
+/// handler repeats it; the handler's own spans, its publishes and their
+/// NATS headers all inherit this trace.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TraceContextLayer;
 
@@ -140,12 +142,6 @@ pub struct TraceContextService<S> {
     inner: S,
 }
 
-/// Infrastructure calls that get neither a span nor a metric: probes every
-/// few seconds would otherwise each start a trace of their own.
-fn is_infrastructure(path: &str) -> bool {
-    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
-}
-
 impl<S, B, RB> tower::Service<http::Request<B>> for TraceContextService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
@@ -160,9 +156,6 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if is_infrastructure(request.uri().path()) {
-            return Box::pin(self.inner.call(request));
-        }
         let path = request.uri().path();
         // gRPC paths are `/package.Service/Method`.
         let (service, method) = path

@@ -19,8 +19,9 @@
 //! Roles come from the token's `roles` claim (a list of strings). Every API
 //! call needs a valid token; the methods a service lists as admin-only
 //! (refunds, dead-letter replay) also need the [`ADMIN_ROLE`]. Health and
-//! reflection stay open, so probes and grpcurl's discovery work (reflection
-//! can be turned off with `GRPC_REFLECTION=false`).
+//! reflection stay open because only API services are wrapped in this layer
+//! (see `server`), so probes and grpcurl's discovery work (reflection can be
+//! turned off with `GRPC_REFLECTION=false`).
 //!
 //! The token is never logged or put in a span: the layer reads the
 //! `authorization` header, hands the verified [`Caller`] to the handler in
@@ -40,7 +41,6 @@ use serde::Deserialize;
 
 use crate::{
     config::{EnvReader, Var},
-    infra_paths::is_health_or_reflection,
     secret,
 };
 
@@ -342,9 +342,6 @@ where
             return Either::Left(self.inner.call(request));
         };
         let path = request.uri().path();
-        if is_health_or_reflection(path) {
-            return Either::Left(self.inner.call(request));
-        }
         let header = request
             .headers()
             .get(http::header::AUTHORIZATION)

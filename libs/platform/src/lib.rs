@@ -10,7 +10,7 @@
 //! - [`telemetry`]: the tracing subscriber (text or JSON logs) and the
 //!   OpenTelemetry SDK with optional OTLP export, flushed on shutdown.
 //! - [`json_log`]: the `LOG_FORMAT=json` line, with the current trace and span ids.
-//! - [`server`]: the gRPC server bootstrap: the trace-context layer, health
+//! - [`server`]: the gRPC server bootstrap: the layers around each API service, health
 //!   (driven by a readiness check), reflection v1 and v1alpha, graceful stop.
 //! - [`main_loop`]: the whole `main` of a service, shared by both binaries.
 //! - [`overload`]: the concurrency limit that sheds API calls beyond it.
@@ -25,11 +25,11 @@
 //! Which module uses which, from the leaves up (each line uses only modules
 //! of the lines above it; there is no cycle):
 //!
-//! 1. `config`, `infra_paths` (the health and reflection paths), `json_log`,
-//!    `status`, `shutdown`, `probe`: use no other module.
+//! 1. `config`, `json_log`, `status`, `shutdown`, `probe`, `overload`: use
+//!    no other module.
 //! 2. `secret` (config), `grpc_tls` (config), `telemetry` (config,
-//!    json_log), `overload` (infra_paths), `paging` (status).
-//! 3. `auth` (config, secret, infra_paths), `nats_config` (config, secret),
+//!    json_log), `paging` (status).
+//! 3. `auth` (config, secret), `nats_config` (config, secret),
 //!    `admin` (paging, status).
 //! 4. `service_config`: config and the concerns (nats_config, telemetry,
 //!    grpc_tls, auth).
@@ -43,7 +43,6 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod grpc_tls;
-mod infra_paths;
 pub mod json_log;
 pub mod main_loop;
 pub mod nats_config;

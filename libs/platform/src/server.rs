@@ -1,17 +1,24 @@
 //! The gRPC server every service runs.
 //!
 //! One place assembles what all services serve besides their API: the
-//! trace-context layer (one SERVER span per call, child of the caller's
-//! trace), `grpc.health.v1.Health` driven by a readiness check, server
-//! reflection in both `grpc.reflection.v1` and `v1alpha` (grpcurl still asks
-//! v1alpha), and a graceful stop that finishes in-flight calls.
+//! layers every API service is wrapped in (one SERVER span per call, child
+//! of the caller's trace; authentication; load shedding), `grpc.health.v1.Health`
+//! driven by a readiness check, server reflection in both `grpc.reflection.v1`
+//! and `v1alpha` (grpcurl still asks v1alpha), and a graceful stop that
+//! finishes in-flight calls. Health and reflection are served beside the
+//! layered API services, never through those layers: probes and discovery
+//! get no span of their own, need no token and are never shed.
 
-use std::{future::Future, time::Duration};
+use std::{convert::Infallible, future::Future, time::Duration};
 
 use orderflow_eventbus::propagation::TraceContextLayer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::{LayerExt, Routes},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 /// The largest request message an API service decodes: 1 MiB.
@@ -343,8 +350,10 @@ impl Started {
             ack_wait,
         } = self;
         let (health, health_server) = health(&[S::NAME]).await;
+        let layers = ApiLayers::new(&policy);
         let routes = with_platform_services(
-            Routes::new(api).add_service(crate::admin::service(js.clone())),
+            Routes::new(layers.wrap(api))
+                .add_service(layers.wrap(crate::admin::service(js.clone()))),
             health_server,
             &[orderflow_proto::FILE_DESCRIPTOR_SET],
             &[S::NAME, crate::admin::SERVICE_NAME],
@@ -362,6 +371,66 @@ impl Started {
                 .run(std::sync::Arc::new(handler), shutdown.clone()),
         );
         run(routes, listener, workers, client, shutdown, policy).await
+    }
+}
+
+/// The layers every API service is wrapped in, and health and reflection
+/// are not.
+///
+/// One instance wraps every API service of the server, so they share one
+/// concurrency limit.
+struct ApiLayers {
+    auth: crate::auth::AuthLayer,
+    shed: crate::overload::LoadShedLayer,
+}
+
+impl ApiLayers {
+    fn new(policy: &ServePolicy) -> Self {
+        Self {
+            auth: crate::auth::AuthLayer::new(policy.access.clone()),
+            shed: crate::overload::LoadShedLayer::new(policy.max_concurrent_calls),
+        }
+    }
+
+    /// `api` inside the layers, still named after it.
+    fn wrap<S>(
+        &self,
+        api: S,
+    ) -> impl tower::Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        tower::ServiceBuilder::new()
+            // Why first: every API call gets its SERVER span and the
+            // caller's trace context before anything else, so a refused or
+            // shed call is visible in its trace.
+            .layer(TraceContextLayer)
+            // Then who is calling: an unauthenticated call is refused
+            // without reaching the API (whatever the load, it is answered
+            // UNAUTHENTICATED, not shed).
+            .layer(self.auth.clone())
+            // Then the shared limit: beyond it calls are refused at once
+            // (RESOURCE_EXHAUSTED) rather than queued. The caller's
+            // grpc-timeout is enforced by tonic itself: when it expires the
+            // handler future is dropped, so no work continues for a caller
+            // that gave up.
+            .layer(self.shed.clone())
+            .named_layer(api)
     }
 }
 
@@ -508,21 +577,9 @@ pub async fn serve(
     if let Some(tls) = &policy.transport.tls {
         builder = builder.tls_config(tls.clone())?;
     }
+    // No server-wide layer: the API services carry theirs (see
+    // `ApiLayers`), and health and reflection are served bare.
     builder
-        // Why first: every call, including health and reflection, gets its
-        // SERVER span and the caller's trace context before anything else,
-        // and a refused or shed call is visible in its trace.
-        .layer(TraceContextLayer)
-        // Then who is calling: an unauthenticated call is refused before it
-        // can take one of the permits below.
-        .layer(crate::auth::AuthLayer::new(policy.access.clone()))
-        // Then the shared limit: beyond it API calls are refused at once
-        // (RESOURCE_EXHAUSTED) rather than queued. The caller's grpc-timeout
-        // is enforced by tonic itself: when it expires the handler future is
-        // dropped, so no work continues for a caller that gave up.
-        .layer(crate::overload::LoadShedLayer::new(
-            policy.max_concurrent_calls,
-        ))
         // Answer a stuck client instead of holding its stream forever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_routes(routes)
