@@ -20,7 +20,8 @@
 //! - [`secret`]: secrets from `NAME` or `NAME_FILE`, in types that never print.
 //! - [`status`]: field violations and the `google.rpc.BadRequest` status they become.
 //! - [`paging`]: page tokens and page sizes of the list RPCs.
-//! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation token.
+//! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation token, and the
+//!   phases of a stop, in order, owned by one object.
 //!
 //! Which module uses which, from the leaves up (each line uses only modules
 //! of the lines above it; there is no cycle):
@@ -33,7 +34,8 @@
 //!    `admin` (paging, status).
 //! 4. `service_config`: config and the concerns (nats_config, telemetry,
 //!    grpc_tls, auth).
-//! 5. `server`: service_config, admin, auth, grpc_tls, nats_config, overload.
+//! 5. `server`: service_config, admin, auth, grpc_tls, nats_config, overload,
+//!    shutdown.
 //! 6. `main_loop`: config, service_config, server, telemetry, probe, shutdown.
 //!
 //! Nothing here knows about orders or payments.

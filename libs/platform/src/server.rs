@@ -21,6 +21,8 @@ use tonic::{
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+use crate::shutdown::Shutdown;
+
 /// The largest request message an API service decodes: 1 MiB.
 ///
 /// tonic's default is 4 MiB. The largest valid request (a CreateOrder of 100
@@ -314,7 +316,8 @@ impl Started {
         self.ack_wait
     }
 
-    /// Serves `api` until `shutdown`, then stops in order (see [`run`]).
+    /// Serves `api` until `shutdown` is cancelled, then stops in the order
+    /// [`Shutdown`] keeps (see [`run`]).
     ///
     /// Beside the API it serves what every service does: the dead-letter
     /// admin API, health (following whether `readiness`'s stream answers)
@@ -359,18 +362,18 @@ impl Started {
             &[S::NAME, crate::admin::SERVICE_NAME],
             policy.transport.reflection,
         )?;
-        let workers = tokio_util::task::TaskTracker::new();
+        let shutdown = Shutdown::new(shutdown, policy.delay, policy.grace, client);
         let check = move || {
             let readiness = readiness.clone();
             async move { readiness.ready().await }
         };
-        workers.spawn(health.watch(Duration::from_secs(1), check, shutdown.clone()));
+        shutdown.spawn(health.watch(Duration::from_secs(1), check, shutdown.requested()));
         let consumer = consumer.with_ack_wait(ack_wait);
-        workers.spawn(
+        shutdown.spawn(
             orderflow_eventbus::DurableConsumer::new(js, consumer)
-                .run(std::sync::Arc::new(handler), shutdown.clone()),
+                .run(std::sync::Arc::new(handler), shutdown.requested()),
         );
-        run(routes, listener, workers, client, shutdown, policy).await
+        run(routes, listener, &policy, shutdown).await
     }
 }
 
@@ -477,83 +480,50 @@ impl ServePolicy {
     }
 }
 
-/// Runs a service until `shutdown`, then stops it in order.
+/// Serves `routes` until `shutdown` says to stop accepting, then lets
+/// `shutdown` finish its phases (see [`Shutdown`]).
 ///
-/// Serves `routes` while `workers` (consumers, the health watch) run. When
-/// `shutdown` is cancelled, health turns NOT_SERVING and consumers stop
-/// pulling at once; the server keeps answering for `stop.delay`, then stops
-/// accepting and finishes in-flight calls; the workers finish what they hold
-/// (for at most `stop.grace`); and the NATS connection is drained so every ack
-/// and publish reaches the server before the process exits. A failing server
-/// stops everything at once.
+/// The API is served on `listener` with `policy`'s transport security, and
+/// health alone on the plaintext health listener when there is one. A
+/// failing server stops everything at once.
 pub async fn run(
     routes: PlatformRoutes,
     listener: TcpListener,
-    workers: tokio_util::task::TaskTracker,
-    client: orderflow_eventbus::Client,
-    shutdown: CancellationToken,
-    stop: ServePolicy,
+    policy: &ServePolicy,
+    shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    workers.close();
-    let health_listener = match stop.transport.health_addr {
+    let health_listener = match policy.transport.health_addr {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    if stop.access.authenticator.is_none() {
+    if policy.access.authenticator.is_none() {
         tracing::warn!("API calls are not authenticated (AUTH_JWT_ISSUER is not set)");
     }
     tracing::info!(
         addr = ?listener.local_addr().ok(),
-        tls = stop.transport.tls.is_some(),
-        mutual_tls = stop.transport.mutual_tls,
+        tls = policy.transport.tls.is_some(),
+        mutual_tls = policy.transport.mutual_tls,
         health_addr = ?health_listener.as_ref().and_then(|l| l.local_addr().ok()),
         "serving"
     );
-    let stop_serving = CancellationToken::new();
-    let delayed = {
-        let (shutdown, stop_serving) = (shutdown.clone(), stop_serving.clone());
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            if !stop.delay.is_zero() {
-                tracing::info!(delay = ?stop.delay, "NOT_SERVING; still answering calls while load balancers catch up");
-                tokio::time::sleep(stop.delay).await;
-            }
-            stop_serving.cancel();
-        })
-    };
+    let (api_stop, health_stop) = (shutdown.stop_accepting(), shutdown.stop_accepting());
     let health_only = async {
         match health_listener {
             // Plaintext, no layers: probes are never shed or authenticated.
             Some(listener) => tonic::transport::Server::builder()
                 .add_routes(routes.health_only)
-                .serve_with_incoming_shutdown(
-                    incoming(listener),
-                    stop_serving.clone().cancelled_owned(),
-                )
+                .serve_with_incoming_shutdown(incoming(listener), health_stop)
                 .await
                 .map_err(ServeError::from),
             None => Ok(()),
         }
     };
-    let (served, health_served) = tokio::join!(
-        serve(routes.api, listener, stop_serving.clone(), &stop),
-        health_only
-    );
-    let served = served.and(health_served);
-    delayed.abort();
-    let grace = stop.grace;
-    shutdown.cancel();
-    if tokio::time::timeout(grace, workers.wait()).await.is_err() {
-        tracing::warn!(
-            ?grace,
-            "in-flight messages did not finish within SHUTDOWN_TIMEOUT_SECS; JetStream will redeliver them"
-        );
-    }
-    if let Err(error) = client.drain().await {
-        tracing::warn!(%error, "NATS drain failed");
-    }
-    tracing::info!("stopped");
-    served
+    let serving = async {
+        let (served, health_served) =
+            tokio::join!(serve(routes.api, listener, api_stop, policy), health_only);
+        served.and(health_served)
+    };
+    shutdown.run(serving).await
 }
 
 /// The connections accepted on `listener`, with Nagle's algorithm off.
@@ -565,12 +535,12 @@ fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// Serves `routes` on `listener` until `shutdown`, then stops accepting and
-/// waits for in-flight calls to finish.
+/// Serves `routes` on `listener` until `stop_accepting`, then stops
+/// accepting and waits for in-flight calls to finish.
 pub async fn serve(
     routes: Routes,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    stop_accepting: impl Future<Output = ()>,
     policy: &ServePolicy,
 ) -> Result<(), ServeError> {
     let mut builder = tonic::transport::Server::builder();
@@ -583,7 +553,7 @@ pub async fn serve(
         // Answer a stuck client instead of holding its stream forever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming(listener), stop_accepting)
         .await?;
     Ok(())
 }
