@@ -548,14 +548,14 @@ const CRATE_GRAPH: &[(&str, &[&str])] = &[
             "orderflow-proto",
         ],
     ),
+    ("orderflow-testkit", &["orderflow-eventbus", "orderflow-proto"]),
     (
-        "orderflow-testkit",
+        "orderflow-e2e",
         &[
             "order-service",
-            "orderflow-eventbus",
-            "orderflow-money",
             "orderflow-platform",
             "orderflow-proto",
+            "orderflow-testkit",
             "payment-service",
         ],
     ),

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use orderflow_eventbus::subject::aggregate_filter;
 
+use orderflow_e2e::services::{
+    health_client, order_client, order_request, payment_client, simulated_gateway,
+    spawn_order_service, spawn_payment_service, wait_for_status,
+};
 use orderflow_proto::{
     Name,
     order::v1::{CancelOrderRequest, OrderConfirmed, OrderCreated, OrderStatus},
@@ -15,10 +19,6 @@ use orderflow_proto::{
 };
 use orderflow_testkit::{
     NatsServer,
-    services::{
-        health_client, order_client, order_request, payment_client, simulated_gateway,
-        spawn_order_service, spawn_payment_service, wait_for_status,
-    },
     streams::{jetstream, read_all},
     wait_until,
 };

@@ -26,6 +26,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use orderflow_e2e::services::{
+    order_request, simulated_gateway, spawn_order_service_with, spawn_payment_service,
+    spawn_payment_service_with_gateway,
+};
 use orderflow_eventbus::envelope::headers;
 use orderflow_proto::{
     Name,
@@ -39,10 +43,6 @@ use orderflow_testkit::{
     NatsCluster, NatsServer,
     otlp::OtlpReceiver,
     process::{ServiceProcess, workspace_binary},
-    services::{
-        order_request, simulated_gateway, spawn_order_service_with, spawn_payment_service,
-        spawn_payment_service_with_gateway,
-    },
     streams::{StoredMessage, consumer_caught_up, jetstream, read_all},
     wait_until,
 };

@@ -27,6 +27,10 @@ use std::{
     time::Duration,
 };
 
+use orderflow_e2e::services::{
+    RunningService, health_client, order_client, order_request, payment_client, simulated_gateway,
+    spawn_order_service, spawn_payment_service, violated_fields, wait_for_status,
+};
 use orderflow_eventbus::{aggregate::Kind, envelope::headers, subject::DEAD_LETTER_STREAM};
 use orderflow_platform::{paging, server::MAX_REQUEST_BYTES};
 use orderflow_proto::{
@@ -45,11 +49,6 @@ use orderflow_proto::{
 };
 use orderflow_testkit::{
     NatsServer,
-    services::{
-        RunningService, health_client, order_client, order_request, payment_client,
-        simulated_gateway, spawn_order_service, spawn_payment_service, violated_fields,
-        wait_for_status,
-    },
     streams::{StoredMessage, consumer_caught_up, jetstream, read_all},
     wait_until,
 };

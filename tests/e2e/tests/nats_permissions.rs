@@ -21,6 +21,7 @@ use std::{
 use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use futures_util::StreamExt;
 use order_service::domain::{NewOrder, RawLine};
+use orderflow_e2e::services::{order_request, wait_for_status};
 use orderflow_proto::{
     Name,
     admin::v1::{
@@ -40,7 +41,6 @@ use orderflow_proto::{
 use orderflow_testkit::{
     NatsServer,
     process::{ServiceProcess, workspace_binary},
-    services::{order_request, wait_for_status},
     wait_until,
 };
 use prost::Message;

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use orderflow_eventbus::subject::aggregate_filter;
 
+use orderflow_e2e::services::{
+    order_client, order_request, payment_client, simulated_gateway, spawn_order_service,
+    spawn_payment_service, wait_for_status,
+};
 use orderflow_proto::{
     Name,
     order::v1::{
@@ -18,10 +22,6 @@ use orderflow_proto::{
 };
 use orderflow_testkit::{
     NatsServer,
-    services::{
-        order_client, order_request, payment_client, simulated_gateway, spawn_order_service,
-        spawn_payment_service, wait_for_status,
-    },
     streams::{consumer_caught_up, jetstream, read_all},
     wait_until,
 };
