@@ -548,7 +548,10 @@ const CRATE_GRAPH: &[(&str, &[&str])] = &[
             "orderflow-proto",
         ],
     ),
-    ("orderflow-testkit", &["orderflow-eventbus", "orderflow-proto"]),
+    (
+        "orderflow-testkit",
+        &["orderflow-eventbus", "orderflow-proto"],
+    ),
     (
         "orderflow-e2e",
         &[
