@@ -6,8 +6,9 @@
 //!   port 0, with gRPC clients and helpers that wait for an order's status.
 //!
 //! The harness that knows no service (nats-server, cluster, OTLP receiver,
-//! PKI, child processes, waits) is `orderflow-testkit`; the services' own
-//! tests use it without this crate. Nothing but `cargo test` builds this
+//! PKI, child processes, waits) is `orderflow-testkit`. The services' binary
+//! tests also take [`services`] from here (a dev-dependency), to run the
+//! other service in-process for a saga. Nothing but `cargo test` builds this
 //! crate: it is a workspace member, not a default member, so a release build
 //! never compiles it. Its helpers panic on failure because a panic is how a
 //! test fails.
