@@ -17,7 +17,7 @@ appears in the shell history or in `ps`.
 Signed with hmac here rather than with the jsonwebtoken crate the services
 verify with: an operator or a test gets a token without building the
 workspace, and the services' acceptance of these tokens is what
-libs/testkit/tests/security.rs tests (it mints with this script).
+tests/e2e/tests/security.rs tests (it mints with this script).
 """
 import argparse
 import base64

@@ -17,11 +17,12 @@ ensure_nats_server any
 ensure_grpcurl
 
 # `cargo build --release` (scripts/run-local.sh, the Dockerfile) builds the
-# workspace's default members: the test-only libs/testkit and what only it
-# pulls in must not be among them, or every release build compiles them.
+# workspace's default members: the test-only crates (libs/testkit, tests/e2e)
+# and what only they pull in must not be among them, or every release build
+# compiles them.
 release_build_has_no_test_crates() {
   local found
-  found=$(cargo tree --locked -e normal,build --prefix none | awk '$1 == "orderflow-testkit" || $1 == "rcgen" || $1 == "proptest" { print $1 }' | sort -u)
+  found=$(cargo tree --locked -e normal,build --prefix none | awk '$1 == "orderflow-testkit" || $1 == "orderflow-e2e" || $1 == "rcgen" || $1 == "proptest" { print $1 }' | sort -u)
   if [[ -n "$found" ]]; then
     echo "error: cargo build --release would compile test-only crates: $found (see default-members in Cargo.toml)" >&2
     return 1

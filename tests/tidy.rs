@@ -550,12 +550,15 @@ const CRATE_GRAPH: &[(&str, &[&str])] = &[
     ),
     (
         "orderflow-testkit",
+        &["orderflow-eventbus", "orderflow-proto"],
+    ),
+    (
+        "orderflow-e2e",
         &[
             "order-service",
-            "orderflow-eventbus",
-            "orderflow-money",
             "orderflow-platform",
             "orderflow-proto",
+            "orderflow-testkit",
             "payment-service",
         ],
     ),

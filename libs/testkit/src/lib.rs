@@ -8,8 +8,6 @@
 //! - [`NatsCluster`] starts three routed `nats-server` nodes with JetStream
 //!   on loopback, each with its own store, and kills and restarts single
 //!   nodes, for tests that lose a stream's leader.
-//! - [`services`] spawns the order and payment services in this process on
-//!   port 0, with gRPC clients and helpers that wait for an order's status.
 //! - [`event_table`] checks a service's table of event messages against
 //!   the proto contract.
 //! - [`otlp`] is a real OTLP receiver (gRPC and HTTP) that keeps what the
@@ -22,6 +20,8 @@
 //! - [`wait_until`] polls a condition with a deadline, so tests never sleep
 //!   for a fixed time.
 //!
+//! It knows no service: the services' own tests use it, and the end-to-end
+//! tests that spawn both services live in `orderflow-e2e` (`tests/e2e`).
 //! Only test code depends on this crate (as a `[dev-dependencies]` entry);
 //! its helpers panic on failure because a panic is how a test fails.
 
@@ -34,7 +34,6 @@ pub mod nats;
 pub mod otlp;
 pub mod pki;
 pub mod process;
-pub mod services;
 pub mod streams;
 pub mod wait;
 

@@ -8,15 +8,15 @@ use std::{
     time::Duration,
 };
 
+use orderflow_e2e::services::{
+    create_order, order_client, order_client_at, order_request, simulated_gateway,
+    spawn_order_service, spawn_payment_service, traced, wait_for_status,
+};
 use orderflow_platform::service_config::ServiceConfig;
 use orderflow_proto::order::v1::{GetOrderRequest, OrderStatus};
 use orderflow_testkit::{
     NatsServer,
     process::ServiceProcess,
-    services::{
-        create_order, order_client, order_client_at, order_request, simulated_gateway,
-        spawn_order_service, spawn_payment_service, traced, wait_for_status,
-    },
     streams::{jetstream, read_all},
     wait_until,
 };

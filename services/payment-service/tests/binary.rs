@@ -4,6 +4,10 @@
 
 use std::{process::Command, time::Duration};
 
+use orderflow_e2e::services::{
+    order_client, order_request, simulated_gateway, spawn_order_service, spawn_payment_service,
+    wait_for_status,
+};
 use orderflow_proto::{
     Name,
     order::v1::OrderStatus,
@@ -12,10 +16,6 @@ use orderflow_proto::{
 use orderflow_testkit::{
     NatsServer,
     process::ServiceProcess,
-    services::{
-        order_client, order_request, simulated_gateway, spawn_order_service, spawn_payment_service,
-        wait_for_status,
-    },
     streams::{jetstream, read_all},
     wait_until,
 };

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use orderflow_e2e::services::{create_order, order_client_at, order_request, traced};
 use orderflow_proto::order::v1::{
     GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient,
 };
@@ -11,7 +12,6 @@ use orderflow_testkit::{
     NatsServer,
     otlp::{OtlpReceiver, ReceivedSpan},
     process::ServiceProcess,
-    services::{create_order, order_client_at, order_request, traced},
     wait_until,
 };
 

@@ -8,8 +8,9 @@
 
 use std::time::{Duration, Instant};
 
+use orderflow_e2e::services::order_request;
 use orderflow_proto::order::v1::order_service_client::OrderServiceClient;
-use orderflow_testkit::{NatsServer, process::ServiceProcess, services::order_request, wait_until};
+use orderflow_testkit::{NatsServer, process::ServiceProcess, wait_until};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

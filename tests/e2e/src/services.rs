@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::wait_until;
+use orderflow_testkit::wait_until;
 
 /// Installs logging (warnings, to the test's captured output) and the trace
 /// SDK without export, once per test binary, so spans have ids and

@@ -8,6 +8,9 @@
 
 use std::{process::Stdio, time::Duration};
 
+use orderflow_e2e::services::{
+    order_client, simulated_gateway, spawn_order_service, spawn_payment_service, wait_for_status,
+};
 use orderflow_proto::{
     Name,
     contract::STREAMS,
@@ -21,10 +24,6 @@ use orderflow_proto::{
 use orderflow_testkit::{
     NatsServer,
     process::workspace_binary,
-    services::{
-        order_client, simulated_gateway, spawn_order_service, spawn_payment_service,
-        wait_for_status,
-    },
     streams::{consumer_caught_up, jetstream, read_all},
     wait_until,
 };

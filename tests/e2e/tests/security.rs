@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header};
+use orderflow_e2e::services::order_request;
 use orderflow_proto::{
     admin::v1::{ListDeadLettersRequest, dead_letter_service_client::DeadLetterServiceClient},
     order::v1::{GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient},
@@ -21,7 +22,6 @@ use orderflow_testkit::{
     NatsServer,
     pki::TestPki,
     process::{ServiceProcess, free_addr, workspace_binary},
-    services::order_request,
     wait_until,
 };
 use serde_json::json;

@@ -1,13 +1,17 @@
 //! The public contract around the saga: event headers, one trace across both
 //! services, health, dead letters, bad input naming its field, and
 //! FAILED_PRECONDITION for what an order's or a payment's state forbids (the
-//! whole table of malformed input is in `bad_input.rs`).
+//! whole table of malformed input is in `bad_input/table.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
 
 use orderflow_eventbus::subject::aggregate_filter;
 
+use orderflow_e2e::services::{
+    health_client, order_client, order_request, payment_client, simulated_gateway,
+    spawn_order_service, spawn_payment_service, wait_for_status,
+};
 use orderflow_proto::{
     Name,
     order::v1::{CancelOrderRequest, OrderConfirmed, OrderCreated, OrderStatus},
@@ -15,10 +19,6 @@ use orderflow_proto::{
 };
 use orderflow_testkit::{
     NatsServer,
-    services::{
-        health_client, order_client, order_request, payment_client, simulated_gateway,
-        spawn_order_service, spawn_payment_service, wait_for_status,
-    },
     streams::{jetstream, read_all},
     wait_until,
 };
@@ -284,7 +284,7 @@ fn assert_names_fields(status: &tonic::Status, fields: &[&str]) {
 }
 
 // One malformed request per service is enough here: the whole table of bad
-// input to every RPC, with its exact fields, is in `bad_input.rs`.
+// input to every RPC, with its exact fields, is in `bad_input/table.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_with_the_field_named() {
     let nats = NatsServer::start();

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use order_service::domain::{NewOrder, RawLine};
+use orderflow_e2e::services::{order_client, order_request, spawn_order_service, wait_for_status};
 use orderflow_proto::{
     Name,
     admin::v1::{
@@ -14,12 +15,7 @@ use orderflow_proto::{
     order::v1::OrderStatus,
     payment::v1::{Payment, PaymentAuthorized, PaymentStatus},
 };
-use orderflow_testkit::{
-    NatsServer,
-    services::{order_client, order_request, spawn_order_service, wait_for_status},
-    streams::jetstream,
-    wait_until,
-};
+use orderflow_testkit::{NatsServer, streams::jetstream, wait_until};
 use prost::Message;
 use tonic::Code;
 
@@ -144,7 +140,7 @@ async fn a_dead_letter_is_listed_and_replayed_once_its_cause_is_fixed() {
         .await
         .unwrap_err();
     assert_eq!(
-        orderflow_testkit::services::violated_fields(&bad),
+        orderflow_e2e::services::violated_fields(&bad),
         ["page_size", "consumer"]
     );
 
