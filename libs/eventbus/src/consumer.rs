@@ -120,7 +120,7 @@ impl ConsumerSpec {
     /// `backoff[n] - ack_wait`: with 30/60/120 s, a 2 s retry of a second
     /// delivery came back after 32 s, and one of a third delivery after
     /// 94 s. Retries then took minutes where [`retry_delay`] asks for
-    /// seconds (found by the fault tests in `libs/testkit/tests/faults.rs`).
+    /// seconds (found by the fault tests in `tests/e2e/tests/faults/`).
     ///
     /// Each subject comes with its replay subject, `<subject>.replay`, where
     /// the admin API republishes a dead letter of it (see `dead_letters`).
