@@ -19,8 +19,9 @@ use crate::{
 
 /// A service as its binary runs it: built from its configuration, run
 /// until told to stop. Each service's `App` implements it, so each binary's
-/// `main` is one call of [`main`].
-pub trait Service: Sized + Send + 'static {
+/// `main` is one call of [`main`]. (Not `Service`: that is tower's request
+/// handler, which these programs also implement.)
+pub trait Program: Sized + Send + 'static {
     /// Its configuration.
     type Config: ServiceConfig;
     /// The aggregates whose events `migrate-subjects` moves (those the
@@ -50,7 +51,7 @@ enum Mode {
 
 /// Runs service `S` from its arguments and environment to its exit code:
 /// serving until a signal, or migrating its stored events once.
-pub async fn main<S: Service>() -> ExitCode {
+pub async fn main<S: Program>() -> ExitCode {
     let name = S::Config::NAME;
     // A missing .env is normal; only a malformed one is worth reporting.
     if let Err(error) = dotenvy::dotenv()
@@ -130,7 +131,7 @@ pub async fn main<S: Service>() -> ExitCode {
     code
 }
 
-async fn serve<S: Service>(
+async fn serve<S: Program>(
     config: S::Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {

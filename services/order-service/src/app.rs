@@ -5,12 +5,12 @@
 //! gRPC server, the payment-results consumer and the health watch, and drains
 //! them in order on shutdown (see `orderflow_platform::server::Started`).
 //! Both are the order service's part of
-//! `orderflow_platform::main_loop::Service`.
+//! `orderflow_platform::main_loop::Program`.
 
 use std::net::SocketAddr;
 
 use orderflow_eventbus::ConsumerSpec;
-use orderflow_platform::{main_loop::Service, server, service_config::ServiceConfig};
+use orderflow_platform::{main_loop::Program, server, service_config::ServiceConfig};
 use orderflow_proto::{
     contract::PAYMENTS_STREAM, order::v1::order_service_server::OrderServiceServer,
 };
@@ -40,7 +40,7 @@ impl App {
     }
 }
 
-impl Service for App {
+impl Program for App {
     type Config = Config;
     type Aggregate = Orders;
 

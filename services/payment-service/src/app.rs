@@ -4,12 +4,12 @@
 //! runs the gRPC server, the order-event consumer and the health watch, and
 //! drains them in order on shutdown (see
 //! `orderflow_platform::server::Started`). Both are the payment service's
-//! part of `orderflow_platform::main_loop::Service`.
+//! part of `orderflow_platform::main_loop::Program`.
 
 use std::net::SocketAddr;
 
 use orderflow_eventbus::ConsumerSpec;
-use orderflow_platform::{main_loop::Service, server, service_config::ServiceConfig};
+use orderflow_platform::{main_loop::Program, server, service_config::ServiceConfig};
 use orderflow_proto::{
     contract::ORDERS_STREAM, payment::v1::payment_service_server::PaymentServiceServer,
 };
@@ -81,7 +81,7 @@ impl App {
     }
 }
 
-impl Service for App {
+impl Program for App {
     type Config = Config;
     type Aggregate = PaymentAggregate;
 

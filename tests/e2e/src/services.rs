@@ -9,7 +9,7 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Once, time::Duration};
 
 use orderflow_platform::{
-    main_loop::Service,
+    main_loop::Program,
     server::ServeError,
     service_config::ServiceConfig,
     telemetry::{LogFormat, OtlpProtocol, SamplerChoice, TelemetryConfig},
