@@ -18,7 +18,6 @@ pub mod consumer;
 pub mod dead_letters;
 pub mod envelope;
 pub mod gather;
-pub mod identity;
 pub mod index;
 pub mod lookahead;
 pub mod metrics;
@@ -31,6 +30,8 @@ pub mod subject;
 pub use async_nats::{Client, ConnectError, jetstream::Context as JetStream};
 pub use consumer::{ConsumerSpec, DurableConsumer, EventHandler, Outcome};
 pub use envelope::{EventEnvelope, ReceivedEvent};
+/// The id rules events are held to, shared with the gRPC edge.
+pub use orderflow_validation::identity;
 pub use security::{ClientCertificate, NatsAuth, NatsTls};
 pub use store::{
     AppendError, Appended, EnsureStreamError, EventStore, LoadError, StoredEvent, StreamSpec,

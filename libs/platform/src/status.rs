@@ -1,30 +1,15 @@
 //! Bad input, as `INVALID_ARGUMENT` with `google.rpc.BadRequest` details.
 //!
 //! Validation code collects [`FieldViolation`]s (every bad field, not just
-//! the first), and [`invalid_argument`] turns them into the status a client
-//! can read field by field (tonic-types encodes the standard details).
+//! the first; the checks live in `orderflow-validation`, which the domains
+//! use without this crate), and [`invalid_argument`] turns them into the
+//! status a client can read field by field (tonic-types encodes the
+//! standard details).
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// One bad field of a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// The field path, as in the proto (`items[0].quantity`).
-    pub field: String,
-    /// What is wrong and what is expected.
-    pub description: String,
-}
-
-impl FieldViolation {
-    /// A violation of `field`.
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
-    }
-}
+pub use orderflow_validation::{FieldViolation, check_token, check_uuid, page_size};
 
 /// How many bytes of violations (field names and descriptions) one status
 /// carries.
@@ -92,60 +77,9 @@ fn cut(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Whether a value is a canonical, lower-case, hyphenated UUID. The rule is
-/// the event edge's (`orderflow_eventbus::identity`), so a request and an
-/// event are held to the same one.
-pub use orderflow_eventbus::identity::is_canonical_uuid;
-
-/// Checks an identifier field that must be a canonical, lower-case,
-/// hyphenated UUID (the ids orderflow assigns).
-pub fn check_uuid(field: &str, value: &str, violations: &mut Vec<FieldViolation>) {
-    let canonical = is_canonical_uuid(value);
-    if value.is_empty() {
-        violations.push(FieldViolation::new(field, "is required"));
-    } else if !canonical {
-        violations.push(FieldViolation::new(
-            field,
-            "must be a lower-case UUID like 0190c5a2-7b1e-7c3d-9f00-123456789abc",
-        ));
-    }
-}
-
-/// Checks a free-form identifier chosen by a caller: 1 to `max` characters,
-/// no whitespace or control characters (the rule events' owner ids are
-/// checked by, so an id accepted here is one events may carry).
-pub fn check_token(
-    field: &str,
-    value: &str,
-    max: usize,
-    required: bool,
-    violations: &mut Vec<FieldViolation>,
-) {
-    if value.is_empty() && !required {
-        return;
-    }
-    if let Some(problem) = orderflow_eventbus::identity::token_problem(value, max) {
-        violations.push(FieldViolation::new(field, problem));
-    }
-}
-
-/// Reads `page_size`: 0 means `default`, above `max` means `max`, negative
-/// is a violation.
-pub fn page_size(
-    value: i32,
-    default: usize,
-    max: usize,
-    violations: &mut Vec<FieldViolation>,
-) -> usize {
-    match usize::try_from(value) {
-        Ok(0) => default,
-        Ok(n) => n.min(max),
-        Err(_) => {
-            violations.push(FieldViolation::new("page_size", "must not be negative"));
-            default
-        }
-    }
-}
+/// Whether a value is a canonical, lower-case, hyphenated UUID: the rule
+/// events are held to too.
+pub use orderflow_validation::identity::is_canonical_uuid;
 
 #[cfg(test)]
 mod tests {

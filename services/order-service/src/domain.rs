@@ -4,7 +4,7 @@
 //! decisions taken here.
 
 use orderflow_money::{Money, MoneyError};
-use orderflow_platform::status::{FieldViolation, check_token};
+use orderflow_validation::{FieldViolation, check_token};
 use uuid::Uuid;
 
 /// Most items one order may have.

@@ -6,8 +6,8 @@
 //! enforces. An event whose ids break these rules comes from a foreign or
 //! broken publisher: no retry can apply it (its subject would be invalid),
 //! so it is refused at once. The rules live here, once, because both the
-//! event edge (this crate) and the gRPC edge (`orderflow-platform`) need
-//! them, and the two must never disagree.
+//! event edge (`orderflow-eventbus`) and the gRPC edge (the services and
+//! `orderflow-platform`) need them, and the two must never disagree.
 
 /// The longest owner id, in characters.
 pub const MAX_OWNER_LEN: usize = 128;
