@@ -568,7 +568,7 @@ async fn dead_letter(
         headers::DELIVERY_COUNT,
         event.delivered.to_string().as_str(),
     );
-    let subject = format!("deadletter.{}.{}", spec.stream, spec.durable);
+    let subject = crate::subject::dead_letter_subject(&spec.stream, &spec.durable);
     let stored = async {
         js.publish_with_headers(subject, dl_headers, event.payload.clone())
             .await?

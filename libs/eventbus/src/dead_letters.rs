@@ -131,10 +131,7 @@ impl DeadLetters {
         limit: usize,
     ) -> Result<(Vec<DeadLetterRecord>, bool), DeadLetterError> {
         let stream = self.js.get_stream(DEAD_LETTER_STREAM).await?;
-        let filter = match consumer {
-            Some(consumer) => format!("deadletter.*.{consumer}"),
-            None => String::from("deadletter.>"),
-        };
+        let filter = crate::subject::dead_letter_filter(consumer);
         let ordered = stream
             .create_consumer(pull::OrderedConfig {
                 name: Some(crate::security::ordered_consumer_name()),

@@ -10,8 +10,23 @@
 
 /// The stream that keeps dead letters, and its subject prefix.
 pub const DEAD_LETTER_STREAM: &str = "DEADLETTERS";
-/// Dead letters are published on `deadletter.<stream>.<consumer>`.
+/// Dead letters are published on `deadletter.<stream>.<consumer>`
+/// ([`dead_letter_subject`]).
 pub const DEAD_LETTER_SUBJECTS: &str = "deadletter.>";
+
+/// Where a message that consumer `consumer` of stream `stream` gave up on
+/// is kept.
+pub fn dead_letter_subject(stream: &str, consumer: &str) -> String {
+    format!("deadletter.{stream}.{consumer}")
+}
+
+/// The dead letters of `consumer` (on any stream), or all of them.
+pub fn dead_letter_filter(consumer: Option<&str>) -> String {
+    match consumer {
+        Some(consumer) => format!("deadletter.*.{consumer}"),
+        None => DEAD_LETTER_SUBJECTS.to_owned(),
+    }
+}
 
 /// The token appended to a dead letter's original subject to replay it.
 /// Durable consumers receive replays of the subjects they receive
