@@ -279,6 +279,23 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// What a client is told, naming the aggregate as `noun` (`order`):
+    /// which stored event is unreadable, that a lost race may be retried, or
+    /// that the event store is unavailable. One wording for every service.
+    pub fn client_message(&self, noun: &str) -> String {
+        match self {
+            Self::Corrupt { id, reason } => {
+                format!("stored event of {noun} {id} is unreadable: {reason}")
+            }
+            Self::Append(AppendError::Conflict { .. }) => format!("{self}; retry"),
+            Self::Load(_) | Self::Index(_) | Self::Append(_) => {
+                format!("event store unavailable: {self}")
+            }
+        }
+    }
+}
+
 /// Why a [`AggregateStore::change`] did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError<E> {
@@ -309,6 +326,11 @@ pub enum Start {
 
 /// How many times a change is decided again after losing a race.
 const MAX_ATTEMPTS: usize = 8;
+
+/// How many aggregates one list call of a service reads at most before it
+/// answers with a shorter page (a filter that matches rarely): the same
+/// bound for every service's lists.
+pub const LIST_SCAN_LIMIT: usize = 5_000;
 
 /// How many aggregates a replica remembers: every saga in flight at
 /// thousands per second, with seconds of backlog (8,192 missed under a

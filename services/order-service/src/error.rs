@@ -30,7 +30,7 @@ pub enum OrderError {
     Contended(String),
     /// The event store failed: JetStream did not answer or confirm, or a
     /// stored event is not an order.
-    #[error("{}", store_failure(.0))]
+    #[error("{}", .0.client_message("order"))]
     Store(#[from] StoreError),
     /// A watch of an order's events could not start, or broke.
     #[error("event store unavailable: {0}")]
@@ -47,19 +47,6 @@ pub enum OrderError {
         /// What is wrong with it.
         reason: String,
     },
-}
-
-/// What a failure of the event store says to a client.
-fn store_failure(error: &StoreError) -> String {
-    match error {
-        StoreError::Corrupt { id, reason } => {
-            format!("stored event of order {id} is unreadable: {reason}")
-        }
-        StoreError::Append(AppendError::Conflict { .. }) => format!("{error}; retry"),
-        StoreError::Load(_) | StoreError::Index(_) | StoreError::Append(_) => {
-            format!("event store unavailable: {error}")
-        }
-    }
 }
 
 impl From<AppendError> for OrderError {

@@ -148,10 +148,6 @@ pub fn status_to_proto(status: OrderStatus) -> pb::OrderStatus {
 /// An order as last committed, with the sequence the next append expects.
 pub type Current = aggregate::Versioned<pb::Order>;
 
-/// How many orders one list call reads at most before it answers with a
-/// shorter page (a status filter that matches rarely).
-const LIST_SCAN_LIMIT: usize = 5_000;
-
 /// The `ORDERS` stream used as the order event store.
 #[derive(Clone)]
 pub struct OrderEvents {
@@ -250,9 +246,13 @@ impl OrderEvents {
     ) -> Result<Page<pb::Order>, OrderError> {
         Ok(self
             .store
-            .page(customer_id, from, size, LIST_SCAN_LIMIT, |order| {
-                status.is_none_or(|s| order.status == s as i32)
-            })
+            .page(
+                customer_id,
+                from,
+                size,
+                aggregate::LIST_SCAN_LIMIT,
+                |order| status.is_none_or(|s| order.status == s as i32),
+            )
             .await?)
     }
 

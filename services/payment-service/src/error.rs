@@ -27,7 +27,7 @@ pub enum PaymentError {
     Gateway(#[from] GatewayError),
     /// The event store failed: JetStream did not answer or confirm, or a
     /// stored event is not a payment.
-    #[error("{}", store_failure(.0))]
+    #[error("{}", .0.client_message("payment"))]
     Store(#[from] StoreError),
     /// A payment read back after losing a race to another writer was not
     /// there (a replica that has not stored the winner's event yet).
@@ -42,19 +42,6 @@ pub enum PaymentError {
         /// What is wrong with it.
         reason: String,
     },
-}
-
-/// What a failure of the event store says to a client.
-fn store_failure(error: &StoreError) -> String {
-    match error {
-        StoreError::Corrupt { id, reason } => {
-            format!("stored event of payment {id} is unreadable: {reason}")
-        }
-        StoreError::Append(AppendError::Conflict { .. }) => format!("{error}; retry"),
-        StoreError::Load(_) | StoreError::Index(_) | StoreError::Append(_) => {
-            format!("event store unavailable: {error}")
-        }
-    }
 }
 
 impl From<AppendError> for PaymentError {

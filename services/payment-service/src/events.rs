@@ -133,9 +133,6 @@ pub struct Current {
     pub sequence: u64,
 }
 
-/// How many payments one list call reads at most before it answers.
-const LIST_SCAN_LIMIT: usize = 5_000;
-
 /// The `PAYMENTS` stream used as the payment event store.
 #[derive(Clone)]
 pub struct PaymentEvents {
@@ -196,7 +193,13 @@ impl PaymentEvents {
     ) -> Result<Page<pb::Payment>, PaymentError> {
         Ok(self
             .store
-            .page(customer_id, from, size, LIST_SCAN_LIMIT, |_| true)
+            .page(
+                customer_id,
+                from,
+                size,
+                orderflow_eventbus::aggregate::LIST_SCAN_LIMIT,
+                |_| true,
+            )
             .await?)
     }
 
