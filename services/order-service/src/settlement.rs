@@ -8,8 +8,7 @@
 
 use std::time::Duration;
 
-use orderflow_eventbus::{EventHandler, Outcome, ReceivedEvent, aggregate::Start};
-use orderflow_platform::status::is_canonical_uuid;
+use orderflow_eventbus::{EventHandler, Outcome, ReceivedEvent, aggregate::Start, identity};
 use orderflow_proto::payment::v1::{
     Payment, PaymentAuthorized, PaymentDeclined, PaymentRefunded, PaymentVoided,
 };
@@ -99,17 +98,15 @@ impl EventHandler for SettleOnPaymentEvents {
                 ),
             };
         };
+        // Payments name orders by their canonical ids; any other "id" is no
+        // order's, and no retry will make it one.
+        if let Ok((Some(payment), _)) = &decoded
+            && let Err(reason) =
+                identity::require_uuid("the payment names an order id", &payment.order_id)
+        {
+            return Outcome::Reject { reason };
+        }
         let (payment, result) = match decoded {
-            // Payments name orders by their canonical ids; any other "id"
-            // is no order's, and no retry will make it one.
-            Ok((Some(payment), _)) if !is_canonical_uuid(&payment.order_id) => {
-                return Outcome::Reject {
-                    reason: format!(
-                        "the payment names an order id that is not a canonical UUID: {:?}",
-                        payment.order_id.chars().take(40).collect::<String>()
-                    ),
-                };
-            }
             Ok((Some(payment), Some(result))) => (payment, result),
             Ok(_) => {
                 return Outcome::Reject {
