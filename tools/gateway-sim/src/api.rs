@@ -111,7 +111,10 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (
             status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             bytes,
         )
             .into_response(),
@@ -304,7 +307,10 @@ fn decide(
                     StatusCode::CONFLICT,
                     "charge_already_refunded",
                     Some("charge"),
-                    format!("charge {charge} was refunded already ({})", earlier.reference),
+                    format!(
+                        "charge {charge} was refunded already ({})",
+                        earlier.reference
+                    ),
                 ));
             }
             Entry {
@@ -379,9 +385,10 @@ async fn handle(
     // The append fsyncs: off the async workers, holding the ledger's lock
     // so that the idempotency check and the append are one step.
     let decided = tokio::task::spawn_blocking(move || {
-        let mut ledger = state.ledger.lock().map_err(|_| {
-            ApiError::unavailable("unavailable", "the ledger is unavailable")
-        })?;
+        let mut ledger = state
+            .ledger
+            .lock()
+            .map_err(|_| ApiError::unavailable("unavailable", "the ledger is unavailable"))?;
         decide(&mut ledger, request, decline_above)
     })
     .await
