@@ -22,6 +22,7 @@ use crate::{
     events::{PaymentAggregate, PaymentEvents},
     gateway::{SimulatedGateway, resilient},
     grpc::PaymentApi,
+    http_gateway::HttpGateway,
 };
 
 /// Methods only callers with the `admin` role may call when API calls are
@@ -85,10 +86,20 @@ impl Program for App {
     type Config = Config;
     type Aggregate = PaymentAggregate;
 
-    /// Builds the service with the simulated gateway of `config`.
+    /// Builds the service with the HTTP gateway at `GATEWAY_URL`, or the
+    /// built-in simulator of `config` when it is unset.
     async fn build(config: Config) -> Result<Self, server::ServeError> {
-        let gateway = SimulatedGateway::new(config.simulator.clone());
-        Self::with_gateway(config, gateway).await
+        match &config.gateway_url {
+            Some(url) => {
+                tracing::info!(gateway = %url, "charging through the HTTP gateway");
+                let gateway = HttpGateway::new(url);
+                Self::with_gateway(config, gateway).await
+            }
+            None => {
+                let gateway = SimulatedGateway::new(config.simulator.clone());
+                Self::with_gateway(config, gateway).await
+            }
+        }
     }
 
     async fn run_until_stopped(

@@ -1,5 +1,6 @@
-//! The payment service's configuration: the common variables, the simulated
-//! gateway and the gateway client's resilience settings.
+//! The payment service's configuration: the common variables, which gateway
+//! (an HTTP one at `GATEWAY_URL`, or the built-in simulator), the simulator's
+//! behaviour and the gateway client's resilience settings.
 
 use std::time::Duration;
 
@@ -13,6 +14,12 @@ pub const GRPC_ADDR: Var = Var {
     name: "GRPC_ADDR",
     default: Some("0.0.0.0:50052"),
     help: "address the gRPC server listens on",
+};
+/// `GATEWAY_URL`.
+pub const GATEWAY_URL: Var = Var {
+    name: "GATEWAY_URL",
+    default: None,
+    help: "base URL (http://host:port) of an HTTP card gateway such as tools/gateway-sim; unset: the built-in simulator (SIM_*)",
 };
 /// `SIM_DECLINE_ABOVE_UNITS`.
 pub const SIM_DECLINE_ABOVE_UNITS: Var = Var {
@@ -86,6 +93,8 @@ pub struct ResilienceConfig {
 pub struct Config {
     /// Settings every service has.
     pub common: CommonConfig,
+    /// The HTTP gateway's base URL; `None` runs the built-in simulator.
+    pub gateway_url: Option<http::Uri>,
     /// The simulated gateway.
     pub simulator: SimulatorConfig,
     /// The gateway client.
@@ -106,6 +115,27 @@ fn count(min: u32, max: u32) -> impl FnOnce(&str) -> Result<u32, String> {
     }
 }
 
+/// An `http://host[:port][/prefix]` URL: no TLS client is built in, and
+/// credentials in it would be logged with it.
+fn gateway_url(value: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|_| String::from("expected a URL such as http://127.0.0.1:8099"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(String::from(
+            "expected an http:// URL (https is not supported)",
+        ));
+    }
+    match uri.authority() {
+        None => Err(String::from("expected a host in the URL")),
+        Some(a) if a.as_str().contains('@') => Err(String::from(
+            "credentials in the URL are refused (it is logged)",
+        )),
+        Some(_) if uri.query().is_some() => Err(String::from("expected no query in the URL")),
+        Some(_) => Ok(uri),
+    }
+}
+
 impl ServiceConfig for Config {
     const NAME: &'static str = "payment-service";
     const ABOUT: &'static str = "orderflow payment service: charges orders from NATS JetStream events through a resilient gateway client.";
@@ -113,6 +143,7 @@ impl ServiceConfig for Config {
     fn vars() -> Vec<Var> {
         let mut vars = common_vars(GRPC_ADDR);
         vars.extend([
+            GATEWAY_URL,
             SIM_DECLINE_ABOVE_UNITS,
             SIM_LATENCY_MS,
             SIM_FAILURE_RATE,
@@ -127,6 +158,10 @@ impl ServiceConfig for Config {
     fn from_lookup(lookup: &dyn Lookup) -> Result<Self, ConfigError> {
         let mut r = EnvReader::new(lookup);
         let common = CommonConfig::read(&mut r, &GRPC_ADDR, Self::NAME, env!("CARGO_PKG_VERSION"));
+        let gateway_url = match r.raw(&GATEWAY_URL) {
+            None => Some(None),
+            Some(_) => r.parse_with(&GATEWAY_URL, gateway_url).map(Some),
+        };
         let decline = r.parse_with(&SIM_DECLINE_ABOVE_UNITS, |v| {
             v.parse::<u64>()
                 .map_err(|_| String::from("expected a whole number of currency units"))
@@ -146,6 +181,7 @@ impl ServiceConfig for Config {
         let config = (|| {
             Some(Self {
                 common: common?,
+                gateway_url: gateway_url?,
                 simulator: SimulatorConfig {
                     decline_above_units: decline?,
                     latency: latency?,
@@ -180,7 +216,33 @@ mod tests {
         assert_eq!(config.simulator.decline_above_units, 10_000);
         assert_eq!(config.simulator.latency, Duration::ZERO);
         assert_eq!(config.simulator.failure_rate, 0.0);
+        assert_eq!(
+            config.gateway_url, None,
+            "the built-in simulator by default"
+        );
         Ok(())
+    }
+
+    #[test]
+    fn gateway_urls_are_plain_http() {
+        let read = |url: &str| Config::from_lookup(&HashMap::from([("GATEWAY_URL", url)]));
+        let config = read("http://127.0.0.1:8099").map_err(|e| e.to_string());
+        assert_eq!(
+            config.map(|c| c.gateway_url.map(|u| u.to_string())),
+            Ok(Some(String::from("http://127.0.0.1:8099/")))
+        );
+        for bad in [
+            "https://gw:443",
+            "127.0.0.1:8099",
+            "http://u:p@gw",
+            "not a url",
+            "http://gw/?a=1",
+        ] {
+            let Err(error) = read(bad) else {
+                panic!("accepted GATEWAY_URL={bad}")
+            };
+            assert!(error.problems[0].starts_with("GATEWAY_URL:"), "{error}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod grpc;
+pub mod http_gateway;
 pub mod metrics;
 
 pub use app::App;
