@@ -170,6 +170,30 @@ where
     }
 }
 
+/// Starts a payment service on `nats_url` as its binary builds it, from
+/// `extra` environment variables alone: with `GATEWAY_URL` set, it charges
+/// through that HTTP gateway (a gateway-sim on loopback, say).
+#[allow(clippy::expect_used)] // a failed start is the test's failure
+pub async fn spawn_payment_service_from_env(
+    nats_url: &str,
+    extra: &[(&str, &str)],
+) -> RunningService {
+    init_telemetry();
+    let config = payment_service::Config::from_lookup(&env(nats_url, extra))
+        .expect("test configuration of the payment service");
+    let app = <payment_service::App as Program>::build(config)
+        .await
+        .expect("payment service starts");
+    let addr = app.local_addr().expect("payment service has an address");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    RunningService {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
 /// A connected order client.
 #[allow(clippy::expect_used)]
 pub async fn order_client(service: &RunningService) -> OrderServiceClient<Channel> {
