@@ -34,6 +34,7 @@ fn help_lists_the_simulator_and_gateway_settings() {
         "SIM_LATENCY_MS",
         "SIM_FAILURE_RATE",
         "GATEWAY_TIMEOUT_MS",
+        "GATEWAY_URL",
     ] {
         assert!(
             text.contains(name),
@@ -49,12 +50,15 @@ fn bad_simulator_settings_exit_2() {
     let output = Command::new(BINARY)
         .env("SIM_FAILURE_RATE", "2")
         .env("SIM_LATENCY_MS", "soon")
+        .env("GATEWAY_URL", "https://gateway.example")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let text = String::from_utf8(output.stderr).unwrap();
     assert!(
-        text.contains("SIM_FAILURE_RATE") && text.contains("SIM_LATENCY_MS"),
+        text.contains("SIM_FAILURE_RATE")
+            && text.contains("SIM_LATENCY_MS")
+            && text.contains("GATEWAY_URL: expected an http:// URL"),
         "{text}"
     );
 }
