@@ -2,7 +2,7 @@
 //! pointing at a real gateway-sim on loopback HTTP, judged by the
 //! gateway's own ledger, as a checker outside the system would.
 
-use orderflow_e2e::services::spawn_payment_service_from_env;
+use orderflow_e2e::services::{spawn_payment_service_from_env, traced};
 use orderflow_gateway_sim::{
     Running, Settings,
     knobs::Knobs,
@@ -10,6 +10,9 @@ use orderflow_gateway_sim::{
 };
 
 use super::*;
+
+/// The caller's trace, which the gateway's ledger must show.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 async fn gateway_sim(dir: &std::path::Path) -> Running {
     let settings = Settings {
@@ -44,7 +47,7 @@ async fn an_order_is_charged_once_at_the_http_gateway_and_refunded_on_cancel() {
     let mut request = order_request("c-gw-1", 3, 7, "r-http-gateway");
     request.items[0].unit_price.as_mut().unwrap().nanos = 250_000_000;
     let order = client
-        .create_order(request)
+        .create_order(traced(request, TRACE_ID, "00f067aa0ba902b7"))
         .await
         .unwrap()
         .into_inner()
@@ -65,6 +68,11 @@ async fn an_order_is_charged_once_at_the_http_gateway_and_refunded_on_cancel() {
     assert_eq!(
         (charge.amount_minor, charge.currency.as_str()),
         (2175, "EUR")
+    );
+    let traceparent = charge.traceparent.as_deref().unwrap_or_default();
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+        "the gateway call continues the caller's trace: {traceparent:?}"
     );
     let payment = pay
         .get_payment(GetPaymentRequest {
