@@ -27,7 +27,11 @@ struct Cli {
     #[arg(long, env = "GATEWAY_SIM_ADDR", default_value = "127.0.0.1:8099")]
     addr: SocketAddr,
     /// Directory of the ledger (ledger.jsonl); created if missing.
-    #[arg(long, env = "GATEWAY_SIM_DATA_DIR", default_value = ".gateway-sim")]
+    #[arg(
+        long,
+        env = "GATEWAY_SIM_DATA_DIR",
+        default_value = ".orderflow/gateway-sim"
+    )]
     data_dir: PathBuf,
     /// Latency added to every charge and refund, in milliseconds.
     #[arg(long, env = "GATEWAY_SIM_LATENCY_MS", default_value_t = 0)]
