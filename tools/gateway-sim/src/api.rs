@@ -460,7 +460,17 @@ async fn ledger(State(shared): State<Arc<Shared>>) -> Response {
                 .into_response();
         }
     };
-    json_response(StatusCode::OK, &json!({ "operations": entries }))
+    // Serialized from the entries themselves, so fields keep their order.
+    #[derive(Serialize)]
+    struct Operations {
+        operations: Vec<Entry>,
+    }
+    json_response(
+        StatusCode::OK,
+        &Operations {
+            operations: entries,
+        },
+    )
 }
 
 async fn control(State(shared): State<Arc<Shared>>) -> Response {

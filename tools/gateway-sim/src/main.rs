@@ -85,6 +85,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -123,7 +124,10 @@ async fn main() -> ExitCode {
     );
     println!("listening on {}", running.url());
     match running.stop_when(terminated()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            tracing::info!("gateway-sim stopped");
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             tracing::error!(%error, "gateway-sim failed");
             ExitCode::FAILURE
