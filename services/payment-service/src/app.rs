@@ -9,11 +9,12 @@
 use std::net::SocketAddr;
 
 use orderflow_eventbus::ConsumerSpec;
-use orderflow_platform::{main_loop::Program, server, service_config::ServiceConfig};
+use orderflow_platform::{
+    main_loop::Program, server, service_config::ServiceConfig, shutdown::Shutdown,
+};
 use orderflow_proto::{
     contract::ORDERS_STREAM, payment::v1::payment_service_server::PaymentServiceServer,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     Config,
@@ -91,10 +92,7 @@ impl Program for App {
         Self::with_gateway(config, gateway).await
     }
 
-    async fn run_until_stopped(
-        self,
-        shutdown: CancellationToken,
-    ) -> Result<(), server::ServeError> {
+    async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), server::ServeError> {
         let Self {
             started,
             payments,
@@ -108,7 +106,7 @@ impl Program for App {
         // A message that meets the open breaker waits for it, for half the
         // ack wait at most, instead of burning a delivery per cycle.
         let handler = ChargeOnOrderEvents::new(payments, breaker)
-            .holding(started.ack_wait() / 2, shutdown.clone());
+            .holding(started.ack_wait() / 2, shutdown.requested());
         started
             .serve(api, consumer, handler, readiness, shutdown)
             .await
