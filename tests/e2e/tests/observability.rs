@@ -15,7 +15,9 @@ use orderflow_testkit::{
     wait_until,
 };
 
-const PAYMENT_BINARY: &str = env!("CARGO_BIN_EXE_payment-service");
+/// Built by `cargo build --workspace --bins`, as `scripts/test.sh` does first.
+static PAYMENT_BINARY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| orderflow_testkit::process::workspace_binary("payment-service"));
 
 fn order_binary() -> String {
     orderflow_testkit::process::workspace_binary("order-service")
@@ -72,7 +74,7 @@ async fn one_trace_spans_both_services_and_metrics_arrive() {
     let nats = NatsServer::start();
     let env = telemetry_env(&receiver, "grpc");
     let orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
-    let payments = ServiceProcess::start(PAYMENT_BINARY, &nats.url(), &borrowed(&env)).await;
+    let payments = ServiceProcess::start(&PAYMENT_BINARY, &nats.url(), &borrowed(&env)).await;
     let mut client = order_client_at(orders.endpoint()).await;
 
     let trace_id = "5b8efff798038103d269b633813fc60c";
