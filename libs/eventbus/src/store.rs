@@ -18,7 +18,7 @@ use async_nats::jetstream::{
         CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, PublishError,
         PublishErrorKind, RequestError, RequestErrorKind,
     },
-    stream::{Config, ConsumerError, StorageType},
+    stream::{Config, ConsumerError, RetentionPolicy, StorageType},
 };
 use bytes::Bytes;
 use opentelemetry::KeyValue;
@@ -42,6 +42,11 @@ pub struct StreamSpec {
     pub replicas: usize,
     /// How long `Nats-Msg-Id` de-duplicates retried appends.
     pub duplicate_window: Duration,
+    /// When a message goes: never by itself (`Limits`, the event streams
+    /// and the dead letters, which have no limit), or once every interested
+    /// consumer acked it (`Interest`, the advisories). Set when the stream
+    /// is created; an existing stream keeps its own.
+    pub retention: RetentionPolicy,
 }
 
 /// Why a stream could not be set up.
@@ -142,6 +147,7 @@ async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), Ens
         storage: StorageType::File,
         num_replicas: spec.replicas,
         duplicate_window: spec.duplicate_window,
+        retention: spec.retention,
         allow_direct: true,
         ..Default::default()
     };
@@ -189,8 +195,9 @@ async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), Ens
     }
 }
 
-/// Ensures the given `(name, subjects)` streams and the dead-letter stream,
-/// each with `replicas` replicas and a 10-minute de-duplication window.
+/// Ensures the given `(name, subjects)` streams, the dead-letter stream and
+/// the advisory stream, each with `replicas` replicas and a 10-minute
+/// de-duplication window.
 ///
 /// Every service ensures every stream it writes or reads, so any of them may
 /// start first.
@@ -199,17 +206,32 @@ pub async fn ensure_streams(
     streams: &[(&str, &str)],
     replicas: usize,
 ) -> Result<(), EnsureStreamError> {
-    let dead_letters = (
-        crate::subject::DEAD_LETTER_STREAM,
-        crate::subject::DEAD_LETTER_SUBJECTS,
-    );
+    let ours = [
+        (
+            crate::subject::DEAD_LETTER_STREAM,
+            crate::subject::DEAD_LETTER_SUBJECTS,
+            RetentionPolicy::Limits,
+        ),
+        // Interest: an advisory is kept until the consumer watching its
+        // subject acked it, and one nobody watches is not kept at all.
+        (
+            crate::subject::ADVISORY_STREAM,
+            crate::subject::ADVISORY_SUBJECTS,
+            RetentionPolicy::Interest,
+        ),
+    ];
     let deadline = std::time::Instant::now() + crate::setup::SETUP_BUDGET;
-    for (name, subjects) in streams.iter().chain(std::iter::once(&dead_letters)) {
+    let all = streams
+        .iter()
+        .map(|(name, subjects)| (*name, *subjects, RetentionPolicy::Limits))
+        .chain(ours);
+    for (name, subjects, retention) in all {
         let spec = StreamSpec {
-            name: (*name).to_owned(),
-            subjects: vec![(*subjects).to_owned()],
+            name: name.to_owned(),
+            subjects: vec![subjects.to_owned()],
             replicas,
             duplicate_window: Duration::from_secs(600),
+            retention,
         };
         crate::setup::retry_transient(name, deadline, || ensure_stream_once(js, &spec)).await?;
     }
