@@ -743,12 +743,13 @@ impl EventHandler for MaxDeliveries {
                 ));
             }
         };
+        // No ack wait in it: the one in effect then may not be this
+        // replica's.
         let reason = format!(
-            "max deliveries ({}) reached and the last delivery was never settled: the ack wait \
-             ({} s) ran out with no ack, NAK or dead letter (the replica handling it crashed, \
-             stalled or lost its connection)",
+            "max deliveries ({}) reached and the last delivery was never settled: its ack wait \
+             ran out with no ack, NAK or dead letter (the replica handling it crashed, stalled \
+             or lost its connection)",
             advisory.deliveries,
-            watched.ack_wait.as_secs()
         );
         tracing::error!(%reason, subject = %message.subject, sequence = advisory.stream_seq,
             "dead-lettering a message from its max-deliveries advisory");
