@@ -301,12 +301,18 @@ async fn a_message_never_settled_at_its_last_delivery_is_dead_lettered_once_afte
             .into_inner()
             .dead_letters
     };
+    // Polled on the stream: each listing makes a short-lived consumer.
     wait_until(
-        "the dead letter to be listed",
+        "the dead letter to be stored",
         Duration::from_secs(30),
-        || {
-            let admin = admin.clone();
-            async move { !list(admin).await.is_empty() }
+        || async {
+            let Ok(mut letters) = js.get_stream(DEAD_LETTER_STREAM).await else {
+                return false;
+            };
+            letters
+                .info()
+                .await
+                .is_ok_and(|info| info.state.messages > 0)
         },
     )
     .await;
