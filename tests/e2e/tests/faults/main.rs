@@ -17,8 +17,7 @@
 //!
 //! One test binary (each end-to-end binary links both services): `broker.rs`,
 //! `broker_down.rs`, `payment_binary.rs`, `gateway.rs` and `replicas.rs` hold
-//! the tests,
-//! `common.rs` the load and the checks they share.
+//! the tests, `common.rs` the load and the checks they share.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod broker;
