@@ -2,7 +2,7 @@
 //! replica refuses at once instead of queueing, health checks are never
 //! refused, and a caller's deadline bounds the call even when NATS is gone.
 //!
-//! Both tests kill their broker, so each starts a `nats-server` of its own
+//! Both tests stall or kill their broker, so each starts a `nats-server` of its own
 //! even when `ORDERFLOW_TEST_NATS_URL` names a shared one: they never skip.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -20,8 +20,8 @@ use tonic_health::pb::{
 /// yet far below the 5 s a held call keeps its permit with NATS gone.
 const SHED_WITHIN: Duration = Duration::from_secs(1);
 
-/// With NATS gone a CreateOrder holds its permit until JetStream's 5 s ack
-/// timeout; a held call shorter than this did not hold the permit long
+/// With NATS stalled a CreateOrder holds its permit until JetStream's 5 s
+/// ack timeout; a held call shorter than this did not hold the permit long
 /// enough to tell shedding from waiting.
 const HELD_AT_LEAST: Duration = Duration::from_secs(3);
 
@@ -68,10 +68,12 @@ async fn beyond_its_limit_a_replica_sheds_calls_at_once_but_never_health_checks(
     let client = OrderServiceClient::new(channel(&service.endpoint()).await);
     let health = HealthClient::new(channel(&service.endpoint()).await);
 
-    // At once: with NATS gone the one permit is held for seconds by
+    // At once: with NATS stalled the one permit is held for seconds by
     // whichever call takes it, so a replica that waited for a free permit
     // instead of shedding would answer the others only seconds later.
-    nats.kill();
+    // Stalled, not killed: with the connection known down, calls are
+    // answered at once (the broker gate) and hold no permit.
+    nats.pause();
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..8 {
         let mut client = client.clone();
@@ -132,7 +134,7 @@ async fn beyond_its_limit_a_replica_sheds_calls_at_once_but_never_health_checks(
 
     // Under real load with NATS back: calls are served or shed, nothing else,
     // and health is answered throughout.
-    nats.restart();
+    nats.resume();
     wait_until(
         "readiness and CreateOrder to be back with NATS",
         Duration::from_secs(30),
