@@ -676,10 +676,11 @@ struct MaxDeliveriesAdvisory {
 /// When the handler fails a message's last delivery, the consumer
 /// dead-letters it itself. When that delivery is never settled (the replica
 /// was killed or stalled past the ack wait while handling it, a crash loop),
-/// JetStream gives up on the message when the ack wait runs out and only
+/// JetStream gives up on the message once that ack wait ran out (nats-server
+/// 2.15.1 decides it at the consumer's next pull, by any replica) and only
 /// publishes `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`,
-/// once, as a core message: exactly when the owner's replicas may all be
-/// down. So the advisory is not subscribed to: the stream `ADVISORIES`
+/// once, as a core message: exactly when the owner's replicas may be down or
+/// crashing again. So the advisory is not subscribed to: the stream `ADVISORIES`
 /// captures it (it is published in the streams' account), and this handler
 /// receives it through a durable consumer of the owning service
 /// ([`ConsumerSpec::max_deliveries_watch`]), which JetStream keeps it for
