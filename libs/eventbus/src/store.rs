@@ -432,6 +432,11 @@ pub struct StoredEvent {
 #[derive(Clone)]
 pub struct EventStore {
     js: JetStream,
+    /// The same connection with a JetStream timeout of
+    /// [`MAX_ACK_WAIT`](crate::deadline::MAX_ACK_WAIT), for appends: each
+    /// bounds its wait for the ack itself ([`crate::deadline`]), which the
+    /// context's own 5 s would cut short.
+    appends: JetStream,
     stream_name: String,
     source: String,
     /// The PRODUCER span's name, formatted once rather than per append.
@@ -443,8 +448,12 @@ impl EventStore {
     /// event this store appends.
     pub fn new(js: JetStream, stream_name: impl Into<String>, source: impl Into<String>) -> Self {
         let stream_name = stream_name.into();
+        let appends = jetstream::ContextBuilder::new()
+            .timeout(crate::deadline::MAX_ACK_WAIT)
+            .build(js.client());
         Self {
             js,
+            appends,
             span_name: format!("publish {stream_name}"),
             stream_name,
             source: source.into(),
@@ -535,17 +544,27 @@ impl EventStore {
             // aggregate's subjects, not only the event's own one.
             .header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, guard);
         // The first await sends; the second waits for the ack. Without the
-        // second, nothing is known to be stored.
-        let ack = self
-            .js
-            .send_publish(subject.to_owned(), publish)
-            .await
-            .map_err(|source| AppendError::NotSent {
-                subject: subject.to_owned(),
-                source,
-            })?
-            .await
-            .map_err(|source| AppendError::unacked(subject, expected_sequence, source))?;
+        // second, nothing is known to be stored. Both together wait until the
+        // caller's deadline, or 5 s without one (`deadline`).
+        let committed = tokio::time::timeout(crate::deadline::ack_wait(), async {
+            self.appends
+                .send_publish(subject.to_owned(), publish)
+                .await
+                .map_err(|source| AppendError::NotSent {
+                    subject: subject.to_owned(),
+                    source,
+                })?
+                .await
+                .map_err(|source| AppendError::unacked(subject, expected_sequence, source))
+        })
+        .await;
+        let ack = committed.unwrap_or_else(|_| {
+            Err(AppendError::unacked(
+                subject,
+                expected_sequence,
+                PublishError::new(PublishErrorKind::TimedOut),
+            ))
+        })?;
         Ok(Appended {
             sequence: ack.sequence,
             duplicate: ack.duplicate,

@@ -12,10 +12,12 @@
 //! saying when to try again. Nothing was done, so any call may be retried.
 //!
 //! One place for every API service of a replica (see `server`), not a check
-//! per RPC. When the connection is up, calls go through untouched: one that
-//! then meets a broker going away is bounded by the caller's deadline,
-//! which tonic enforces, and by JetStream's 5 s timeout, and answers the
-//! status its service gives that failure (no `RetryInfo`).
+//! per RPC. When the connection is up, the call goes on with the caller's
+//! deadline (`grpc-timeout`) as the deadline of its appends
+//! (`orderflow_eventbus::deadline`): one that meets a broker that does not
+//! answer waits for the ack until that deadline (60 s at most), or 5 s when
+//! the caller set none, and then answers the status its service gives that
+//! failure (no `RetryInfo`). tonic itself ends the call at the deadline.
 
 use std::{
     convert::Infallible,
@@ -25,6 +27,7 @@ use std::{
 
 use futures_util::future::{Either, Ready, ready};
 use orderflow_eventbus::Client;
+use tokio::{task::futures::TaskLocalFuture, time::Instant};
 use tonic::{Code, Status, body::Body};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -83,7 +86,10 @@ where
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Either<S::Future, Ready<Result<http::Response<Body>, Infallible>>>;
+    type Future = Either<
+        TaskLocalFuture<Option<Instant>, S::Future>,
+        Ready<Result<http::Response<Body>, Infallible>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -91,7 +97,16 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if orderflow_eventbus::is_connected(&self.client) {
-            Either::Left(self.inner.call(request))
+            let deadline = request
+                .headers()
+                .get("grpc-timeout")
+                .and_then(|value| value.to_str().ok())
+                .and_then(grpc_timeout)
+                .map(|timeout| Instant::now() + timeout);
+            Either::Left(orderflow_eventbus::deadline::within(
+                deadline,
+                self.inner.call(request),
+            ))
         } else {
             tracing::warn!(
                 path = request.uri().path(),
@@ -102,9 +117,51 @@ where
     }
 }
 
+/// The duration of a `grpc-timeout` header (`100m`, `5S`, `1H`): at most 8
+/// digits and a unit, as the gRPC protocol spells it; `None` when it is not
+/// one (tonic then refuses the call itself).
+fn grpc_timeout(value: &str) -> Option<Duration> {
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = (value.get(..split)?, value.get(split..)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_spells_them() {
+        for (value, parsed) in [
+            ("100m", Some(Duration::from_millis(100))),
+            ("5S", Some(Duration::from_secs(5))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("250u", Some(Duration::from_micros(250))),
+            ("7n", Some(Duration::from_nanos(7))),
+            ("99999999S", Some(Duration::from_secs(99_999_999))),
+            ("123456789S", None),
+            ("S", None),
+            ("", None),
+            ("5s", None),
+            ("-5S", None),
+            ("5€", None),
+        ] {
+            assert_eq!(grpc_timeout(value), parsed, "{value:?}");
+        }
+    }
 
     #[test]
     fn the_refusal_names_the_broker_and_advises_a_retry() {

@@ -1,5 +1,6 @@
 //! While the broker is known to be down, calls are answered at once with
-//! the broker named and retry advice, and succeed again once it is back.
+//! the broker named and retry advice, and succeed again once it is back;
+//! while it is only stalled, a call waits for it until its own deadline.
 
 use orderflow_proto::order::v1::CancelOrderRequest;
 use tonic_types::StatusExt;
@@ -88,6 +89,61 @@ async fn with_the_broker_known_down_calls_are_refused_with_retry_advice_and_succ
         .order
         .unwrap();
     assert_eq!(again.customer_id, "c-gate");
+
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_broker_keeps_a_create_waiting_until_the_callers_deadline_not_5_s() {
+    let mut nats = NatsServer::start_own();
+    let orders = spawn_order_service_with(&nats.url(), &[]).await;
+    let client = OrderServiceClient::new(channel(&orders.endpoint()));
+    client
+        .clone()
+        .create_order(order_request("c-stall", 1, 2, "r-stall-0"))
+        .await
+        .unwrap();
+
+    // Stalled, not gone: the connection stays up, so nothing is refused at
+    // the gate and each append waits for an ack that does not come.
+    nats.pause();
+    let patient = tokio::spawn({
+        let mut client = client.clone();
+        async move {
+            let mut request = tonic::Request::new(order_request("c-stall", 1, 2, "r-stall-1"));
+            request.set_timeout(Duration::from_secs(60));
+            client.create_order(request).await
+        }
+    });
+    // A call without a deadline, made after the patient one: it waits the
+    // default 5 s and gets the store's UNAVAILABLE, not the gate's. When it
+    // is answered, the patient call has waited longer than that.
+    let impatient = client
+        .clone()
+        .create_order(order_request("c-stall", 1, 2, "r-stall-2"))
+        .await
+        .expect_err("CreateOrder cannot succeed while the broker is stalled");
+    assert_eq!(impatient.code(), Code::Unavailable, "{impatient:?}");
+    assert!(
+        impatient.get_details_retry_info().is_none()
+            && !impatient
+                .message()
+                .contains("event broker (NATS) is unreachable"),
+        "a stalled broker is not a broker known down: {impatient:?}"
+    );
+
+    // The broker answers again: the patient call, still waiting within its
+    // deadline, is committed. With a fixed 5 s wait it would have failed
+    // before the impatient one did.
+    nats.resume();
+    let order = patient
+        .await
+        .unwrap()
+        .expect("a call with a 60 s deadline waits past 5 s for the broker")
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(order.request_id, "r-stall-1");
 
     orders.stop().await.unwrap();
 }
