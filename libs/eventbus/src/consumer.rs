@@ -8,7 +8,10 @@
 //! (redelivered later), and a message that can never succeed — undecodable,
 //! of an unknown type, or still failing at the last allowed delivery — is
 //! copied to the dead-letter stream with the reason in its headers before it
-//! is terminated. Nothing is dropped.
+//! is terminated. A message whose last delivery is never settled (the replica
+//! holding it crashed or stalled past the ack wait, every time) is copied by
+//! [`MaxDeliveries`], from the advisory JetStream publishes when it gives up
+//! on it. Nothing is dropped.
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
@@ -16,7 +19,7 @@ use async_nats::jetstream::{
     self, AckKind, ErrorCode,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
     context::{GetStreamError, GetStreamErrorKind},
-    stream::ConsumerError,
+    stream::{ConsumerError, DirectGetErrorKind},
 };
 use futures_util::{FutureExt, StreamExt, future::Shared};
 use tokio::{
@@ -31,7 +34,10 @@ use crate::{
     envelope::{ReceivedEvent, headers},
     lookahead::Lookahead,
     propagation,
-    subject::{REPLAY_TOKEN, aggregate_key},
+    subject::{
+        ADVISORY_STREAM, REPLAY_TOKEN, aggregate_key, max_deliveries_durable,
+        max_deliveries_subject,
+    },
 };
 
 /// How often the consumer backlog is read for the metrics.
@@ -146,6 +152,25 @@ impl ConsumerSpec {
         self.ack_wait = ack_wait;
         self
     }
+
+    /// The durable consumer of the advisory stream that receives this
+    /// consumer's max-deliveries advisories, and only those.
+    ///
+    /// It allows 100 deliveries rather than 10: what fails it is the broker
+    /// (the original cannot be read or its copy stored), and with delays
+    /// doubling to a minute that is more than an hour of retries before the
+    /// advisory itself is dead-lettered.
+    pub fn max_deliveries_watch(&self) -> Self {
+        Self {
+            stream: ADVISORY_STREAM.to_owned(),
+            durable: max_deliveries_durable(&self.durable),
+            filter_subjects: vec![max_deliveries_subject(&self.stream, &self.durable)],
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 100,
+            backoff: Vec::new(),
+            concurrency: 4,
+        }
+    }
 }
 
 /// Why the durable consumer could not be bound; the pull loop logs it and
@@ -223,9 +248,27 @@ impl DurableConsumer {
     /// Pulls and handles messages until `shutdown` is cancelled, then finishes
     /// and acks every message it holds before returning.
     ///
+    /// Beside it runs the consumer's max-deliveries watch
+    /// ([`ConsumerSpec::max_deliveries_watch`], handled by
+    /// [`MaxDeliveries`]), so that every durable consumer dead-letters what
+    /// it gave up on without a settle, as well as what its handler gave up on.
+    ///
     /// Broker outages are waited out: the loop retries with a pause and never
     /// returns an error.
     pub async fn run<H: EventHandler>(self, handler: Arc<H>, shutdown: CancellationToken) {
+        let watch = DurableConsumer::new(self.js.clone(), self.spec.max_deliveries_watch());
+        let watcher = Arc::new(MaxDeliveries {
+            js: self.js.clone(),
+            watched: self.spec.clone(),
+        });
+        tokio::join!(
+            self.pull(handler, shutdown.clone()),
+            watch.pull(watcher, shutdown),
+        );
+    }
+
+    /// The pull loop of [`DurableConsumer::run`], for this consumer alone.
+    async fn pull<H: EventHandler>(self, handler: Arc<H>, shutdown: CancellationToken) {
         let spec = Arc::new(self.spec.clone());
         let limit = Arc::new(Semaphore::new(spec.concurrency.max(1)));
         let mut tasks = JoinSet::new();
@@ -531,13 +574,54 @@ async fn dead_letter(
 ) -> Result<(), async_nats::Error> {
     tracing::error!(%reason, subject = %event.subject, "dead-lettering a message");
     tracing::Span::current().record("otel.status_code", "ERROR");
+    let original = Original {
+        subject: &event.subject,
+        headers: &event.headers,
+        payload: &event.payload,
+        stream_sequence: event.stream_sequence,
+        delivered: event.delivered,
+    };
+    match store_dead_letter(js, spec, &original, reason).await {
+        Ok(()) => message.ack_with(AckKind::Term).await,
+        Err(error) => {
+            tracing::error!(%error, "could not store a dead letter; NAKing instead");
+            message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await?;
+            Err(error)
+        }
+    }
+}
+
+/// The message a dead letter is a copy of, as its consumer's stream holds it.
+struct Original<'a> {
+    subject: &'a str,
+    headers: &'a async_nats::HeaderMap,
+    payload: &'a bytes::Bytes,
+    stream_sequence: u64,
+    delivered: i64,
+}
+
+/// Stores the dead letter of `original`, which consumer `spec` gave up on,
+/// with `reason`, and waits for JetStream's ack.
+///
+/// Its `Nats-Msg-Id` names the stream, the consumer and the sequence, so
+/// every copy of one message by one consumer is stored once within the
+/// dead-letter stream's de-duplication window: two replicas, a handler and
+/// the max-deliveries watch, or a redelivered advisory.
+async fn store_dead_letter(
+    js: &JetStream,
+    spec: &ConsumerSpec,
+    original: &Original<'_>,
+    reason: &str,
+) -> Result<(), async_nats::Error> {
     // The copy keeps the original's headers but none of JetStream's
     // (`Nats-*`): an event appended with optimistic concurrency carries
     // `Nats-Expected-Last-Subject-Sequence`, which the dead-letter stream
     // would check again against its own subject and refuse the copy, every
     // time. The replay (`dead_letters.rs`) drops them the same way.
     let mut dl_headers = async_nats::HeaderMap::new();
-    for (name, values) in event.headers.iter() {
+    for (name, values) in original.headers.iter() {
         let name: &str = name.as_ref();
         if name.starts_with("Nats-") {
             continue;
@@ -552,38 +636,157 @@ async fn dead_letter(
         headers::MSG_ID,
         format!(
             "dl-{}-{}-{}",
-            spec.stream, spec.durable, event.stream_sequence
+            spec.stream, spec.durable, original.stream_sequence
         )
         .as_str(),
     );
     dl_headers.insert(headers::DEAD_LETTER_REASON, reason);
-    dl_headers.insert(headers::ORIGINAL_SUBJECT, event.subject.as_str());
+    dl_headers.insert(headers::ORIGINAL_SUBJECT, original.subject);
     dl_headers.insert(headers::ORIGINAL_STREAM, spec.stream.as_str());
     dl_headers.insert(
         headers::ORIGINAL_SEQUENCE,
-        event.stream_sequence.to_string().as_str(),
+        original.stream_sequence.to_string().as_str(),
     );
     dl_headers.insert(headers::ORIGINAL_CONSUMER, spec.durable.as_str());
     dl_headers.insert(
         headers::DELIVERY_COUNT,
-        event.delivered.to_string().as_str(),
+        original.delivered.to_string().as_str(),
     );
     let subject = crate::subject::dead_letter_subject(&spec.stream, &spec.durable);
-    let stored = async {
-        js.publish_with_headers(subject, dl_headers, event.payload.clone())
-            .await?
-            .await?;
-        Ok::<_, async_nats::Error>(())
-    }
-    .await;
-    match stored {
-        Ok(()) => message.ack_with(AckKind::Term).await,
-        Err(error) => {
-            tracing::error!(%error, "could not store a dead letter; NAKing instead");
-            message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                .await?;
-            Err(error)
+    js.publish_with_headers(subject, dl_headers, original.payload.clone())
+        .await?
+        .await?;
+    Ok(())
+}
+
+/// The body of JetStream's max-deliveries advisory
+/// (`io.nats.jetstream.advisory.v1.max_deliver`), the fields used.
+#[derive(Debug, serde::Deserialize)]
+struct MaxDeliveriesAdvisory {
+    stream: String,
+    consumer: String,
+    stream_seq: u64,
+    deliveries: i64,
+}
+
+/// Dead-letters the messages a durable consumer reached its max deliveries
+/// on without settling the last one, from JetStream's max-deliveries
+/// advisories.
+///
+/// When the handler fails a message's last delivery, the consumer
+/// dead-letters it itself. When that delivery is never settled (the replica
+/// was killed or stalled past the ack wait while handling it, a crash loop),
+/// JetStream gives up on the message once that ack wait ran out (nats-server
+/// 2.15.1 decides it at the consumer's next pull, by any replica) and only
+/// publishes `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`,
+/// once, as a core message: exactly when the owner's replicas may be down or
+/// crashing again. So the advisory is not subscribed to: the stream `ADVISORIES`
+/// captures it (it is published in the streams' account), and this handler
+/// receives it through a durable consumer of the owning service
+/// ([`ConsumerSpec::max_deliveries_watch`]), which JetStream keeps it for
+/// until one replica acked it, however long they were all down.
+///
+/// The dead letter is the original message, read by its sequence from the
+/// consumer's stream, with a reason saying its last delivery was never
+/// settled; it has the `Nats-Msg-Id` of the handler's dead letter of it
+/// ([`store_dead_letter`]), so two replicas, or a handler that dead-lettered
+/// it but lost its term, still make one.
+pub struct MaxDeliveries {
+    js: JetStream,
+    watched: ConsumerSpec,
+}
+
+impl EventHandler for MaxDeliveries {
+    async fn handle(&self, event: &ReceivedEvent) -> Outcome {
+        let advisory: MaxDeliveriesAdvisory = match serde_json::from_slice(&event.payload) {
+            Ok(advisory) => advisory,
+            Err(error) => {
+                return Outcome::Reject {
+                    reason: format!("not a JetStream max-deliveries advisory: {error}"),
+                };
+            }
+        };
+        let watched = &self.watched;
+        // The filter subject names the consumer; a body naming another is
+        // not JetStream's.
+        if advisory.stream != watched.stream || advisory.consumer != watched.durable {
+            return Outcome::Reject {
+                reason: format!(
+                    "a max-deliveries advisory of {}/{} on the subject of {}/{}",
+                    advisory.stream, advisory.consumer, watched.stream, watched.durable
+                ),
+            };
+        }
+        let retry = |reason: String| Outcome::Retry {
+            after: retry_delay(event.delivered),
+            reason,
+        };
+        let stream = match self.js.get_stream_no_info(&watched.stream).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                return retry(format!("cannot look up stream {}: {error}", watched.stream));
+            }
+        };
+        let message = match stream.direct_get(advisory.stream_seq).await {
+            Ok(message) => message,
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => {
+                // Nothing left to copy: only a stream's operator deletes
+                // events, and the services may not.
+                tracing::error!(stream = %watched.stream, consumer = %watched.durable,
+                    sequence = advisory.stream_seq,
+                    "a message reached its max deliveries unsettled and is no longer in its stream; no dead letter");
+                return Outcome::Done;
+            }
+            Err(error) => {
+                return retry(format!(
+                    "cannot read message {} of {}: {error}",
+                    advisory.stream_seq, watched.stream
+                ));
+            }
+        };
+        // No ack wait in it: the one in effect then may not be this
+        // replica's.
+        let reason = format!(
+            "max deliveries ({}) reached and the last delivery was never settled: its ack wait \
+             ran out with no ack, NAK or dead letter (the replica handling it crashed, stalled \
+             or lost its connection)",
+            advisory.deliveries,
+        );
+        tracing::error!(%reason, subject = %message.subject, sequence = advisory.stream_seq,
+            "dead-lettering a message from its max-deliveries advisory");
+        let original = Original {
+            subject: message.subject.as_str(),
+            headers: &message.headers,
+            payload: &message.payload,
+            stream_sequence: advisory.stream_seq,
+            delivered: advisory.deliveries,
+        };
+        match store_dead_letter(&self.js, watched, &original, &reason).await {
+            Ok(()) => {
+                let labels = [
+                    opentelemetry::KeyValue::new("messaging.system", "nats"),
+                    opentelemetry::KeyValue::new("messaging.operation.name", "process"),
+                    opentelemetry::KeyValue::new(
+                        "messaging.destination.name",
+                        watched.stream.clone(),
+                    ),
+                    opentelemetry::KeyValue::new(
+                        "messaging.consumer.group.name",
+                        watched.durable.clone(),
+                    ),
+                    opentelemetry::KeyValue::new(
+                        "cloudevents.event_type",
+                        message
+                            .headers
+                            .get(headers::CE_TYPE)
+                            .map_or("unknown", |v| v.as_str())
+                            .to_owned(),
+                    ),
+                ];
+                crate::metrics::metrics().dead_letters.add(1, &labels);
+                Outcome::Done
+            }
+            Err(error) => retry(format!("cannot store the dead letter: {error}")),
         }
     }
 }

@@ -16,6 +16,7 @@
 pub mod aggregate;
 pub mod consumer;
 pub mod dead_letters;
+pub mod deadline;
 pub mod envelope;
 pub mod gather;
 pub mod index;

@@ -18,7 +18,7 @@ use async_nats::jetstream::{
         CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, PublishError,
         PublishErrorKind, RequestError, RequestErrorKind,
     },
-    stream::{Config, ConsumerError, StorageType},
+    stream::{Config, ConsumerError, RetentionPolicy, StorageType},
 };
 use bytes::Bytes;
 use opentelemetry::KeyValue;
@@ -42,6 +42,11 @@ pub struct StreamSpec {
     pub replicas: usize,
     /// How long `Nats-Msg-Id` de-duplicates retried appends.
     pub duplicate_window: Duration,
+    /// When a message goes: never by itself (`Limits`, the event streams
+    /// and the dead letters, which have no limit), or once every interested
+    /// consumer acked it (`Interest`, the advisories). Set when the stream
+    /// is created; an existing stream keeps its own.
+    pub retention: RetentionPolicy,
 }
 
 /// Why a stream could not be set up.
@@ -142,6 +147,7 @@ async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), Ens
         storage: StorageType::File,
         num_replicas: spec.replicas,
         duplicate_window: spec.duplicate_window,
+        retention: spec.retention,
         allow_direct: true,
         ..Default::default()
     };
@@ -189,8 +195,9 @@ async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), Ens
     }
 }
 
-/// Ensures the given `(name, subjects)` streams and the dead-letter stream,
-/// each with `replicas` replicas and a 10-minute de-duplication window.
+/// Ensures the given `(name, subjects)` streams, the dead-letter stream and
+/// the advisory stream, each with `replicas` replicas and a 10-minute
+/// de-duplication window.
 ///
 /// Every service ensures every stream it writes or reads, so any of them may
 /// start first.
@@ -199,17 +206,32 @@ pub async fn ensure_streams(
     streams: &[(&str, &str)],
     replicas: usize,
 ) -> Result<(), EnsureStreamError> {
-    let dead_letters = (
-        crate::subject::DEAD_LETTER_STREAM,
-        crate::subject::DEAD_LETTER_SUBJECTS,
-    );
+    let ours = [
+        (
+            crate::subject::DEAD_LETTER_STREAM,
+            crate::subject::DEAD_LETTER_SUBJECTS,
+            RetentionPolicy::Limits,
+        ),
+        // Interest: an advisory is kept until the consumer watching its
+        // subject acked it, and one nobody watches is not kept at all.
+        (
+            crate::subject::ADVISORY_STREAM,
+            crate::subject::ADVISORY_SUBJECTS,
+            RetentionPolicy::Interest,
+        ),
+    ];
     let deadline = std::time::Instant::now() + crate::setup::SETUP_BUDGET;
-    for (name, subjects) in streams.iter().chain(std::iter::once(&dead_letters)) {
+    let all = streams
+        .iter()
+        .map(|(name, subjects)| (*name, *subjects, RetentionPolicy::Limits))
+        .chain(ours);
+    for (name, subjects, retention) in all {
         let spec = StreamSpec {
-            name: (*name).to_owned(),
-            subjects: vec![(*subjects).to_owned()],
+            name: name.to_owned(),
+            subjects: vec![subjects.to_owned()],
             replicas,
             duplicate_window: Duration::from_secs(600),
+            retention,
         };
         crate::setup::retry_transient(name, deadline, || ensure_stream_once(js, &spec)).await?;
     }
@@ -410,6 +432,11 @@ pub struct StoredEvent {
 #[derive(Clone)]
 pub struct EventStore {
     js: JetStream,
+    /// The same connection with a JetStream timeout of
+    /// [`MAX_ACK_WAIT`](crate::deadline::MAX_ACK_WAIT), for appends: each
+    /// bounds its wait for the ack itself ([`crate::deadline`]), which the
+    /// context's own 5 s would cut short.
+    appends: JetStream,
     stream_name: String,
     source: String,
     /// The PRODUCER span's name, formatted once rather than per append.
@@ -421,8 +448,12 @@ impl EventStore {
     /// event this store appends.
     pub fn new(js: JetStream, stream_name: impl Into<String>, source: impl Into<String>) -> Self {
         let stream_name = stream_name.into();
+        let appends = jetstream::ContextBuilder::new()
+            .timeout(crate::deadline::MAX_ACK_WAIT)
+            .build(js.client());
         Self {
             js,
+            appends,
             span_name: format!("publish {stream_name}"),
             stream_name,
             source: source.into(),
@@ -513,17 +544,27 @@ impl EventStore {
             // aggregate's subjects, not only the event's own one.
             .header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, guard);
         // The first await sends; the second waits for the ack. Without the
-        // second, nothing is known to be stored.
-        let ack = self
-            .js
-            .send_publish(subject.to_owned(), publish)
-            .await
-            .map_err(|source| AppendError::NotSent {
-                subject: subject.to_owned(),
-                source,
-            })?
-            .await
-            .map_err(|source| AppendError::unacked(subject, expected_sequence, source))?;
+        // second, nothing is known to be stored. Both together wait until the
+        // caller's deadline, or 5 s without one (`deadline`).
+        let committed = tokio::time::timeout(crate::deadline::ack_wait(), async {
+            self.appends
+                .send_publish(subject.to_owned(), publish)
+                .await
+                .map_err(|source| AppendError::NotSent {
+                    subject: subject.to_owned(),
+                    source,
+                })?
+                .await
+                .map_err(|source| AppendError::unacked(subject, expected_sequence, source))
+        })
+        .await;
+        let ack = committed.unwrap_or_else(|_| {
+            Err(AppendError::unacked(
+                subject,
+                expected_sequence,
+                PublishError::new(PublishErrorKind::TimedOut),
+            ))
+        })?;
         Ok(Appended {
             sequence: ack.sequence,
             duplicate: ack.duplicate,

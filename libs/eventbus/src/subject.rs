@@ -28,6 +28,30 @@ pub fn dead_letter_filter(consumer: Option<&str>) -> String {
     }
 }
 
+/// The stream that keeps JetStream's max-deliveries advisories until the
+/// consumer's owner has dead-lettered the message each one names (see
+/// `consumer::MaxDeliveries`): JetStream publishes an advisory once, as a
+/// core message, so without a stream it is lost whenever no replica of the
+/// owner is up to hear it.
+pub const ADVISORY_STREAM: &str = "ADVISORIES";
+/// The subjects of [`ADVISORY_STREAM`]: every consumer's max-deliveries
+/// advisory, `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`.
+/// The stream keeps a message only while a consumer of it is interested, so
+/// advisories of consumers nobody watches are not kept.
+pub const ADVISORY_SUBJECTS: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>";
+
+/// The subject on which JetStream announces that consumer `consumer` of
+/// stream `stream` reached its max deliveries for a message.
+pub fn max_deliveries_subject(stream: &str, consumer: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
+}
+
+/// The durable consumer of [`ADVISORY_STREAM`] that dead-letters what
+/// durable consumer `consumer` gave up on without a settle.
+pub fn max_deliveries_durable(consumer: &str) -> String {
+    format!("{consumer}-max-deliveries")
+}
+
 /// The token appended to a dead letter's original subject to replay it.
 /// Durable consumers receive replays of the subjects they receive
 /// (`ConsumerSpec::durable`), and an aggregate's own subjects

@@ -14,6 +14,8 @@
 //!   (driven by a readiness check), reflection v1 and v1alpha, graceful stop.
 //! - [`main_loop`]: the whole `main` of a service, shared by both binaries.
 //! - [`overload`]: the concurrency limit that sheds API calls beyond it.
+//! - [`broker_gate`]: API calls answered `UNAVAILABLE` at once, with
+//!   `RetryInfo`, while NATS is known to be unreachable.
 //! - [`probe`]: `<service> probe`, the gRPC health check built into each binary.
 //! - [`nats_config`]: the NATS URLs, credentials (user and password, token,
 //!   NKey, `.creds`) and TLS, from the environment.
@@ -26,8 +28,8 @@
 //! Which module uses which, from the leaves up (each line uses only modules
 //! of the lines above it; there is no cycle):
 //!
-//! 1. `config`, `json_log`, `status`, `probe`, `overload`: use no other
-//!    module.
+//! 1. `config`, `json_log`, `status`, `probe`, `overload`, `broker_gate`:
+//!    use no other module.
 //! 2. `secret` (config), `grpc_tls` (config), `telemetry` (config,
 //!    json_log), `paging` (status).
 //! 3. `auth` (config, secret), `nats_config` (config, secret),
@@ -36,7 +38,7 @@
 //!    grpc_tls, auth).
 //! 5. `shutdown`: service_config (the delays), telemetry (flushed last).
 //! 6. `server`: service_config, admin, auth, grpc_tls, nats_config, overload,
-//!    shutdown.
+//!    broker_gate, shutdown.
 //! 7. `main_loop`: config, service_config, server, telemetry, probe, shutdown.
 //!
 //! Nothing here knows about orders or payments.
@@ -44,6 +46,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod broker_gate;
 pub mod config;
 pub mod grpc_tls;
 pub mod json_log;

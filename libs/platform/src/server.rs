@@ -7,7 +7,9 @@
 //! and `v1alpha` (grpcurl still asks v1alpha), and a graceful stop that
 //! finishes in-flight calls. Health and reflection are served beside the
 //! layered API services, never through those layers: probes and discovery
-//! get no span of their own, need no token and are never shed.
+//! get no span of their own, need no token and are never shed. The last
+//! layer answers at once while NATS is known to be unreachable
+//! (`broker_gate`).
 
 use std::{convert::Infallible, future::Future, time::Duration};
 
@@ -353,7 +355,7 @@ impl Started {
             ack_wait,
         } = self;
         let (health, health_server) = health(&[S::NAME]).await;
-        let layers = ApiLayers::new(&policy);
+        let layers = ApiLayers::new(&policy, client.clone());
         let routes = with_platform_services(
             Routes::new(layers.wrap(api))
                 .add_service(layers.wrap(crate::admin::service(js.clone()))),
@@ -387,13 +389,15 @@ impl Started {
 struct ApiLayers {
     auth: crate::auth::AuthLayer,
     shed: crate::overload::LoadShedLayer,
+    broker: crate::broker_gate::BrokerGateLayer,
 }
 
 impl ApiLayers {
-    fn new(policy: &ServePolicy) -> Self {
+    fn new(policy: &ServePolicy, client: orderflow_eventbus::Client) -> Self {
         Self {
             auth: crate::auth::AuthLayer::new(policy.access.clone()),
             shed: crate::overload::LoadShedLayer::new(policy.max_concurrent_calls),
+            broker: crate::broker_gate::BrokerGateLayer::new(client),
         }
     }
 
@@ -435,6 +439,10 @@ impl ApiLayers {
             // handler future is dropped, so no work continues for a caller
             // that gave up.
             .layer(self.shed.clone())
+            // Last, next to the API: with NATS known to be unreachable
+            // nothing the API does can succeed, so the call is answered
+            // UNAVAILABLE at once rather than after JetStream's timeout.
+            .layer(self.broker.clone())
             .named_layer(api)
     }
 }

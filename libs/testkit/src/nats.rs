@@ -241,6 +241,28 @@ impl NatsServer {
         self.managed_mut("kill").kill();
     }
 
+    /// Stops the server with SIGSTOP: its connections stay open but nothing
+    /// answers, so clients still think they are connected and wait for
+    /// their replies' timeouts (a broker stalled, or cut off behind an open
+    /// socket), which [`NatsServer::kill`] cannot show: clients notice a
+    /// killed server at once. [`NatsServer::resume`] continues it.
+    ///
+    /// # Panics
+    ///
+    /// Panics for an external server or a server that is not running.
+    pub fn pause(&mut self) {
+        self.managed_mut("pause").signal("-STOP");
+    }
+
+    /// Continues a server stopped by [`NatsServer::pause`] (SIGCONT).
+    ///
+    /// # Panics
+    ///
+    /// Panics for an external server or a server that is not running.
+    pub fn resume(&mut self) {
+        self.managed_mut("resume").signal("-CONT");
+    }
+
     /// Starts the server again on the same port with the same store (killing
     /// it first if it is still running) and waits until it accepts
     /// connections, so clients reconnect and find their streams.
@@ -381,6 +403,18 @@ impl ManagedServer {
             }
             thread::sleep(READY_POLL);
         }
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`) to the running process with kill(1).
+    fn signal(&mut self, signal: &str) {
+        let Some(child) = self.child.as_ref() else {
+            panic!("cannot send {signal} to nats-server: it is not running");
+        };
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(sent, "kill {signal} {} failed", child.id());
     }
 
     /// Sends SIGKILL and reaps the process, if there is one.

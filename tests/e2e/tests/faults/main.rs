@@ -16,11 +16,12 @@
 //! none of them is ever skipped.
 //!
 //! One test binary (each end-to-end binary links both services): `broker.rs`,
-//! `payment_binary.rs`, `gateway.rs` and `replicas.rs` hold the tests,
-//! `common.rs` the load and the checks they share.
+//! `broker_down.rs`, `payment_binary.rs`, `gateway.rs` and `replicas.rs` hold
+//! the tests, `common.rs` the load and the checks they share.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod broker;
+mod broker_down;
 mod common;
 mod gateway;
 mod payment_binary;

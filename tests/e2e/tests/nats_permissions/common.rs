@@ -78,17 +78,23 @@ impl SecuredNats {
     /// Starts a service binary as its own NATS user, logging at debug
     /// (async-nats at trace) so that the leak check sees the most.
     pub(crate) async fn start_service(&self, name: &str) -> ServiceProcess {
+        self.start_service_with(name, &[]).await
+    }
+
+    /// [`SecuredNats::start_service`] with `extra` variables.
+    pub(crate) async fn start_service_with(
+        &self,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> ServiceProcess {
         let file = self.password_file(name);
-        ServiceProcess::start(
-            &workspace_binary(name),
-            &self.url(),
-            &[
-                ("NATS_USER", name),
-                ("NATS_PASSWORD_FILE", &file),
-                ("RUST_LOG", "debug,async_nats=trace,h2=info,hyper=info"),
-            ],
-        )
-        .await
+        let mut env = vec![
+            ("NATS_USER", name),
+            ("NATS_PASSWORD_FILE", file.as_str()),
+            ("RUST_LOG", "debug,async_nats=trace,h2=info,hyper=info"),
+        ];
+        env.extend_from_slice(extra);
+        ServiceProcess::start(&workspace_binary(name), &self.url(), &env).await
     }
 
     /// A JetStream context as `user`, and the server errors its connection

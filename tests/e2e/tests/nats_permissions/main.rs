@@ -8,11 +8,13 @@
 //! service's credentials is refused and never stored, and the reverse; a
 //! wrong password stops start-up with a message naming the variables; a
 //! service logs in over mutual TLS, and is refused without its client
-//! certificate; and no password ever appears in a log line.
+//! certificate; a message never settled at its last delivery is
+//! dead-lettered with the service's own permissions; and no password ever
+//! appears in a log line.
 //!
 //! One test binary (each end-to-end binary links both services):
-//! `own_permissions.rs`, `cross_publishing.rs`, `login.rs` and
-//! `configuration.rs` hold the tests, `common.rs` what they share.
+//! `own_permissions.rs`, `cross_publishing.rs`, `login.rs`, `unsettled.rs`
+//! and `configuration.rs` hold the tests, `common.rs` what they share.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -20,6 +22,7 @@ mod configuration;
 mod cross_publishing;
 mod login;
 mod own_permissions;
+mod unsettled;
 
 use std::{
     path::PathBuf,
