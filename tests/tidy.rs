@@ -576,6 +576,8 @@ const CRATE_GRAPH: &[(&str, &[&str])] = &[
         ],
     ),
     ("orderflow-bench", &["orderflow-proto"]),
+    // The outside world: payment-service's HTTP gateway knows none of ours.
+    ("orderflow-gateway-sim", &[]),
 ];
 
 #[test]

@@ -21,22 +21,23 @@
 //! - [`status`]: field violations and the `google.rpc.BadRequest` status they become.
 //! - [`paging`]: page tokens and page sizes of the list RPCs.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation token, and the
-//!   phases of a stop, in order, owned by one object.
+//!   phases of a stop, in order, up to flushing telemetry, owned by one object.
 //!
 //! Which module uses which, from the leaves up (each line uses only modules
 //! of the lines above it; there is no cycle):
 //!
-//! 1. `config`, `json_log`, `status`, `shutdown`, `probe`, `overload`: use
-//!    no other module.
+//! 1. `config`, `json_log`, `status`, `probe`, `overload`: use no other
+//!    module.
 //! 2. `secret` (config), `grpc_tls` (config), `telemetry` (config,
 //!    json_log), `paging` (status).
 //! 3. `auth` (config, secret), `nats_config` (config, secret),
 //!    `admin` (paging, status).
 //! 4. `service_config`: config and the concerns (nats_config, telemetry,
 //!    grpc_tls, auth).
-//! 5. `server`: service_config, admin, auth, grpc_tls, nats_config, overload,
+//! 5. `shutdown`: service_config (the delays), telemetry (flushed last).
+//! 6. `server`: service_config, admin, auth, grpc_tls, nats_config, overload,
 //!    shutdown.
-//! 6. `main_loop`: config, service_config, server, telemetry, probe, shutdown.
+//! 7. `main_loop`: config, service_config, server, telemetry, probe, shutdown.
 //!
 //! Nothing here knows about orders or payments.
 #![forbid(unsafe_code)]

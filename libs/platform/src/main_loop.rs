@@ -1,5 +1,5 @@
 //! The `main` of every service: `.env`, `--help`, configuration, telemetry,
-//! run until a signal, flush, exit code.
+//! run until a signal, the shutdown's phases, exit code.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for bad configuration or usage
 //! (printed as one message naming every bad variable), 1 when the service
@@ -7,15 +7,14 @@
 
 use std::{future::Future, process::ExitCode};
 
-use orderflow_eventbus::aggregate::{AggregateStore, Kind};
-use tokio_util::sync::CancellationToken;
-
 use crate::{
     config,
     server::{self, ServeError},
     service_config::{CommonConfig, ServiceConfig},
-    shutdown, telemetry,
+    shutdown::{self, Shutdown},
+    telemetry,
 };
+use orderflow_eventbus::aggregate::{AggregateStore, Kind};
 
 /// A service as its binary runs it: built from its configuration, run
 /// until told to stop. Each service's `App` implements it, so each binary's
@@ -32,10 +31,11 @@ pub trait Program: Sized + Send + 'static {
     /// so `main` reports it before serving.
     fn build(config: Self::Config) -> impl Future<Output = Result<Self, ServeError>> + Send;
 
-    /// Serves until `shutdown` is cancelled, then drains.
+    /// Serves until `shutdown` is requested, then runs its phases up to
+    /// draining NATS (`main` flushes telemetry after).
     fn run_until_stopped(
         self,
-        shutdown: CancellationToken,
+        shutdown: Shutdown,
     ) -> impl Future<Output = Result<(), ServeError>> + Send;
 }
 
@@ -110,11 +110,12 @@ pub async fn main<S: Program>() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Caught in both modes: serving stops by the token, and a migration
-    // runs to its end instead of stopping between an aggregate's copies.
-    let shutdown = shutdown::on_signal();
+    // The signal is caught in both modes: serving stops by it, and a
+    // migration runs to its end instead of stopping between an aggregate's
+    // copies.
+    let shutdown = Shutdown::configured(config.common(), shutdown::on_signal()).flushing(telemetry);
     let ran = match mode {
-        Mode::Serve => serve::<S>(config, shutdown).await,
+        Mode::Serve => serve::<S>(config, shutdown.clone()).await,
         Mode::MigrateSubjects => migrate_subjects::<S::Aggregate>(config.common(), name).await,
     };
     let code = match ran {
@@ -125,16 +126,12 @@ pub async fn main<S: Program>() -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    // Flushing blocks until the exporters answer; let the runtime's other
-    // workers run the export requests meanwhile.
-    tokio::task::block_in_place(|| telemetry.shutdown());
+    // Last, so the line above is exported too.
+    shutdown.finish();
     code
 }
 
-async fn serve<S: Program>(
-    config: S::Config,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
+async fn serve<S: Program>(config: S::Config, shutdown: Shutdown) -> Result<(), ServeError> {
     S::build(config).await?.run_until_stopped(shutdown).await
 }
 

@@ -316,8 +316,8 @@ impl Started {
         self.ack_wait
     }
 
-    /// Serves `api` until `shutdown` is cancelled, then stops in the order
-    /// [`Shutdown`] keeps (see [`run`]).
+    /// Serves `api` until `shutdown` is requested, then stops in the order
+    /// [`Shutdown`] keeps, up to draining NATS (see [`run`]).
     ///
     /// Beside the API it serves what every service does: the dead-letter
     /// admin API, health (following whether `readiness`'s stream answers)
@@ -330,7 +330,7 @@ impl Started {
         consumer: orderflow_eventbus::ConsumerSpec,
         handler: H,
         readiness: orderflow_eventbus::EventStore,
-        shutdown: CancellationToken,
+        shutdown: Shutdown,
     ) -> Result<(), ServeError>
     where
         S: tower::Service<
@@ -362,7 +362,6 @@ impl Started {
             &[S::NAME, crate::admin::SERVICE_NAME],
             policy.transport.reflection,
         )?;
-        let shutdown = Shutdown::new(shutdown, policy.delay, policy.grace, client);
         let check = move || {
             let readiness = readiness.clone();
             async move { readiness.ready().await }
@@ -373,7 +372,10 @@ impl Started {
             orderflow_eventbus::DurableConsumer::new(js, consumer)
                 .run(std::sync::Arc::new(handler), shutdown.requested()),
         );
-        run(routes, listener, &policy, shutdown).await
+        shutdown
+            .clone()
+            .run(run(routes, listener, &policy, &shutdown), client)
+            .await
     }
 }
 
@@ -449,11 +451,6 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError>
 pub struct ServePolicy {
     /// API calls worked on at once before new ones are shed.
     pub max_concurrent_calls: usize,
-    /// After the signal, calls are still served this long while health
-    /// already reports NOT_SERVING (so load balancers stop routing first).
-    pub delay: Duration,
-    /// The longest the workers may take to finish what they hold.
-    pub grace: Duration,
     /// TLS and the plaintext health listener.
     pub transport: crate::grpc_tls::GrpcTransport,
     /// Who may call what.
@@ -469,8 +466,6 @@ impl ServePolicy {
     ) -> Self {
         Self {
             max_concurrent_calls: common.max_concurrent_calls,
-            delay: common.shutdown_delay,
-            grace: common.shutdown_timeout,
             transport: common.grpc.clone(),
             access: crate::auth::AccessPolicy {
                 authenticator: common.auth.clone(),
@@ -480,17 +475,17 @@ impl ServePolicy {
     }
 }
 
-/// Serves `routes` until `shutdown` says to stop accepting, then lets
-/// `shutdown` finish its phases (see [`Shutdown`]).
+/// Serves `routes` until `shutdown` says to stop accepting, and returns
+/// once the calls in flight are answered; [`Shutdown::run`] drives it and
+/// the phases after it.
 ///
 /// The API is served on `listener` with `policy`'s transport security, and
-/// health alone on the plaintext health listener when there is one. A
-/// failing server stops everything at once.
+/// health alone on the plaintext health listener when there is one.
 pub async fn run(
     routes: PlatformRoutes,
     listener: TcpListener,
     policy: &ServePolicy,
-    shutdown: Shutdown,
+    shutdown: &Shutdown,
 ) -> Result<(), ServeError> {
     let health_listener = match policy.transport.health_addr {
         Some(addr) => Some(bind(addr).await?),
@@ -518,12 +513,9 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let serving = async {
-        let (served, health_served) =
-            tokio::join!(serve(routes.api, listener, api_stop, policy), health_only);
-        served.and(health_served)
-    };
-    shutdown.run(serving).await
+    let (served, health_served) =
+        tokio::join!(serve(routes.api, listener, api_stop, policy), health_only);
+    served.and(health_served)
 }
 
 /// The connections accepted on `listener`, with Nagle's algorithm off.

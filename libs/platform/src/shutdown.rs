@@ -14,52 +14,76 @@
 //!    JetStream redelivers what they did not.
 //! 5. **Drain NATS**: every ack and publish reaches the server before the
 //!    process exits.
+//! 6. **Flush telemetry** ([`Shutdown::finish`]): queued spans and a last
+//!    metrics collection reach the collector.
 //!
-//! Telemetry is flushed after all of them, by `main_loop`, once the exit
-//! code is known and logged: it is flushed on every way out (a failed
-//! start-up, `migrate-subjects`), not only after serving.
+//! Phases 1 to 5 run when the service served ([`Shutdown::run`]); phase 6
+//! runs on every way out of `main` once telemetry is up — after a failed
+//! start-up and after `migrate-subjects` too — and after the line that says
+//! how the process ends, so that line is exported with the rest.
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
-use std::{future::Future, time::Duration};
-
+use crate::{service_config::CommonConfig, telemetry::Telemetry};
 use tokio_util::{
     sync::{CancellationToken, WaitForCancellationFutureOwned},
     task::TaskTracker,
 };
 
-/// A service's way from a stop request to a drained NATS connection.
+/// A service's way from a stop request to flushed telemetry.
 ///
-/// Built when the service starts serving; what must react to a phase gets
-/// it from here: the servers [`stop_accepting`](Self::stop_accepting), the
-/// health watch and the consumers [`requested`](Self::requested) (and run
-/// as workers, [`spawn`](Self::spawn)), and [`run`](Self::run) drives the
-/// phases around the servers.
+/// Built by `main` before the service starts, and passed to it; what must
+/// react to a phase gets it from here: the servers
+/// [`stop_accepting`](Self::stop_accepting), the health watch, the
+/// consumers and the order watches [`requested`](Self::requested) (the
+/// first two run as workers, [`spawn`](Self::spawn)), [`run`](Self::run)
+/// drives phases 1 to 5 around the servers, and [`finish`](Self::finish)
+/// is the last thing `main` does.
+///
+/// Clones share the phases: the one `main` keeps flushes what the one the
+/// service was given exported.
+#[derive(Clone)]
 pub struct Shutdown {
     requested: CancellationToken,
     stop_accepting: CancellationToken,
     delay: Duration,
     grace: Duration,
     workers: TaskTracker,
-    nats: orderflow_eventbus::Client,
+    /// Taken by the first [`finish`](Self::finish); a mutex only so that
+    /// clones can be sent to other tasks (it is never contended).
+    telemetry: Arc<Mutex<Option<Telemetry>>>,
 }
 
 impl Shutdown {
     /// The shutdown that starts when `requested` is cancelled: the servers
-    /// keep answering for `delay`, the workers get `grace` to settle, and
-    /// `nats` is drained last.
-    pub fn new(
-        requested: CancellationToken,
-        delay: Duration,
-        grace: Duration,
-        nats: orderflow_eventbus::Client,
-    ) -> Self {
+    /// keep answering for `delay`, and the workers get `grace` to settle.
+    pub fn new(requested: CancellationToken, delay: Duration, grace: Duration) -> Self {
         Self {
             requested,
             stop_accepting: CancellationToken::new(),
             delay,
             grace,
             workers: TaskTracker::new(),
-            nats,
+            telemetry: Arc::default(),
         }
+    }
+
+    /// The shutdown `common` configures (`SHUTDOWN_DELAY_SECS`,
+    /// `SHUTDOWN_TIMEOUT_SECS`), starting when `requested` is cancelled.
+    pub fn configured(common: &CommonConfig, requested: CancellationToken) -> Self {
+        Self::new(requested, common.shutdown_delay, common.shutdown_timeout)
+    }
+
+    /// This shutdown, flushing `telemetry` in its last phase.
+    pub fn flushing(self, telemetry: Telemetry) -> Self {
+        *self
+            .telemetry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(telemetry);
+        self
     }
 
     /// Cancelled when the stop is requested (phase 1), or when a server
@@ -83,9 +107,13 @@ impl Shutdown {
     }
 
     /// Runs `serving` (servers that stop at [`stop_accepting`](Self::stop_accepting))
-    /// and, once it returned, the phases after it; returns what `serving`
-    /// returned. A server that fails stops everything at once.
-    pub async fn run<T>(self, serving: impl Future<Output = T>) -> T {
+    /// and, once it returned, phases 4 and 5, draining `nats`; returns what
+    /// `serving` returned. A server that fails stops everything at once.
+    pub async fn run<T>(
+        self,
+        serving: impl Future<Output = T>,
+        nats: orderflow_eventbus::Client,
+    ) -> T {
         self.workers.close();
         let delayed = {
             let (requested, stop_accepting) = (self.requested.clone(), self.stop_accepting.clone());
@@ -115,11 +143,28 @@ impl Shutdown {
                 "in-flight messages did not finish within SHUTDOWN_TIMEOUT_SECS; JetStream will redeliver them"
             );
         }
-        if let Err(error) = self.nats.drain().await {
+        if let Err(error) = nats.drain().await {
             tracing::warn!(%error, "NATS drain failed");
         }
         tracing::info!("stopped");
         served
+    }
+
+    /// Phase 6: exports what telemetry holds and stops the exporters. The
+    /// first call flushes; later ones (and a shutdown without telemetry)
+    /// do nothing. Call it on a multi-thread tokio runtime.
+    pub fn finish(&self) {
+        let telemetry = self
+            .telemetry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(telemetry) = telemetry {
+            // Flushing blocks until the exporters answer; let the runtime's
+            // other workers run the export requests meanwhile (the binaries
+            // run on the multi-thread runtime).
+            tokio::task::block_in_place(|| telemetry.shutdown());
+        }
     }
 }
 

@@ -10,11 +10,12 @@
 use std::net::SocketAddr;
 
 use orderflow_eventbus::ConsumerSpec;
-use orderflow_platform::{main_loop::Program, server, service_config::ServiceConfig};
+use orderflow_platform::{
+    main_loop::Program, server, service_config::ServiceConfig, shutdown::Shutdown,
+};
 use orderflow_proto::{
     contract::PAYMENTS_STREAM, order::v1::order_service_server::OrderServiceServer,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     Config,
@@ -52,12 +53,9 @@ impl Program for App {
         })
     }
 
-    async fn run_until_stopped(
-        self,
-        shutdown: CancellationToken,
-    ) -> Result<(), server::ServeError> {
+    async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), server::ServeError> {
         let Self { started, events } = self;
-        let api = OrderServiceServer::new(OrderApi::new(events.clone(), shutdown.clone()))
+        let api = OrderServiceServer::new(OrderApi::new(events.clone(), shutdown.requested()))
             .max_decoding_message_size(server::MAX_REQUEST_BYTES);
         let readiness = events.store().clone();
         let consumer =

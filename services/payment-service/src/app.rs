@@ -9,11 +9,12 @@
 use std::net::SocketAddr;
 
 use orderflow_eventbus::ConsumerSpec;
-use orderflow_platform::{main_loop::Program, server, service_config::ServiceConfig};
+use orderflow_platform::{
+    main_loop::Program, server, service_config::ServiceConfig, shutdown::Shutdown,
+};
 use orderflow_proto::{
     contract::ORDERS_STREAM, payment::v1::payment_service_server::PaymentServiceServer,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     Config,
@@ -102,10 +103,7 @@ impl Program for App {
         }
     }
 
-    async fn run_until_stopped(
-        self,
-        shutdown: CancellationToken,
-    ) -> Result<(), server::ServeError> {
+    async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), server::ServeError> {
         let Self {
             started,
             payments,
@@ -119,7 +117,7 @@ impl Program for App {
         // A message that meets the open breaker waits for it, for half the
         // ack wait at most, instead of burning a delivery per cycle.
         let handler = ChargeOnOrderEvents::new(payments, breaker)
-            .holding(started.ack_wait() / 2, shutdown.clone());
+            .holding(started.ack_wait() / 2, shutdown.requested());
         started
             .serve(api, consumer, handler, readiness, shutdown)
             .await

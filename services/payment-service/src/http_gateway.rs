@@ -50,8 +50,11 @@ impl HttpGateway {
     /// A client of the gateway at `base` (`http://host:port`, optionally
     /// with a path prefix).
     pub fn new(base: &Uri) -> Self {
+        let mut connector = HttpConnector::new();
+        // Small requests and answers: Nagle's delay would be most of a call.
+        connector.set_nodelay(true);
         Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
             base: base.to_string().trim_end_matches('/').to_owned(),
         }
     }

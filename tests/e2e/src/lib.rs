@@ -6,9 +6,10 @@
 //!   port 0, with gRPC clients and helpers that wait for an order's status.
 //!
 //! The harness that knows no service (nats-server, cluster, OTLP receiver,
-//! PKI, child processes, waits) is `orderflow-testkit`. The services' binary
-//! tests also take [`services`] from here (a dev-dependency), to run the
-//! other service in-process for a saga. Nothing but `cargo test` builds this
+//! PKI, child processes, waits) is `orderflow-testkit`. The tests of the built
+//! binaries live here too (`order_binary.rs`, `payment_binary.rs`,
+//! `observability.rs`), so no service depends on this crate, not even for its
+//! tests. Nothing but `cargo test` builds this
 //! crate: it is a workspace member, not a default member, so a release build
 //! never compiles it. Its helpers panic on failure because a panic is how a
 //! test fails.

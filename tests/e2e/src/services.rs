@@ -12,6 +12,7 @@ use orderflow_platform::{
     main_loop::Program,
     server::ServeError,
     service_config::ServiceConfig,
+    shutdown::Shutdown,
     telemetry::{LogFormat, OtlpProtocol, SamplerChoice, TelemetryConfig},
 };
 use orderflow_proto::{
@@ -104,12 +105,13 @@ pub async fn spawn_order_service_with(nats_url: &str, extra: &[(&str, &str)]) ->
     init_telemetry();
     let config = order_service::Config::from_lookup(&env(nats_url, extra))
         .expect("test configuration of the order service");
+    let shutdown = CancellationToken::new();
+    let phases = Shutdown::configured(&config.common, shutdown.clone());
     let app = order_service::App::build(config)
         .await
         .expect("order service starts");
     let addr = app.local_addr().expect("order service has an address");
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let task = tokio::spawn(app.run_until_stopped(phases));
     RunningService {
         addr,
         shutdown,
@@ -157,12 +159,38 @@ where
     init_telemetry();
     let config = payment_service::Config::from_lookup(&env(nats_url, extra))
         .expect("test configuration of the payment service");
+    let shutdown = CancellationToken::new();
+    let phases = Shutdown::configured(&config.common, shutdown.clone());
     let app = payment_service::App::with_gateway(config, gateway)
         .await
         .expect("payment service starts");
     let addr = app.local_addr().expect("payment service has an address");
+    let task = tokio::spawn(app.run_until_stopped(phases));
+    RunningService {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+/// Starts a payment service on `nats_url` as its binary builds it, from
+/// `extra` environment variables alone: with `GATEWAY_URL` set, it charges
+/// through that HTTP gateway (a gateway-sim on loopback, say).
+#[allow(clippy::expect_used)] // a failed start is the test's failure
+pub async fn spawn_payment_service_from_env(
+    nats_url: &str,
+    extra: &[(&str, &str)],
+) -> RunningService {
+    init_telemetry();
+    let config = payment_service::Config::from_lookup(&env(nats_url, extra))
+        .expect("test configuration of the payment service");
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let phases = Shutdown::configured(&config.common, shutdown.clone());
+    let app = <payment_service::App as Program>::build(config)
+        .await
+        .expect("payment service starts");
+    let addr = app.local_addr().expect("payment service has an address");
+    let task = tokio::spawn(app.run_until_stopped(phases));
     RunningService {
         addr,
         shutdown,

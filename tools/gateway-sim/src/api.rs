@@ -122,9 +122,15 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
-/// A validated charge or refund.
+/// A validated charge or refund, and the trace context it came with.
 #[derive(Clone, Debug)]
-enum Request {
+struct Request {
+    call: Call,
+    traceparent: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Call {
     Charge {
         key: String,
         amount_minor: u64,
@@ -151,6 +157,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, FieldError> {
         ));
     }
     Ok(key.to_owned())
+}
+
+/// The caller's `traceparent`, kept when it looks like one (W3C: 55
+/// characters for version 00); anything else is not ours to refuse.
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (55..=128).contains(&v.len()))
+        .map(str::to_owned)
 }
 
 fn object(body: &[u8], fields: &[&str]) -> Result<Map<String, Value>, FieldError> {
@@ -186,10 +202,13 @@ fn charge_request(headers: &HeaderMap, body: &[u8]) -> Result<Request, FieldErro
             ));
         }
     };
-    Ok(Request::Charge {
-        key,
-        amount_minor,
-        currency: currency.to_owned(),
+    Ok(Request {
+        call: Call::Charge {
+            key,
+            amount_minor,
+            currency: currency.to_owned(),
+        },
+        traceparent: traceparent(headers),
     })
 }
 
@@ -206,9 +225,12 @@ fn refund_request(headers: &HeaderMap, body: &[u8]) -> Result<Request, FieldErro
             ));
         }
     };
-    Ok(Request::Refund {
-        key,
-        charge: charge.to_owned(),
+    Ok(Request {
+        call: Call::Refund {
+            key,
+            charge: charge.to_owned(),
+        },
+        traceparent: traceparent(headers),
     })
 }
 
@@ -235,8 +257,9 @@ fn decide(
     decline_above_minor: u64,
 ) -> Result<(Entry, bool), ApiError> {
     let seq = ledger.next_seq();
-    let entry = match request {
-        Request::Charge {
+    let Request { call, traceparent } = request;
+    let entry = match call {
+        Call::Charge {
             key,
             amount_minor,
             currency,
@@ -271,9 +294,10 @@ fn decide(
                     Outcome::Succeeded
                 },
                 charge: None,
+                traceparent,
             }
         }
-        Request::Refund { key, charge } => {
+        Call::Refund { key, charge } => {
             if let Some(first) = ledger.by_key(&key) {
                 let same = first.operation == Operation::Refund
                     && first.charge.as_deref() == Some(charge.as_str());
@@ -324,6 +348,7 @@ fn decide(
                 outcome: Outcome::Succeeded,
                 reason: None,
                 charge: Some(charge),
+                traceparent,
             }
         }
     };
@@ -435,7 +460,17 @@ async fn ledger(State(shared): State<Arc<Shared>>) -> Response {
                 .into_response();
         }
     };
-    json_response(StatusCode::OK, &json!({ "operations": entries }))
+    // Serialized from the entries themselves, so fields keep their order.
+    #[derive(Serialize)]
+    struct Operations {
+        operations: Vec<Entry>,
+    }
+    json_response(
+        StatusCode::OK,
+        &Operations {
+            operations: entries,
+        },
+    )
 }
 
 async fn control(State(shared): State<Arc<Shared>>) -> Response {

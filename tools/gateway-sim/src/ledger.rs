@@ -64,6 +64,10 @@ pub struct Entry {
     /// A refund's charge reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charge: Option<String>,
+    /// The W3C `traceparent` the call carried, tying the operation to the
+    /// caller's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Why the ledger could not be opened or appended to.
@@ -258,6 +262,7 @@ mod tests {
             outcome: Outcome::Succeeded,
             reason: None,
             charge: None,
+            traceparent: None,
         }
     }
 

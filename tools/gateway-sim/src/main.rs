@@ -27,7 +27,11 @@ struct Cli {
     #[arg(long, env = "GATEWAY_SIM_ADDR", default_value = "127.0.0.1:8099")]
     addr: SocketAddr,
     /// Directory of the ledger (ledger.jsonl); created if missing.
-    #[arg(long, env = "GATEWAY_SIM_DATA_DIR", default_value = ".gateway-sim")]
+    #[arg(
+        long,
+        env = "GATEWAY_SIM_DATA_DIR",
+        default_value = ".orderflow/gateway-sim"
+    )]
     data_dir: PathBuf,
     /// Latency added to every charge and refund, in milliseconds.
     #[arg(long, env = "GATEWAY_SIM_LATENCY_MS", default_value_t = 0)]
@@ -81,6 +85,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -119,7 +124,10 @@ async fn main() -> ExitCode {
     );
     println!("listening on {}", running.url());
     match running.stop_when(terminated()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            tracing::info!("gateway-sim stopped");
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             tracing::error!(%error, "gateway-sim failed");
             ExitCode::FAILURE

@@ -105,6 +105,36 @@ async fn a_repeated_key_answers_the_first_answer() {
     gateway.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_with_one_key_charge_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Running::start(settings(dir.path()), loopback())
+        .await
+        .unwrap();
+    let base = gateway.url();
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let base = base.clone();
+            tokio::spawn(async move { charge(&base, "charge:o-race", 990).await })
+        })
+        .collect();
+    let mut references = std::collections::BTreeSet::new();
+    let mut new = 0;
+    for call in calls {
+        let answer = call.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        new += usize::from(!answer.replayed);
+        references.insert(answer.body["reference"].to_string());
+    }
+    assert_eq!(
+        (new, references.len()),
+        (1, 1),
+        "one new charge, one reference"
+    );
+    assert_eq!(ledger(&base).await.len(), 1);
+    gateway.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_ledger_survives_a_restart_on_the_same_dir() {
     let dir = tempfile::tempdir().unwrap();

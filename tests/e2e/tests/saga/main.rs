@@ -2,9 +2,11 @@
 //! loopback gRPC, the simulated gateway counting what it really charged.
 //!
 //! One test binary (each end-to-end binary links both services):
-//! `lifecycle.rs`, `listing.rs` and `watching.rs`.
+//! `lifecycle.rs`, `listing.rs`, `watching.rs` and `external_gateway.rs` (the
+//! payment service charging through a gateway-sim over HTTP).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod external_gateway;
 mod lifecycle;
 mod listing;
 mod watching;

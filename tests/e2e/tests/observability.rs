@@ -15,7 +15,9 @@ use orderflow_testkit::{
     wait_until,
 };
 
-const PAYMENT_BINARY: &str = env!("CARGO_BIN_EXE_payment-service");
+/// Built by `cargo build --workspace --bins`, as `scripts/test.sh` does first.
+static PAYMENT_BINARY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| orderflow_testkit::process::workspace_binary("payment-service"));
 
 fn order_binary() -> String {
     orderflow_testkit::process::workspace_binary("order-service")
@@ -72,7 +74,7 @@ async fn one_trace_spans_both_services_and_metrics_arrive() {
     let nats = NatsServer::start();
     let env = telemetry_env(&receiver, "grpc");
     let orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
-    let payments = ServiceProcess::start(PAYMENT_BINARY, &nats.url(), &borrowed(&env)).await;
+    let payments = ServiceProcess::start(&PAYMENT_BINARY, &nats.url(), &borrowed(&env)).await;
     let mut client = order_client_at(orders.endpoint()).await;
 
     let trace_id = "5b8efff798038103d269b633813fc60c";
@@ -275,5 +277,45 @@ async fn a_dead_collector_never_fails_a_request() {
     assert_eq!(
         service.wait_exit(Duration::from_secs(30)).await.code(),
         Some(0)
+    );
+}
+
+/// Export timers far beyond the test: only the shutdown's last phase can
+/// deliver what the call left queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_queued_at_sigterm_is_flushed_before_exit() {
+    let receiver = OtlpReceiver::start_grpc().await;
+    let nats = NatsServer::start();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "600000".to_owned()),
+    ];
+    let mut service = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
+    let mut client = order_client_at(service.endpoint()).await;
+    client
+        .create_order(order_request("c-flush", 1, 1, "r-flush"))
+        .await
+        .expect("CreateOrder succeeds");
+    assert!(
+        find(&receiver.spans(), "order-service", SERVER, "CreateOrder").is_none(),
+        "the span was exported before shutdown; the test proves nothing"
+    );
+    service.terminate();
+    assert_eq!(
+        service.wait_exit(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+    assert!(
+        find(&receiver.spans(), "order-service", SERVER, "CreateOrder").is_some(),
+        "the CreateOrder span was not flushed at exit"
+    );
+    assert!(
+        receiver
+            .metrics()
+            .iter()
+            .any(|(s, n)| s == "order-service" && n == "rpc.server.call.duration"),
+        "the last metrics collection was not flushed at exit"
     );
 }

@@ -20,11 +20,13 @@ use orderflow_testkit::{
     wait_until,
 };
 
-const BINARY: &str = env!("CARGO_BIN_EXE_payment-service");
+/// Built by `cargo build --workspace --bins`, as `scripts/test.sh` does first.
+static BINARY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| orderflow_testkit::process::workspace_binary("payment-service"));
 
 #[test]
 fn help_lists_the_simulator_and_gateway_settings() {
-    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    let output = Command::new(&*BINARY).arg("--help").output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
     for name in [
@@ -34,6 +36,7 @@ fn help_lists_the_simulator_and_gateway_settings() {
         "SIM_LATENCY_MS",
         "SIM_FAILURE_RATE",
         "GATEWAY_TIMEOUT_MS",
+        "GATEWAY_URL",
     ] {
         assert!(
             text.contains(name),
@@ -46,15 +49,18 @@ fn help_lists_the_simulator_and_gateway_settings() {
 
 #[test]
 fn bad_simulator_settings_exit_2() {
-    let output = Command::new(BINARY)
+    let output = Command::new(&*BINARY)
         .env("SIM_FAILURE_RATE", "2")
         .env("SIM_LATENCY_MS", "soon")
+        .env("GATEWAY_URL", "https://gateway.example")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let text = String::from_utf8(output.stderr).unwrap();
     assert!(
-        text.contains("SIM_FAILURE_RATE") && text.contains("SIM_LATENCY_MS"),
+        text.contains("SIM_FAILURE_RATE")
+            && text.contains("SIM_LATENCY_MS")
+            && text.contains("GATEWAY_URL: expected an http:// URL"),
         "{text}"
     );
 }
@@ -75,7 +81,8 @@ async fn decided(js: &async_nats::jetstream::Context) -> usize {
 async fn sigterm_mid_work_exits_0_and_leaves_no_charge_unrecorded() {
     let nats = NatsServer::start();
     let orders = spawn_order_service(&nats.url()).await;
-    let mut service = ServiceProcess::start(BINARY, &nats.url(), &[("SIM_LATENCY_MS", "25")]).await;
+    let mut service =
+        ServiceProcess::start(&BINARY, &nats.url(), &[("SIM_LATENCY_MS", "25")]).await;
     let mut client = order_client(&orders).await;
 
     let total = 60;

@@ -21,7 +21,9 @@ use orderflow_testkit::{
     wait_until,
 };
 
-const BINARY: &str = env!("CARGO_BIN_EXE_order-service");
+/// Built by `cargo build --workspace --bins`, as `scripts/test.sh` does first.
+static BINARY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| orderflow_testkit::process::workspace_binary("order-service"));
 
 /// The defaults docs/configuration.md promises for the order
 /// service, pinned here so that a default dropped from the definitions (and
@@ -57,7 +59,7 @@ fn is_variable_name(word: &str) -> bool {
 
 #[test]
 fn help_lists_every_variable_with_its_default() {
-    let output = Command::new(BINARY)
+    let output = Command::new(&*BINARY)
         .arg("--help")
         .output()
         .expect("order-service --help runs");
@@ -121,7 +123,7 @@ fn help_lists_every_variable_with_its_default() {
 
 #[test]
 fn bad_configuration_names_every_bad_variable_and_exits_2() {
-    let output = Command::new(BINARY)
+    let output = Command::new(&*BINARY)
         .env("NATS_URL", "http://wrong:4222")
         .env("GRPC_ADDR", "not-an-address")
         .env("LOG_FORMAT", "xml")
@@ -137,7 +139,7 @@ fn bad_configuration_names_every_bad_variable_and_exits_2() {
         );
     }
     assert_eq!(
-        Command::new(BINARY)
+        Command::new(&*BINARY)
             .arg("--bogus")
             .output()
             .unwrap()
@@ -151,7 +153,7 @@ fn bad_configuration_names_every_bad_variable_and_exits_2() {
 async fn with_the_sdk_disabled_events_still_carry_the_callers_trace() {
     let nats = NatsServer::start();
     let service =
-        ServiceProcess::start(BINARY, &nats.url(), &[("OTEL_SDK_DISABLED", "true")]).await;
+        ServiceProcess::start(&BINARY, &nats.url(), &[("OTEL_SDK_DISABLED", "true")]).await;
     let mut client = order_client_at(service.endpoint()).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let request = traced(
@@ -172,7 +174,7 @@ async fn with_the_sdk_disabled_events_still_carry_the_callers_trace() {
 async fn json_logs_carry_the_trace_and_span_ids() {
     let nats = NatsServer::start();
     let service = ServiceProcess::start(
-        BINARY,
+        &BINARY,
         &nats.url(),
         &[
             ("LOG_FORMAT", "json"),
@@ -216,7 +218,7 @@ async fn json_logs_carry_the_trace_and_span_ids() {
 }
 
 fn probe(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(BINARY)
+    let output = Command::new(&*BINARY)
         .arg("probe")
         .args(args)
         .output()
@@ -230,7 +232,7 @@ fn probe(args: &[&str]) -> (Option<i32>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_built_in_probe_follows_readiness_and_liveness() {
     let mut nats = NatsServer::start_own();
-    let service = ServiceProcess::start(BINARY, &nats.url(), &[]).await;
+    let service = ServiceProcess::start(&BINARY, &nats.url(), &[]).await;
     let addr = service.addr.to_string();
     assert_eq!(probe(&["--addr", &addr]), (Some(0), "SERVING".into()));
     assert_eq!(
@@ -266,7 +268,7 @@ async fn the_built_in_probe_follows_readiness_and_liveness() {
 async fn after_sigterm_health_turns_first_and_calls_are_still_answered_during_the_delay() {
     let nats = NatsServer::start();
     let mut service =
-        ServiceProcess::start(BINARY, &nats.url(), &[("SHUTDOWN_DELAY_SECS", "5")]).await;
+        ServiceProcess::start(&BINARY, &nats.url(), &[("SHUTDOWN_DELAY_SECS", "5")]).await;
     let addr = service.addr.to_string();
     let mut client = order_client_at(service.endpoint()).await;
 
@@ -289,7 +291,7 @@ async fn after_sigterm_health_turns_first_and_calls_are_still_answered_during_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_0_and_loses_no_acknowledged_order() {
     let nats = NatsServer::start();
-    let mut service = ServiceProcess::start(BINARY, &nats.url(), &[]).await;
+    let mut service = ServiceProcess::start(&BINARY, &nats.url(), &[]).await;
     let client = order_client_at(service.endpoint()).await;
 
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
