@@ -409,4 +409,18 @@ mod tests {
         assert!(Money::new("EUR", 10_000, 1)?.exceeds_units(10_000));
         Ok(())
     }
+
+    fn m(currency: &str, units: i64, nanos: i32) -> Money {
+        Money::new(currency, units, nanos).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn amounts_become_minor_units_of_their_currency() {
+        assert_eq!(minor_units(&m("EUR", 24, 500_000_000)), Ok(2450));
+        assert_eq!(minor_units(&m("JPY", 1200, 0)), Ok(1200));
+        assert_eq!(minor_units(&m("KWD", 1, 5_000_000)), Ok(1005));
+        assert!(minor_units(&m("EUR", 1, 5_000_000)).is_err(), "half a cent");
+        assert!(minor_units(&m("JPY", 1, 500_000_000)).is_err());
+        assert!(minor_units(&m("EUR", 0, 0)).is_err());
+    }
 }

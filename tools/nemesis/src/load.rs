@@ -12,6 +12,16 @@ use std::{
     time::Duration,
 };
 
+/// The 99th percentile of `latencies` (milliseconds), `None` when empty.
+pub fn p99(latencies: &mut [f64]) -> Option<f64> {
+    if latencies.is_empty() {
+        return None;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let rank = (latencies.len() * 99).div_ceil(100).saturating_sub(1);
+    latencies.get(rank).copied()
+}
+
 use orderflow_gateway_sim::knobs::Rng;
 use orderflow_proto::{
     money::v1::Money,
@@ -43,6 +53,10 @@ pub struct Create {
     pub error: Option<String>,
     /// Attempts made.
     pub attempts: usize,
+    /// When the first attempt was sent, in seconds from the start of the load.
+    pub sent_at: f64,
+    /// How long the answered attempt took, in milliseconds.
+    pub latency_ms: Option<f64>,
 }
 
 /// One CancelOrder as the client saw it.
@@ -98,6 +112,7 @@ pub async fn run(
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
+    let started = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -109,8 +124,10 @@ pub async fn run(
             .then(|| Duration::from_millis(rng.next_u64() % 1_500));
         let first = usize::try_from(n).unwrap_or(0) % clients.len().max(1);
         let (clients, history) = (clients.clone(), history.clone());
+        let sent_at = started.elapsed().as_secs_f64();
         tasks.spawn(async move {
-            let create = create(&clients, first, request).await;
+            let mut create = create(&clients, first, request).await;
+            create.sent_at = sent_at;
             let order_id = create.order_id.clone();
             lock(&history).creates.push(create);
             if let (Some(order_id), Some(after)) = (order_id, cancel_after) {
@@ -166,14 +183,18 @@ async fn create(
         order_id: None,
         error: None,
         attempts: 0,
+        sent_at: 0.0,
+        latency_ms: None,
     };
     for attempt in 0..ATTEMPTS {
         let mut client = clients[(first + attempt) % clients.len()].clone();
         let mut call = tonic::Request::new(request.clone());
         call.set_timeout(DEADLINE);
         record.attempts += 1;
+        let sent = std::time::Instant::now();
         match client.create_order(call).await {
             Ok(response) => {
+                record.latency_ms = Some(sent.elapsed().as_secs_f64() * 1e3);
                 record.acked = true;
                 record.order_id = response.into_inner().order.map(|o| o.order_id);
                 record.error = None;

@@ -348,6 +348,12 @@ struct Report<'a> {
     settled_after_secs: f64,
     findings: &'a check::Findings,
     samples: &'a [Sample],
+    /// CreateOrder p99 (ms) of the calls sent in each minute of the load.
+    create_p99_by_minute: Vec<(u64, Option<f64>)>,
+    /// Last sample ÷ first, per process and figure (RSS, open fds), and the
+    /// last minute's CreateOrder p99 ÷ the first's: drift shows as a ratio
+    /// well above 1.
+    drift: BTreeMap<String, f64>,
 }
 
 /// One minute's sample of a soak.
@@ -628,6 +634,8 @@ async fn run(cli: Cli) -> Result<check::Findings, RunError> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let create_p99_by_minute = p99_by_minute(&history);
+    let drift = drift(&samples, &create_p99_by_minute);
     let report = Report {
         seed: cli.seed,
         seconds: cli.seconds,
@@ -638,6 +646,8 @@ async fn run(cli: Cli) -> Result<check::Findings, RunError> {
         settled_after_secs: settle_started.elapsed().as_secs_f64(),
         findings: &findings,
         samples: &samples,
+        create_p99_by_minute,
+        drift,
     };
     serde_json::to_writer_pretty(File::create(out.join("report.json"))?, &report)
         .map_err(|e| RunError::Setup(e.to_string()))?;
@@ -708,6 +718,41 @@ async fn sample(world: &World, minute: u64) -> Sample {
     Sample { minute, processes }
 }
 
+fn p99_by_minute(history: &load::History) -> Vec<(u64, Option<f64>)> {
+    let mut minutes: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for create in &history.creates {
+        if let Some(latency) = create.latency_ms {
+            // Truncation is the point: the minute the call was sent in.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let minute = (create.sent_at / 60.0) as u64;
+            minutes.entry(minute).or_default().push(latency);
+        }
+    }
+    minutes
+        .into_iter()
+        .map(|(minute, mut latencies)| (minute, load::p99(&mut latencies)))
+        .collect()
+}
+
+fn drift(samples: &[Sample], p99s: &[(u64, Option<f64>)]) -> BTreeMap<String, f64> {
+    let mut drift = BTreeMap::new();
+    if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+        for (name, (rss, fds)) in &last.processes {
+            if let Some((rss0, fds0)) = first.processes.get(name) {
+                #[allow(clippy::cast_precision_loss)]
+                let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+                drift.insert(format!("{name} rss"), ratio(*rss, *rss0));
+                drift.insert(format!("{name} fds"), ratio(*fds as u64, *fds0 as u64));
+            }
+        }
+    }
+    let known: Vec<f64> = p99s.iter().filter_map(|(_, p)| *p).collect();
+    if let (Some(first), Some(last)) = (known.first(), known.last()) {
+        drift.insert(String::from("CreateOrder p99"), last / first.max(0.001));
+    }
+    drift
+}
+
 fn print_table(report: &Report<'_>) {
     let f = report.findings;
     println!(
@@ -737,6 +782,23 @@ fn print_table(report: &Report<'_>) {
         f.charges, f.declines, f.refunds, f.events, f.dead_letters
     );
     println!("settled after {:.1} s", report.settled_after_secs);
+    let p99s: Vec<String> = report
+        .create_p99_by_minute
+        .iter()
+        .map(|(m, p)| {
+            format!(
+                "{m}: {}",
+                p.map_or_else(|| String::from("-"), |p| format!("{p:.0} ms"))
+            )
+        })
+        .collect();
+    println!("CreateOrder p99 by minute: {}", p99s.join(", "));
+    if !report.samples.is_empty() {
+        println!("drift (last ÷ first):");
+        for (what, ratio) in &report.drift {
+            println!("  {what:<24} {ratio:>6.2}");
+        }
+    }
     println!("{:<82} {:>8} {:>10}", "invariant", "checked", "violations");
     for invariant in &f.invariants {
         println!(
