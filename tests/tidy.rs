@@ -13,8 +13,9 @@
 //! * Only `orderflow-eventbus` uses async-nats in production code. The
 //!   identifier `async_nats` (so `use async_nats`, `async_nats::` paths and
 //!   `extern crate`) appears in the code, comments and strings aside, only
-//!   under the eventbus's source, under the bench and the testkit (the bench
-//!   measures the broker alone; the testkit is test-only), and in any
+//!   under the eventbus's source, under the bench, the nemesis and the
+//!   testkit (the bench measures the broker alone; the nemesis reads the
+//!   streams as an outside checker; the testkit is test-only), and in any
 //!   directory named `tests`. No `Cargo.toml` elsewhere lists `async-nats`
 //!   outside `[dev-dependencies]`.
 //! * No domain module imports transport or wire types: the code of each
@@ -418,6 +419,7 @@ fn only_the_eventbus_uses_async_nats_in_production_code() {
     let allowed = |path: &str| {
         path.starts_with("libs/eventbus/src/")
             || path.starts_with("tools/bench/")
+            || path.starts_with("tools/nemesis/")
             || path.starts_with("libs/testkit/")
             || path.split('/').any(|segment| segment == "tests")
     };
@@ -430,7 +432,14 @@ fn only_the_eventbus_uses_async_nats_in_production_code() {
         }
         if file.name() == "Cargo.toml" {
             let package = file.dir();
-            if ["libs/eventbus", "tools/bench", "libs/testkit"].contains(&package) {
+            if [
+                "libs/eventbus",
+                "tools/bench",
+                "tools/nemesis",
+                "libs/testkit",
+            ]
+            .contains(&package)
+            {
                 continue;
             }
             let mut section = String::new();
@@ -462,7 +471,7 @@ fn only_the_eventbus_uses_async_nats_in_production_code() {
         }
     }
     fail_with(
-        "async-nats used outside libs/eventbus (allowed only there, in tools/bench, libs/testkit and tests/ directories)",
+        "async-nats used outside libs/eventbus (allowed only there, in tools/bench, tools/nemesis, libs/testkit and tests/ directories)",
         &offences,
     );
 }
@@ -576,6 +585,14 @@ const CRATE_GRAPH: &[(&str, &[&str])] = &[
         ],
     ),
     ("orderflow-bench", &["orderflow-proto"]),
+    (
+        "orderflow-nemesis",
+        &[
+            "orderflow-gateway-sim",
+            "orderflow-money",
+            "orderflow-proto",
+        ],
+    ),
     // The outside world: payment-service's HTTP gateway knows none of ours.
     ("orderflow-gateway-sim", &[]),
 ];

@@ -145,6 +145,37 @@ impl fmt::Display for Money {
     }
 }
 
+/// Digits after the decimal point of `currency`'s minor unit (ISO 4217);
+/// two unless listed.
+fn minor_unit_digits(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        "CLF" | "UYW" => 4,
+        _ => 2,
+    }
+}
+
+/// `amount` in whole minor units of its currency (cents for USD, yen for
+/// JPY), as card gateways take it, or why it has none: not a whole number
+/// of them, or not positive.
+pub fn minor_units(amount: &Money) -> Result<u64, String> {
+    let digits = minor_unit_digits(amount.currency_code());
+    let per_minor = 10i128.pow(9 - digits);
+    let nanos = amount.total_nanos();
+    if nanos % per_minor != 0 {
+        return Err(format!(
+            "amount {amount} is not a whole number of {}'s minor units",
+            amount.currency_code()
+        ));
+    }
+    u64::try_from(nanos / per_minor)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("amount {amount} is not a positive amount the gateway can charge"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,5 +408,19 @@ mod tests {
         assert!(!Money::new("EUR", 10_000, 0)?.exceeds_units(10_000));
         assert!(Money::new("EUR", 10_000, 1)?.exceeds_units(10_000));
         Ok(())
+    }
+
+    fn m(currency: &str, units: i64, nanos: i32) -> Money {
+        Money::new(currency, units, nanos).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn amounts_become_minor_units_of_their_currency() {
+        assert_eq!(minor_units(&m("EUR", 24, 500_000_000)), Ok(2450));
+        assert_eq!(minor_units(&m("JPY", 1200, 0)), Ok(1200));
+        assert_eq!(minor_units(&m("KWD", 1, 5_000_000)), Ok(1005));
+        assert!(minor_units(&m("EUR", 1, 5_000_000)).is_err(), "half a cent");
+        assert!(minor_units(&m("JPY", 1, 500_000_000)).is_err());
+        assert!(minor_units(&m("EUR", 0, 0)).is_err());
     }
 }

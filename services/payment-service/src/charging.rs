@@ -220,10 +220,13 @@ impl Payments {
                     self.events.load_owned(&order.customer_id, &payment_id),
                     self.already_cancelled(order),
                 )?;
-                if on_order_created(existing.map(|c| c.status)) == OnCreated::Nothing {
-                    return Ok(());
+                match on_order_created(existing.map(|c| c.status)) {
+                    OnCreated::Charge => cancelled,
+                    OnCreated::Nothing => return Ok(()),
+                    OnCreated::RefundAnyUnrecordedCharge => {
+                        return self.refund_any_unrecorded_charge(order).await;
+                    }
                 }
-                cancelled
             }
         };
         if cancelled {
@@ -233,24 +236,7 @@ impl Payments {
                 Err(error) => Err(error.into()),
             };
         }
-        let total = order.total.as_ref().ok_or_else(|| PaymentError::Corrupt {
-            payment_id: payment_id.clone(),
-            reason: format!("order {} has no total", order.order_id),
-        })?;
-        let amount = Money::new(&total.currency_code, total.units, total.nanos).map_err(|e| {
-            PaymentError::Corrupt {
-                payment_id: payment_id.clone(),
-                reason: format!("order {} has an invalid total: {e}", order.order_id),
-            }
-        })?;
-        // Orders are never free or negative (`NewOrder::parse`); charging
-        // such a "total" would pay money out.
-        if !amount.is_positive() {
-            return Err(PaymentError::Corrupt {
-                payment_id,
-                reason: format!("order {} has a total of {amount}", order.order_id),
-            });
-        }
+        let amount = amount_of(order, &payment_id)?;
         let answer = self
             .call(GatewayRequest::Charge {
                 idempotency_key: charge_key(&order.order_id),
@@ -285,6 +271,28 @@ impl Payments {
             Err(AppendError::Conflict { .. }) => self.after_lost_race(&payment, &answer).await,
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// The payment was voided (the cancellation came first), but an earlier
+    /// delivery of the creation may have charged and died before recording
+    /// it. The same idempotency key asks the gateway what it did, charging
+    /// nothing twice; a charge it answers is refunded. When no earlier
+    /// delivery reached the gateway, this charges now and refunds at once:
+    /// a cost of the rare redelivery that finds a voided payment, never
+    /// money kept for a cancelled order.
+    async fn refund_any_unrecorded_charge(
+        &self,
+        order: &order_pb::Order,
+    ) -> Result<(), PaymentError> {
+        let payment = new_payment(order, PaymentStatus::Voided);
+        let amount = amount_of(order, &payment.payment_id)?;
+        let answer = self
+            .call(GatewayRequest::Charge {
+                idempotency_key: charge_key(&order.order_id),
+                amount,
+            })
+            .await?;
+        self.after_lost_race(&payment, &answer).await
     }
 
     /// Another writer decided the payment while we charged. When that was a
@@ -403,6 +411,33 @@ impl Payments {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+/// What `order` costs, checked: a corrupt total is never charged.
+fn amount_of(order: &order_pb::Order, payment_id: &str) -> Result<Money, PaymentError> {
+    let corrupt = |reason: String| PaymentError::Corrupt {
+        payment_id: payment_id.to_owned(),
+        reason,
+    };
+    let total = order
+        .total
+        .as_ref()
+        .ok_or_else(|| corrupt(format!("order {} has no total", order.order_id)))?;
+    let amount = Money::new(&total.currency_code, total.units, total.nanos).map_err(|e| {
+        corrupt(format!(
+            "order {} has an invalid total: {e}",
+            order.order_id
+        ))
+    })?;
+    // Orders are never free or negative (`NewOrder::parse`); charging such
+    // a "total" would pay money out.
+    if !amount.is_positive() {
+        return Err(corrupt(format!(
+            "order {} has a total of {amount}",
+            order.order_id
+        )));
+    }
+    Ok(amount)
 }
 
 /// The consumer's handler: charges each created order and refunds or voids

@@ -43,15 +43,24 @@ pub enum PaymentStatus {
 pub enum OnCreated {
     /// No payment yet: charge.
     Charge,
-    /// Already decided (a redelivery, or a cancellation came first).
+    /// Already decided by a charge (a redelivery after it was recorded).
     Nothing,
+    /// Voided: the cancellation came first. An earlier delivery of this
+    /// creation may still have charged and died before recording it (a
+    /// crash, an append the broker never confirmed), so the charge is asked
+    /// again under its idempotency key, which charges nothing twice, and
+    /// whatever the gateway answers as charged is refunded.
+    RefundAnyUnrecordedCharge,
 }
 
 /// Decides about a created order given its payment, if any.
 pub fn on_order_created(existing: Option<PaymentStatus>) -> OnCreated {
     match existing {
         None => OnCreated::Charge,
-        Some(_) => OnCreated::Nothing,
+        Some(PaymentStatus::Voided) => OnCreated::RefundAnyUnrecordedCharge,
+        Some(PaymentStatus::Authorized | PaymentStatus::Declined | PaymentStatus::Refunded) => {
+            OnCreated::Nothing
+        }
     }
 }
 
@@ -110,10 +119,13 @@ mod tests {
             PaymentStatus::Authorized,
             PaymentStatus::Declined,
             PaymentStatus::Refunded,
-            PaymentStatus::Voided,
         ] {
             assert_eq!(on_order_created(Some(status)), OnCreated::Nothing);
         }
+        assert_eq!(
+            on_order_created(Some(PaymentStatus::Voided)),
+            OnCreated::RefundAnyUnrecordedCharge
+        );
     }
 
     #[test]

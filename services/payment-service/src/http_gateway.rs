@@ -28,7 +28,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use orderflow_money::Money;
+use orderflow_money::minor_units;
 use serde_json::{Value, json};
 
 use crate::gateway::{GatewayError, GatewayRequest, GatewayResponse};
@@ -58,35 +58,6 @@ impl HttpGateway {
             base: base.to_string().trim_end_matches('/').to_owned(),
         }
     }
-}
-
-/// Digits after the decimal point of `currency`'s minor unit (ISO 4217);
-/// two unless listed.
-fn minor_unit_digits(currency: &str) -> u32 {
-    match currency {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        "CLF" | "UYW" => 4,
-        _ => 2,
-    }
-}
-
-/// `amount` in whole minor units of its currency, or why it has none.
-pub fn minor_units(amount: &Money) -> Result<u64, String> {
-    let digits = minor_unit_digits(amount.currency_code());
-    let per_minor = 10i128.pow(9 - digits);
-    let nanos = amount.total_nanos();
-    if nanos % per_minor != 0 {
-        return Err(format!(
-            "amount {amount} is not a whole number of {}'s minor units",
-            amount.currency_code()
-        ));
-    }
-    u64::try_from(nanos / per_minor)
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("amount {amount} is not a positive amount the gateway can charge"))
 }
 
 /// The path, idempotency key and JSON body of `request`.
@@ -207,22 +178,10 @@ impl tower::Service<GatewayRequest> for HttpGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orderflow_money::Money;
 
     fn money(currency: &str, units: i64, nanos: i32) -> Money {
         Money::new(currency, units, nanos).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn amounts_become_minor_units_of_their_currency() {
-        assert_eq!(minor_units(&money("EUR", 24, 500_000_000)), Ok(2450));
-        assert_eq!(minor_units(&money("JPY", 1200, 0)), Ok(1200));
-        assert_eq!(minor_units(&money("KWD", 1, 5_000_000)), Ok(1005));
-        assert!(
-            minor_units(&money("EUR", 1, 5_000_000)).is_err(),
-            "half a cent"
-        );
-        assert!(minor_units(&money("JPY", 1, 500_000_000)).is_err());
-        assert!(minor_units(&money("EUR", 0, 0)).is_err());
     }
 
     #[test]

@@ -119,6 +119,14 @@ impl Running {
             .unwrap_or_default()
     }
 
+    /// Changes the knobs, as `POST /control` does, for a gateway embedded in
+    /// a test.
+    pub fn set_knobs(&self, change: impl FnOnce(&mut Knobs)) {
+        if let Ok(mut knobs) = self.shared.knobs.lock() {
+            change(&mut knobs);
+        }
+    }
+
     /// Serves until `signal` completes, then stops as [`Running::stop`]
     /// does; returns early if the server fails.
     pub async fn stop_when(mut self, signal: impl Future<Output = ()>) -> std::io::Result<()> {

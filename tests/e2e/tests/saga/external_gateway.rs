@@ -5,7 +5,7 @@
 use orderflow_e2e::services::{spawn_payment_service_from_env, traced};
 use orderflow_gateway_sim::{
     Running, Settings,
-    knobs::Knobs,
+    knobs::{Knobs, Outage},
     ledger::{Entry, Operation, Outcome},
 };
 
@@ -162,6 +162,105 @@ async fn a_decline_at_the_http_gateway_fails_the_order() {
         "a decline is recorded"
     );
     assert_eq!(entries[0].amount_minor, 1_000_002);
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+    gateway.stop().await.unwrap();
+}
+
+/// Found by the nemesis: a delivery charges, then dies before recording the
+/// charge (here its answer is lost; a SIGKILL or an append the broker never
+/// confirms does the same). The cancellation then finds no payment and
+/// voids it. The redelivery of the creation must not take the void for "no
+/// money moved": it asks the gateway again under the same key and refunds
+/// the charge it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_lost_before_the_cancellation_voided_the_payment_is_refunded() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway_sim(dir.path()).await;
+    gateway.set_knobs(|knobs| knobs.lost_answer_rate = 1.0);
+    let orders = spawn_order_service(&nats.url()).await;
+    let url = gateway.url();
+    let payments = spawn_payment_service_from_env(
+        &nats.url(),
+        &[
+            ("GATEWAY_URL", &url),
+            ("GATEWAY_MAX_ATTEMPTS", "1"),
+            ("GATEWAY_BREAKER_FAILURES", "1000"),
+        ],
+    )
+    .await;
+    let mut client = order_client(&orders).await;
+    let pay = payment_client(&payments).await;
+
+    let order = client
+        .create_order(order_request("c-gw-3", 1, 40, "r-http-lost"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    wait_until(
+        "the charge at the gateway",
+        Duration::from_secs(20),
+        || async { charges(&gateway.entries()).len() == 1 },
+    )
+    .await;
+    // From now on the gateway records nothing, so the creation keeps
+    // failing while the cancellation voids the payment.
+    gateway.set_knobs(|knobs| {
+        knobs.outage = Outage::On;
+        knobs.lost_answer_rate = 0.0;
+    });
+    client
+        .cancel_order(CancelOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .unwrap();
+    let payment_id = payment_service::domain::payment_id_for(&order.order_id).to_string();
+    let status_is = |status: PaymentStatus| {
+        let (pay, payment_id) = (pay.clone(), payment_id.clone());
+        move || {
+            let (mut pay, payment_id) = (pay.clone(), payment_id.clone());
+            async move {
+                pay.get_payment(GetPaymentRequest { payment_id })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().payment)
+                    .is_some_and(|p| p.status == status as i32)
+            }
+        }
+    };
+    wait_until(
+        "the payment voided by the cancellation",
+        Duration::from_secs(30),
+        status_is(PaymentStatus::Voided),
+    )
+    .await;
+    gateway.set_knobs(|knobs| knobs.outage = Outage::Off);
+
+    wait_until(
+        "the lost charge refunded",
+        Duration::from_secs(60),
+        status_is(PaymentStatus::Refunded),
+    )
+    .await;
+    let entries = gateway.entries();
+    let charged = charges(&entries);
+    assert_eq!(charged.len(), 1, "charged once in all: {entries:?}");
+    let refunds: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.operation == Operation::Refund && e.outcome == Outcome::Succeeded)
+        .collect();
+    assert_eq!(refunds.len(), 1, "{entries:?}");
+    assert_eq!(
+        refunds[0].charge.as_deref(),
+        Some(charged[0].reference.as_str())
+    );
+    let still = wait_for_status(&client, &order.order_id, OrderStatus::Cancelled).await;
+    assert_eq!(still.status, OrderStatus::Cancelled as i32);
 
     payments.stop().await.unwrap();
     orders.stop().await.unwrap();
