@@ -79,6 +79,13 @@ pub async fn connect(
         // Keep requests short while disconnected so callers answer UNAVAILABLE
         // instead of hanging on a broker that is gone.
         .request_timeout(Some(Duration::from_secs(5)))
+        // A server that went silent (a partition, a stalled node) sends no
+        // FIN: only unanswered pings reveal it, and the client gives up
+        // after two. With the default minute the replica kept a dead link
+        // for about two, failing every write (found by the nemesis); every
+        // 5 s it moves to another node within about 15 s, and meanwhile the
+        // broker gate answers UNAVAILABLE at once.
+        .ping_interval(Duration::from_secs(5))
         .event_callback(|event| async move {
             if let async_nats::Event::ServerError(error) = event {
                 let error = error.to_string();

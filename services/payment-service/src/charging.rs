@@ -231,9 +231,18 @@ impl Payments {
         };
         if cancelled {
             let payment = new_payment(order, PaymentStatus::Voided);
-            return match self.events.append(PaymentEvent::Voided, &payment, 0).await {
-                Ok(_) | Err(AppendError::Conflict { .. }) => Ok(()),
-                Err(error) => Err(error.into()),
+            match self.events.append(PaymentEvent::Voided, &payment, 0).await {
+                Ok(_) | Err(AppendError::Conflict { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+            // A first delivery knows nothing was charged for this order. A
+            // redelivery does not: an earlier delivery may have charged and
+            // died before recording it, then the cancellation was stored
+            // before its own handling voided the payment (found by the
+            // nemesis with a paused gateway answering queued charges late).
+            return match look {
+                Look::PaymentAndCancellation => self.refund_any_unrecorded_charge(order).await,
+                Look::Nothing | Look::Cancellation => Ok(()),
             };
         }
         let amount = amount_of(order, &payment_id)?;
