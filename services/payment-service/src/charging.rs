@@ -151,6 +151,7 @@ impl Payments {
             GatewayRequest::Refund {
                 idempotency_key, ..
             } => ("refund", idempotency_key.clone()),
+            GatewayRequest::Lookup { idempotency_key } => ("lookup", idempotency_key.clone()),
         };
         let span = tracing::info_span!(
             "gateway.call",
@@ -173,6 +174,7 @@ impl Payments {
             Ok(GatewayResponse::Charged { .. }) => "charged",
             Ok(GatewayResponse::Declined { .. }) => "declined",
             Ok(GatewayResponse::Refunded { .. }) => "refunded",
+            Ok(GatewayResponse::NotCharged) => "not_charged",
             Err(GatewayError::Transient(_)) => "transient",
             Err(GatewayError::Timeout(_)) => "timeout",
             Err(GatewayError::CircuitOpen(_)) => "circuit_open",
@@ -263,9 +265,9 @@ impl Payments {
                 payment.decline_reason = reason.clone();
                 (PaymentEvent::Declined, payment)
             }
-            GatewayResponse::Refunded { .. } => {
-                return Err(GatewayError::Rejected(String::from(
-                    "the gateway answered a charge with a refund",
+            GatewayResponse::Refunded { .. } | GatewayResponse::NotCharged => {
+                return Err(GatewayError::Rejected(format!(
+                    "the gateway answered a charge with {answer:?}"
                 ))
                 .into());
             }
@@ -284,21 +286,16 @@ impl Payments {
 
     /// The payment was voided (the cancellation came first), but an earlier
     /// delivery of the creation may have charged and died before recording
-    /// it. The same idempotency key asks the gateway what it did, charging
-    /// nothing twice; a charge it answers is refunded. When no earlier
-    /// delivery reached the gateway, this charges now and refunds at once:
-    /// a cost of the rare redelivery that finds a voided payment, never
-    /// money kept for a cancelled order.
+    /// it. The gateway is asked what the charge's idempotency key did,
+    /// without charging; a charge it answers is refunded.
     async fn refund_any_unrecorded_charge(
         &self,
         order: &order_pb::Order,
     ) -> Result<(), PaymentError> {
         let payment = new_payment(order, PaymentStatus::Voided);
-        let amount = amount_of(order, &payment.payment_id)?;
         let answer = self
-            .call(GatewayRequest::Charge {
+            .call(GatewayRequest::Lookup {
                 idempotency_key: charge_key(&order.order_id),
-                amount,
             })
             .await?;
         self.after_lost_race(&payment, &answer).await

@@ -47,9 +47,9 @@ pub enum OnCreated {
     Nothing,
     /// Voided: the cancellation came first. An earlier delivery of this
     /// creation may still have charged and died before recording it (a
-    /// crash, an append the broker never confirmed), so the charge is asked
-    /// again under its idempotency key, which charges nothing twice, and
-    /// whatever the gateway answers as charged is refunded.
+    /// crash, an append the broker never confirmed), so the gateway is
+    /// asked what the charge's idempotency key did, without charging, and
+    /// whatever it answers as charged is refunded.
     RefundAnyUnrecordedCharge,
 }
 

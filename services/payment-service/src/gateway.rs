@@ -50,6 +50,12 @@ pub enum GatewayRequest {
         /// The gateway's reference of the charge.
         charge_reference: String,
     },
+    /// What the charge under a key answered, without charging: for a
+    /// caller that cannot tell whether an earlier call of its own charged.
+    Lookup {
+        /// The charge's idempotency key.
+        idempotency_key: String,
+    },
 }
 
 /// The gateway's answer.
@@ -70,6 +76,8 @@ pub enum GatewayResponse {
         /// The gateway's reference of the refund.
         reference: String,
     },
+    /// A lookup found no charge under its key.
+    NotCharged,
 }
 
 /// Why a gateway call failed.
@@ -304,6 +312,11 @@ impl Simulator {
                 ledger.refunds.insert(idempotency_key, response.clone());
                 Ok(response)
             }
+            GatewayRequest::Lookup { idempotency_key } => Ok(ledger
+                .charges
+                .get(&idempotency_key)
+                .cloned()
+                .unwrap_or(GatewayResponse::NotCharged)),
         }
     }
 }

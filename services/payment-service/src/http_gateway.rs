@@ -60,8 +60,8 @@ impl HttpGateway {
     }
 }
 
-/// The path, idempotency key and JSON body of `request`.
-fn wire(request: &GatewayRequest) -> Result<(&'static str, &str, Value), GatewayError> {
+/// The method, path, idempotency key and JSON body of `request`.
+fn wire(request: &GatewayRequest) -> Result<(Method, String, &str, Value), GatewayError> {
     match request {
         GatewayRequest::Charge {
             idempotency_key,
@@ -69,17 +69,46 @@ fn wire(request: &GatewayRequest) -> Result<(&'static str, &str, Value), Gateway
         } => {
             let minor = minor_units(amount).map_err(GatewayError::Rejected)?;
             let body = json!({"amount_minor": minor, "currency": amount.currency_code()});
-            Ok(("/v1/charges", idempotency_key, body))
+            Ok((
+                Method::POST,
+                String::from("/v1/charges"),
+                idempotency_key,
+                body,
+            ))
         }
         GatewayRequest::Refund {
             idempotency_key,
             charge_reference,
         } => Ok((
-            "/v1/refunds",
+            Method::POST,
+            String::from("/v1/refunds"),
             idempotency_key,
             json!({ "charge": charge_reference }),
         )),
+        GatewayRequest::Lookup { idempotency_key } => Ok((
+            Method::GET,
+            format!(
+                "/v1/charges?idempotency_key={}",
+                query_escape(idempotency_key)
+            ),
+            idempotency_key,
+            Value::Null,
+        )),
     }
+}
+
+/// `text` as a query value: every byte but letters, digits and `-._~`
+/// written `%XX`.
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// The gateway's own words about a failure, for logs and dead letters.
@@ -97,6 +126,9 @@ fn answer(
     status: StatusCode,
     body: &Value,
 ) -> Result<GatewayResponse, GatewayError> {
+    if matches!(request, GatewayRequest::Lookup { .. }) && status == StatusCode::NOT_FOUND {
+        return Ok(GatewayResponse::NotCharged);
+    }
     if status == StatusCode::PAYMENT_REQUIRED {
         return Ok(GatewayResponse::Declined {
             reason: message(body),
@@ -123,24 +155,31 @@ fn answer(
     };
     let reference = reference.to_owned();
     Ok(match request {
-        GatewayRequest::Charge { .. } => GatewayResponse::Charged { reference },
+        GatewayRequest::Charge { .. } | GatewayRequest::Lookup { .. } => {
+            GatewayResponse::Charged { reference }
+        }
         GatewayRequest::Refund { .. } => GatewayResponse::Refunded { reference },
     })
 }
 
 impl HttpGateway {
     async fn send(&self, request: GatewayRequest) -> Result<GatewayResponse, GatewayError> {
-        let (path, key, body) = wire(&request)?;
+        let (method, path, key, body) = wire(&request)?;
         let uri = format!("{}{path}", self.base);
         let key = HeaderValue::from_str(key).map_err(|_| {
             GatewayError::Rejected(format!("idempotency key {key:?} is no valid header value"))
         })?;
+        let body = if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        };
         let mut http_request = Request::builder()
-            .method(Method::POST)
+            .method(method)
             .uri(&uri)
             .header(header::CONTENT_TYPE, "application/json")
             .header(IDEMPOTENCY_KEY, key)
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(body))
             .map_err(|e| GatewayError::Rejected(format!("cannot build a request to {uri}: {e}")))?;
         orderflow_eventbus::propagation::inject_current_http(http_request.headers_mut());
         let response =

@@ -15,7 +15,7 @@ use std::{
 use axum::{
     Router,
     body::Bytes,
-    extract::State,
+    extract::{RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -46,7 +46,7 @@ pub(crate) struct Shared {
 /// The routes over `shared`.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/v1/charges", post(charge))
+        .route("/v1/charges", post(charge).get(find_charge))
         .route("/v1/refunds", post(refund))
         .route("/v1/ledger", get(ledger))
         .route("/control", get(control).post(set_control))
@@ -443,6 +443,81 @@ async fn charge(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     handle(shared, parsed)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/charges?idempotency_key=K`: the charge made under `K`, as its
+/// charge answered it (200, or 402 when declined), or 404: what a client
+/// asks when it cannot tell whether an earlier call of its own charged,
+/// without charging. Outages and latency apply; failure draws do not.
+async fn find_charge(State(shared): State<Arc<Shared>>, query: RawQuery) -> Response {
+    lookup(&shared, query.0.as_deref())
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn lookup(shared: &Shared, query: Option<&str>) -> Result<Response, ApiError> {
+    let draw = draw(shared)?;
+    if draw.knobs.in_outage(Instant::now()) {
+        return Err(ApiError::unavailable("outage", "the gateway is down"));
+    }
+    let latency = draw.knobs.latency + draw.extra;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let key = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("idempotency_key="))
+        .map(percent_decode)
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| ApiError::bad_request(FieldError::new("idempotency_key", "is required")))?;
+    let ledger = shared
+        .ledger
+        .lock()
+        .map_err(|_| ApiError::unavailable("unavailable", "the ledger is unavailable"))?;
+    match ledger
+        .by_key(&key)
+        .filter(|entry| entry.operation == Operation::Charge)
+    {
+        Some(entry) => {
+            let status = match entry.outcome {
+                Outcome::Succeeded => StatusCode::OK,
+                Outcome::Declined => StatusCode::PAYMENT_REQUIRED,
+            };
+            Ok(json_response(status, entry))
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            Some("idempotency_key"),
+            format!("no charge under {key:?}"),
+        )),
+    }
+}
+
+/// `%XX` escapes decoded; anything malformed is kept as it is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn refund(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -424,3 +424,50 @@ fn the_binary_keeps_what_it_answered_across_a_sigkill() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_lookup_answers_the_charge_under_a_key_without_charging() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Running::start(settings(dir.path()), loopback())
+        .await
+        .unwrap();
+    let base = gateway.url();
+
+    let missing = call(
+        &base,
+        Method::GET,
+        "/v1/charges?idempotency_key=charge%3Ao-9",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    assert_eq!(missing.body["error"]["field"], "idempotency_key");
+    let charged = charge(&base, "charge:o-9", 1200).await;
+    let found = call(
+        &base,
+        Method::GET,
+        "/v1/charges?idempotency_key=charge%3Ao-9",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert_eq!(found.body, charged.body, "the lookup answers the charge");
+    let declined = charge(&base, "charge:o-10", 2_000_000).await;
+    let found = call(
+        &base,
+        Method::GET,
+        "/v1/charges?idempotency_key=charge:o-10",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(found.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(found.body, declined.body);
+    let bad = call(&base, Method::GET, "/v1/charges", None, "").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.body["error"]["field"], "idempotency_key");
+    assert_eq!(ledger(&base).await.len(), 2, "lookups record nothing");
+    gateway.stop().await.unwrap();
+}
