@@ -28,8 +28,10 @@ use crate::load::History;
 /// How long a stream read may go without a message before it gives up.
 const READ_IDLE: Duration = Duration::from_secs(10);
 /// The payment service charges an order under the idempotency key
-/// `charge:<order_id>` (docs/gateway-sim.md).
+/// `charge:<order_id>` and refunds it under `refund:<order_id>`
+/// (docs/gateway-sim.md).
 const CHARGE_KEY_PREFIX: &str = "charge:";
+const REFUND_KEY_PREFIX: &str = "refund:";
 /// Examples kept per invariant.
 const EXAMPLES: usize = 10;
 
@@ -121,6 +123,8 @@ pub struct Findings {
     pub dead_letters: usize,
     /// Each invariant.
     pub invariants: Vec<Invariant>,
+    /// What the check saw.
+    pub fingerprint: Fingerprint,
 }
 
 impl Findings {
@@ -134,12 +138,24 @@ impl Findings {
 pub struct Sources<'a> {
     /// JetStream, on any healthy node.
     pub js: &'a jetstream::Context,
-    /// An order-service replica.
-    pub orders: OrderServiceClient<Channel>,
-    /// Its dead-letter admin API.
+    /// Every order-service replica: each one's read side is compared.
+    pub orders: Vec<OrderServiceClient<Channel>>,
+    /// The dead-letter admin API of one of them.
     pub admin: DeadLetterServiceClient<Channel>,
     /// The gateway simulator's base URL.
     pub gateway: &'a str,
+}
+
+/// What a check saw, to tell a quiet system from one still moving: two
+/// checks in a row with no violation and the same fingerprint, and no
+/// durable consumer holding work, make the verdict.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Fingerprint {
+    /// Messages in ORDERS, PAYMENTS and DEADLETTERS, and in the ledger.
+    pub counts: [usize; 4],
+    /// Messages the services' durable consumers still hold or have not
+    /// delivered.
+    pub outstanding: u64,
 }
 
 /// One stored event: its stream sequence, subject and body.
@@ -238,9 +254,68 @@ fn status_name(status: i32) -> String {
         .unwrap_or_else(|_| format!("status {status}"))
 }
 
+/// The services' durable consumers, whose outstanding work must be zero
+/// before a verdict.
+const DURABLES: [(&str, &str); 2] = [
+    ("ORDERS", "payment-service-orders"),
+    ("PAYMENTS", "order-service-payments"),
+];
+
+/// Most pages one listing may take: a token that repeats cannot hang the
+/// check.
+const MAX_PAGES: usize = 10_000;
+
+/// Pending plus unacknowledged messages of the services' durable consumers.
+async fn outstanding(js: &jetstream::Context) -> Result<u64, ReadError> {
+    let mut total = 0;
+    for (stream, durable) in DURABLES {
+        let failed = |detail: String| ReadError::Stream {
+            stream: stream.to_owned(),
+            detail,
+        };
+        let info = js
+            .get_stream(stream)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .consumer_info(durable)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        total += info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX);
+    }
+    Ok(total)
+}
+
+/// The payment status an order's final status requires, by the saga's
+/// rules: confirmed means charged, a failed payment means declined, a
+/// cancellation means voided or refunded.
+fn payment_matches(order: i32, payment: Option<i32>) -> bool {
+    use orderflow_proto::payment::v1::PaymentStatus as P;
+    let is = |s: P| payment == Some(s as i32);
+    match OrderStatus::try_from(order) {
+        Ok(OrderStatus::Confirmed) => is(P::Authorized),
+        Ok(OrderStatus::PaymentFailed) => is(P::Declined),
+        Ok(OrderStatus::Cancelled) => is(P::Voided) || is(P::Refunded),
+        Ok(OrderStatus::Refunded) => is(P::Refunded),
+        _ => true,
+    }
+}
+
+/// The event kinds (the subject's last token) each order status is written
+/// with.
+fn kind_of(status: i32) -> &'static str {
+    match OrderStatus::try_from(status) {
+        Ok(OrderStatus::PendingPayment) => "created",
+        Ok(OrderStatus::Confirmed) => "confirmed",
+        Ok(OrderStatus::PaymentFailed) => "payment-failed",
+        Ok(OrderStatus::Cancelled) => "cancelled",
+        Ok(OrderStatus::Refunded) => "refunded",
+        _ => "?",
+    }
+}
+
 /// Checks the whole history.
 pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, ReadError> {
-    let mut undecodable = Invariant::new("every stored event decodes");
+    let mut undecodable = Invariant::new("every stored event decodes, on its order's subject");
     let mut versions = Invariant::new("each aggregate's versions are 1..n, no gap or repeat");
 
     // Every event of an order and of a payment carries the aggregate's
@@ -250,10 +325,26 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
     let mut orders: HashMap<String, Vec<(u64, Order)>> = HashMap::new();
     for event in &order_events {
         match OrderCreated::decode(event.payload.clone()).map(|e| e.order) {
-            Ok(Some(order)) => orders
-                .entry(order.order_id.clone())
-                .or_default()
-                .push((event.sequence, order)),
+            Ok(Some(order)) => {
+                // orders.<customer>.<order_id>.<kind>: the body must be the
+                // subject's order, in the subject's kind of event.
+                let tokens: Vec<&str> = event.subject.split('.').collect();
+                let fits = tokens.get(2) == Some(&order.order_id.as_str())
+                    && tokens.get(3) == Some(&kind_of(order.status));
+                undecodable.check(fits, || {
+                    format!(
+                        "{} #{} carries order {} {}",
+                        event.subject,
+                        event.sequence,
+                        order.order_id,
+                        status_name(order.status)
+                    )
+                });
+                orders
+                    .entry(order.order_id.clone())
+                    .or_default()
+                    .push((event.sequence, order));
+            }
             _ => undecodable.check(false, || format!("{} #{}", event.subject, event.sequence)),
         }
     }
@@ -261,10 +352,19 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
     let mut payments: HashMap<String, Vec<(u64, Payment)>> = HashMap::new();
     for event in &payment_events {
         match PaymentAuthorized::decode(event.payload.clone()).map(|e| e.payment) {
-            Ok(Some(payment)) => payments
-                .entry(payment.payment_id.clone())
-                .or_default()
-                .push((event.sequence, payment)),
+            Ok(Some(payment)) => {
+                let fits = event.subject.split('.').nth(2) == Some(payment.payment_id.as_str());
+                undecodable.check(fits, || {
+                    format!(
+                        "{} #{} carries payment {}",
+                        event.subject, event.sequence, payment.payment_id
+                    )
+                });
+                payments
+                    .entry(payment.payment_id.clone())
+                    .or_default()
+                    .push((event.sequence, payment));
+            }
             _ => undecodable.check(false, || format!("{} #{}", event.subject, event.sequence)),
         }
     }
@@ -272,7 +372,12 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
         events.sort_by_key(|(seq, _)| *seq);
         let got: Vec<u64> = events.iter().map(|(_, o)| o.version).collect();
         let want: Vec<u64> = (1..=got.len() as u64).collect();
-        versions.check(got == want, || format!("order {id}: versions {got:?}"));
+        let opens = events
+            .first()
+            .is_some_and(|(_, o)| o.status == OrderStatus::PendingPayment as i32);
+        versions.check(got == want && opens, || {
+            format!("order {id}: versions {got:?}")
+        });
     }
     for (id, events) in payments.iter_mut() {
         events.sort_by_key(|(seq, _)| *seq);
@@ -284,25 +389,45 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
         .iter()
         .filter_map(|(id, events)| events.last().map(|(_, o)| (id.as_str(), o)))
         .collect();
-    let by_request: HashMap<(&str, &str), &Order> = last
+    let last_payment: HashMap<&str, &Payment> = payments
         .values()
-        .map(|o| ((o.customer_id.as_str(), o.request_id.as_str()), *o))
+        .filter_map(|events| events.last().map(|(_, p)| (p.order_id.as_str(), p)))
         .collect();
+    let mut by_request: HashMap<(&str, &str), Vec<&Order>> = HashMap::new();
+    for order in last.values() {
+        by_request
+            .entry((order.customer_id.as_str(), order.request_id.as_str()))
+            .or_default()
+            .push(order);
+    }
 
     // The clients' history against the stored orders.
-    let mut exists = Invariant::new("every acknowledged CreateOrder exists");
-    let mut settled = Invariant::new("every acknowledged CreateOrder reaches a final state");
+    let mut one_per_request = Invariant::new("one order per customer and request_id");
+    for ((customer, request), found) in &by_request {
+        one_per_request.check(found.len() == 1, || {
+            format!("request {request} of {customer}: {} orders", found.len())
+        });
+    }
+    let mut exists = Invariant::new("every acknowledged CreateOrder exists, as answered");
+    let mut settled = Invariant::new("every order reaches a final state");
     let mut cancelled = Invariant::new("every acknowledged CancelOrder is reflected (CANCELLED)");
     for create in history.creates.iter().filter(|c| c.acked) {
-        let order = by_request.get(&(create.customer_id.as_str(), create.request_id.as_str()));
-        exists.check(order.is_some(), || {
-            format!("request {} of {}", create.request_id, create.customer_id)
+        let found = by_request.get(&(create.customer_id.as_str(), create.request_id.as_str()));
+        let answered = create.order_id.as_deref();
+        exists.check(
+            found.is_some_and(|f| f.iter().any(|o| Some(o.order_id.as_str()) == answered)),
+            || {
+                format!(
+                    "request {} of {} (answered {answered:?})",
+                    create.request_id, create.customer_id
+                )
+            },
+        );
+    }
+    for order in last.values() {
+        settled.check(is_final(order.status), || {
+            format!("order {} is {}", order.order_id, status_name(order.status))
         });
-        if let Some(order) = order {
-            settled.check(is_final(order.status), || {
-                format!("order {} is {}", order.order_id, status_name(order.status))
-            });
-        }
     }
     for cancel in history.cancels.iter().filter(|c| c.acked) {
         let status = last.get(cancel.order_id.as_str()).map(|o| o.status);
@@ -314,97 +439,127 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
             )
         });
     }
-
-    // The ledger against the orders.
-    let ledger = read_ledger(sources.gateway).await?;
-    let mut net = Invariant::new(
-        "net charged = total for CONFIRMED, 0 for PAYMENT_FAILED, CANCELLED and REFUNDED",
+    let mut paid_as_decided = Invariant::new(
+        "each order's payment matches its final state, amount and gateway reference",
     );
-    let mut once = Invariant::new("no idempotency key charged twice");
-    let mut owned = Invariant::new("every ledger charge belongs to an order that exists");
-    let mut charges_by_key: HashMap<&str, Vec<&Entry>> = HashMap::new();
-    let mut refunded: HashMap<&str, u64> = HashMap::new();
-    let (mut charges, mut declines, mut refunds) = (0, 0, 0);
-    for entry in &ledger {
-        match (entry.operation, entry.outcome) {
-            (Operation::Charge, Outcome::Succeeded) => {
-                charges += 1;
-                charges_by_key
-                    .entry(entry.idempotency_key.as_str())
-                    .or_default()
-                    .push(entry);
-            }
-            (Operation::Charge, Outcome::Declined) => declines += 1,
-            (Operation::Refund, Outcome::Succeeded) => {
-                refunds += 1;
-                if let Some(charge) = entry.charge.as_deref() {
-                    *refunded.entry(charge).or_default() += entry.amount_minor;
-                }
-            }
-            (Operation::Refund, Outcome::Declined) => {}
-        }
-    }
-    for (key, entries) in &charges_by_key {
-        once.check(entries.len() <= 1, || {
-            format!("key {key}: {} charges", entries.len())
-        });
-        let order = key.strip_prefix(CHARGE_KEY_PREFIX).unwrap_or(key);
-        owned.check(last.contains_key(order), || {
-            format!("charge {key} of no order")
-        });
-    }
     for order in last.values() {
-        let key = format!("{CHARGE_KEY_PREFIX}{}", order.order_id);
-        let charged: u64 = charges_by_key
-            .get(key.as_str())
-            .map(|entries| {
-                entries
-                    .iter()
-                    .map(|e| {
-                        e.amount_minor.saturating_sub(
-                            refunded.get(e.reference.as_str()).copied().unwrap_or(0),
-                        )
-                    })
-                    .sum()
-            })
-            .unwrap_or(0);
-        let expected = if order.status == OrderStatus::Confirmed as i32 {
-            order
-                .total
-                .as_ref()
-                .and_then(|t| orderflow_money::Money::new(&t.currency_code, t.units, t.nanos).ok())
-                .and_then(|t| orderflow_money::minor_units(&t).ok())
-        } else {
-            Some(0)
-        };
-        net.check(expected == Some(charged), || {
+        let payment = last_payment.get(order.order_id.as_str());
+        let status_fits = payment_matches(order.status, payment.map(|p| p.status));
+        let amount_fits = payment.is_none_or(|p| p.amount == order.total);
+        paid_as_decided.check(status_fits && amount_fits, || {
             format!(
-                "order {} {}: charged {charged} minor units net, expected {expected:?}",
+                "order {} {}: payment {:?}",
                 order.order_id,
-                status_name(order.status)
+                status_name(order.status),
+                payment.map(|p| (p.status, p.amount.clone()))
             )
         });
     }
 
-    // The read side against the last events.
-    let mut reads = Invariant::new("GetOrder and ListOrders answer each order's last event");
-    let mut orders_client = sources.orders;
-    for order in last.values() {
-        let got = orders_client
-            .get_order(GetOrderRequest {
-                order_id: order.order_id.clone(),
-            })
-            .await
-            .map_err(|status| ReadError::Grpc {
-                call: format!("GetOrder {}", order.order_id),
-                status,
-            })?
-            .into_inner()
-            .order;
-        reads.check(got.as_ref() == Some(*order), || {
-            format!("GetOrder {} differs from its last event", order.order_id)
+    // The ledger against the orders.
+    let ledger = read_ledger(sources.gateway).await?;
+    let mut net = Invariant::new(
+        "net charged = total (same currency) for CONFIRMED, 0 for the other final states",
+    );
+    let mut once =
+        Invariant::new("at most one charge per order, every refund of one charge of its order");
+    let mut owned = Invariant::new("every ledger operation belongs to an order that exists");
+    let mut charges_of: HashMap<&str, Vec<&Entry>> = HashMap::new();
+    let mut refunds_of: HashMap<&str, Vec<&Entry>> = HashMap::new();
+    let by_reference: HashMap<&str, &Entry> =
+        ledger.iter().map(|e| (e.reference.as_str(), e)).collect();
+    let (mut charges, mut declines, mut refunds) = (0, 0, 0);
+    for entry in &ledger {
+        let prefix = match entry.operation {
+            Operation::Charge => CHARGE_KEY_PREFIX,
+            Operation::Refund => REFUND_KEY_PREFIX,
+        };
+        let order = entry.idempotency_key.strip_prefix(prefix);
+        owned.check(order.is_some_and(|o| last.contains_key(o)), || {
+            format!(
+                "{:?} {} of no order",
+                entry.operation, entry.idempotency_key
+            )
         });
+        let Some(order) = order else { continue };
+        match (entry.operation, entry.outcome) {
+            (Operation::Charge, Outcome::Succeeded) => {
+                charges += 1;
+                charges_of.entry(order).or_default().push(entry);
+            }
+            (Operation::Charge, Outcome::Declined) => declines += 1,
+            (Operation::Refund, Outcome::Succeeded) => {
+                refunds += 1;
+                let charge = entry.charge.as_deref().and_then(|r| by_reference.get(r));
+                let fits = charge.is_some_and(|c| {
+                    c.operation == Operation::Charge
+                        && c.idempotency_key.strip_prefix(CHARGE_KEY_PREFIX) == Some(order)
+                        && c.amount_minor == entry.amount_minor
+                        && c.currency == entry.currency
+                });
+                once.check(fits, || {
+                    format!(
+                        "refund {} does not refund its order's charge",
+                        entry.reference
+                    )
+                });
+                refunds_of.entry(order).or_default().push(entry);
+            }
+            (Operation::Refund, Outcome::Declined) => {}
+        }
     }
+    for order in last.values() {
+        let id = order.order_id.as_str();
+        let charged = charges_of.get(id).map_or(&[][..], Vec::as_slice);
+        let refunded = refunds_of.get(id).map_or(&[][..], Vec::as_slice);
+        once.check(charged.len() <= 1 && refunded.len() <= 1, || {
+            format!(
+                "order {id}: {} charges, {} refunds",
+                charged.len(),
+                refunded.len()
+            )
+        });
+        let total = order
+            .total
+            .as_ref()
+            .and_then(|t| orderflow_money::Money::new(&t.currency_code, t.units, t.nanos).ok());
+        let currency = total.as_ref().map(|t| t.currency_code().to_owned());
+        let minor = |entries: &[&Entry]| -> i128 {
+            entries.iter().map(|e| i128::from(e.amount_minor)).sum()
+        };
+        let same_currency = charged
+            .iter()
+            .chain(refunded)
+            .all(|e| Some(&e.currency) == currency.as_ref());
+        let net_minor = minor(charged) - minor(refunded);
+        let expected = if order.status == OrderStatus::Confirmed as i32 {
+            total
+                .as_ref()
+                .and_then(|t| orderflow_money::minor_units(t).ok())
+                .map(i128::from)
+        } else {
+            Some(0)
+        };
+        net.check(same_currency && expected == Some(net_minor), || {
+            format!(
+                "order {id} {}: charged {net_minor} minor units net, expected {expected:?} {currency:?}",
+                status_name(order.status)
+            )
+        });
+        if let (Some(payment), [charge]) = (last_payment.get(id), charged) {
+            paid_as_decided.check(payment.gateway_reference == charge.reference, || {
+                format!(
+                    "order {id}: payment references {:?}, the ledger {}",
+                    payment.gateway_reference, charge.reference
+                )
+            });
+        }
+    }
+
+    // The read side of every replica against the last events.
+    let mut reads = Invariant::new(
+        "GetOrder and ListOrders of every replica answer each order's last event, once",
+    );
     let mut customers: BTreeMap<&str, Vec<&Order>> = BTreeMap::new();
     for order in last.values() {
         customers
@@ -412,46 +567,78 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
             .or_default()
             .push(order);
     }
-    for (customer, stored) in customers {
-        let mut listed: HashMap<String, Order> = HashMap::new();
-        let mut page_token = String::new();
-        loop {
-            let page = orders_client
-                .list_orders(ListOrdersRequest {
-                    page_size: 100,
-                    page_token: page_token.clone(),
-                    customer_id: customer.to_owned(),
-                    ..Default::default()
+    for (replica, client) in sources.orders.iter().enumerate() {
+        let mut client = client.clone();
+        for order in last.values() {
+            let got = client
+                .get_order(GetOrderRequest {
+                    order_id: order.order_id.clone(),
                 })
                 .await
                 .map_err(|status| ReadError::Grpc {
-                    call: format!("ListOrders {customer}"),
+                    call: format!("GetOrder {} on order-{replica}", order.order_id),
                     status,
                 })?
-                .into_inner();
-            listed.extend(page.orders.into_iter().map(|o| (o.order_id.clone(), o)));
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
-        for order in stored {
-            reads.check(listed.get(&order.order_id) == Some(order), || {
+                .into_inner()
+                .order;
+            reads.check(got.as_ref() == Some(*order), || {
                 format!(
-                    "ListOrders of {customer}: order {} missing or stale",
+                    "order-{replica}: GetOrder {} differs from its last event",
                     order.order_id
                 )
             });
+        }
+        for (customer, stored) in &customers {
+            let mut listed: Vec<Order> = Vec::new();
+            let mut page_token = String::new();
+            for _ in 0..MAX_PAGES {
+                let page = client
+                    .list_orders(ListOrdersRequest {
+                        page_size: 100,
+                        page_token: page_token.clone(),
+                        customer_id: (*customer).to_owned(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|status| ReadError::Grpc {
+                        call: format!("ListOrders {customer} on order-{replica}"),
+                        status,
+                    })?
+                    .into_inner();
+                listed.extend(page.orders);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            let by_id: HashMap<&str, &Order> =
+                listed.iter().map(|o| (o.order_id.as_str(), o)).collect();
+            reads.check(by_id.len() == listed.len() && listed.len() == stored.len(), || {
+                format!(
+                    "order-{replica}: ListOrders of {customer} lists {} ({} distinct) of {} orders",
+                    listed.len(),
+                    by_id.len(),
+                    stored.len()
+                )
+            });
+            for order in stored {
+                reads.check(by_id.get(order.order_id.as_str()) == Some(order), || {
+                    format!(
+                        "order-{replica}: ListOrders of {customer}: order {} missing or stale",
+                        order.order_id
+                    )
+                });
+            }
         }
     }
 
     // Dead letters: each one listed by the admin API with its reason.
     let dead = read_stream(sources.js, "DEADLETTERS", "deadletter.>").await?;
-    let mut listed_dead = Invariant::new("every dead letter is listed with its reason");
+    let mut listed_dead = Invariant::new("the admin API lists every dead letter, with its reason");
     let mut admin = sources.admin;
     let mut listed: HashMap<u64, String> = HashMap::new();
     let mut page_token = String::new();
-    loop {
+    for _ in 0..MAX_PAGES {
         let page = admin
             .list_dead_letters(ListDeadLettersRequest {
                 consumer: String::new(),
@@ -474,6 +661,9 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
         }
         page_token = page.next_page_token;
     }
+    listed_dead.check(listed.len() == dead.len(), || {
+        format!("{} listed, {} stored", listed.len(), dead.len())
+    });
     for letter in &dead {
         let reason = listed.get(&letter.sequence);
         listed_dead.check(reason.is_some_and(|r| !r.trim().is_empty()), || {
@@ -490,6 +680,15 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
             .entry(status_name(order.status))
             .or_default() += 1;
     }
+    let fingerprint = Fingerprint {
+        counts: [
+            order_events.len(),
+            payment_events.len(),
+            dead.len(),
+            ledger.len(),
+        ],
+        outstanding: outstanding(sources.js).await?,
+    };
     Ok(Findings {
         orders_by_status,
         creates_acked: history.creates.iter().filter(|c| c.acked).count(),
@@ -508,8 +707,10 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
         dead_letters: dead.len(),
         invariants: vec![
             exists,
+            one_per_request,
             settled,
             cancelled,
+            paid_as_decided,
             net,
             once,
             owned,
@@ -518,5 +719,6 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
             listed_dead,
             undecodable,
         ],
+        fingerprint,
     })
 }

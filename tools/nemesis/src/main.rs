@@ -569,7 +569,7 @@ async fn run(cli: Cli) -> Result<check::Findings, RunError> {
     }
     // Heal anything left impaired, and make sure every process runs.
     for i in 0..NODES {
-        let _ = world.net.heal(i);
+        world.net.heal(i)?;
     }
     for (target, proc) in &world.procs {
         let mut proc = proc.lock().await;
@@ -602,17 +602,38 @@ async fn run(cli: Cli) -> Result<check::Findings, RunError> {
     serde_json::to_writer_pretty(File::create(out.join("history.json"))?, &history)
         .map_err(|e| RunError::Setup(e.to_string()))?;
 
-    // Settle: check until nothing is violated or the settle time is over.
+    // Settle: the verdict is the first of two checks in a row that find no
+    // violation, see the same counts, and find no durable consumer holding
+    // work (a quiet system, not a snapshot of a moving one); or the last
+    // check when the settle time is over.
     let settle_started = Instant::now();
+    let mut previous: Option<check::Fingerprint> = None;
     let mut findings = loop {
         let findings = check_once(&world, &nats_url, &history).await;
         let over = settle_started.elapsed() >= Duration::from_secs(cli.settle_secs);
         match findings {
-            Ok(findings) if findings.violations() == 0 || over => break findings,
+            Ok(findings) => {
+                let clean = findings.violations() == 0 && findings.fingerprint.outstanding == 0;
+                let quiet = previous.as_ref() == Some(&findings.fingerprint);
+                if (clean && quiet) || over {
+                    break findings;
+                }
+                previous = clean.then(|| findings.fingerprint.clone());
+            }
             Err(error) if over => return Err(error),
-            _ => tokio::time::sleep(Duration::from_secs(3)).await,
+            Err(error) => {
+                world
+                    .log
+                    .record("note", "-", &format!("check not possible yet: {error}"))
+            }
         }
+        tokio::time::sleep(Duration::from_secs(3)).await;
     };
+    if findings.creates_acked == 0 || findings.events == 0 {
+        return Err(RunError::Setup(String::from(
+            "no CreateOrder was acknowledged: the run checked nothing",
+        )));
+    }
     let executed = world
         .log
         .executed
@@ -675,19 +696,25 @@ async fn check_once(
         .await
         .map_err(|e| RunError::Setup(format!("cannot connect to NATS to check: {e}")))?;
     let js = async_nats::jetstream::new(client);
-    let endpoint =
-        tonic::transport::Endpoint::from_shared(world.endpoints[&Target::Order(0)].clone())
-            .map_err(|e| RunError::Setup(e.to_string()))?
-            .timeout(Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| RunError::Setup(format!("cannot reach order-0 to check: {e}")))?;
+    let mut channels = Vec::new();
+    for i in 0..REPLICAS {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(world.endpoints[&Target::Order(i)].clone())
+                .map_err(|e| RunError::Setup(e.to_string()))?
+                .timeout(Duration::from_secs(10));
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .map_err(|e| RunError::Setup(format!("cannot reach order-{i} to check: {e}")))?,
+        );
+    }
+    let admin = DeadLetterServiceClient::new(channels[0].clone());
     let findings = check::check(
         check::Sources {
             js: &js,
-            orders: OrderServiceClient::new(channel.clone()),
-            admin: DeadLetterServiceClient::new(channel),
+            orders: channels.into_iter().map(OrderServiceClient::new).collect(),
+            admin,
             gateway: &world.gateway_url,
         },
         history,
