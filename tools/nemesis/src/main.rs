@@ -102,12 +102,34 @@ enum RunError {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    // On SIGINT or SIGTERM the run is dropped, and with it every child
+    // process (killed on drop) and the network namespaces (removed on
+    // drop), so an interrupted run leaves nothing running.
+    let ran = tokio::select! {
+        ran = run(cli) => ran,
+        () = interrupted() => Err(RunError::Setup(String::from("interrupted"))),
+    };
+    match ran {
         Ok(findings) if findings.violations() == 0 => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(error) => {
             eprintln!("orderflow-nemesis: {error}");
             ExitCode::from(2)
+        }
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
