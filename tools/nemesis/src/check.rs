@@ -287,14 +287,15 @@ async fn outstanding(js: &jetstream::Context) -> Result<u64, ReadError> {
 
 /// The payment status an order's final status requires, by the saga's
 /// rules: confirmed means charged, a failed payment means declined, a
-/// cancellation means voided or refunded.
+/// cancellation means voided, refunded or declined.
 fn payment_matches(order: i32, payment: Option<i32>) -> bool {
     use orderflow_proto::payment::v1::PaymentStatus as P;
     let is = |s: P| payment == Some(s as i32);
     match OrderStatus::try_from(order) {
         Ok(OrderStatus::Confirmed) => is(P::Authorized),
         Ok(OrderStatus::PaymentFailed) => is(P::Declined),
-        Ok(OrderStatus::Cancelled) => is(P::Voided) || is(P::Refunded),
+        // Cancelled while its charge was being declined: nothing to give back.
+        Ok(OrderStatus::Cancelled) => is(P::Voided) || is(P::Refunded) || is(P::Declined),
         Ok(OrderStatus::Refunded) => is(P::Refunded),
         _ => true,
     }
