@@ -59,6 +59,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -917,6 +918,14 @@ def check_image(report: "Report", runs_as: int) -> None:
             users[stage] = words[1]
         elif keyword == "HEALTHCHECK" and stage is not None:
             healthchecks[stage] = line
+    # cargo reads every workspace member's manifest before it builds any, so
+    # the builder must copy every top-level directory that holds one.
+    members = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
+    copied = {line.split()[1].rstrip("/") for line in lines
+              if line.split()[:1] == ["COPY"] and len(line.split()) >= 3}
+    for top in sorted({m.split("/")[0] for m in members if m != "."}):
+        report.check(top in copied, f"image copies {top}/",
+                     f"workspace members live under {top}/, and the builder does not COPY it")
     # The last stage is `FROM orderflow-${SERVICE}`: check each service's stage.
     for name in SERVICES:
         user = users.get(f"orderflow-{name}") or ""
