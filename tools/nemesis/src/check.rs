@@ -280,7 +280,15 @@ async fn outstanding(js: &jetstream::Context) -> Result<u64, ReadError> {
             .consumer_info(durable)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        total += info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX);
+        // A message NAKed with a delay is neither pending nor, between its
+        // deliveries, always counted as waiting for its ack; it does hold the
+        // ack floor below what was delivered, until it is settled.
+        let unsettled = info
+            .delivered
+            .consumer_sequence
+            .saturating_sub(info.ack_floor.consumer_sequence);
+        total +=
+            info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX) + unsettled;
     }
     Ok(total)
 }

@@ -64,8 +64,9 @@ struct Cli {
     #[arg(long, default_value_t = 0.08)]
     decline_share: f64,
     /// After the faults, how long the run may take to settle before the
-    /// last check counts.
-    #[arg(long, default_value_t = 120)]
+    /// last check counts: longer than a message's ten deliveries take with
+    /// their doubling delays (about four minutes).
+    #[arg(long, default_value_t = 300)]
     settle_secs: u64,
     /// Where the logs, the history and the report go (default
     /// `target/nemesis/seed-<seed>`).
@@ -212,8 +213,55 @@ impl World {
     }
 }
 
+/// Whether `fault` impairs a NATS node.
+fn impairs_nats(fault: &Fault) -> bool {
+    matches!(
+        fault,
+        Fault::Kill {
+            target: Target::Nats(_),
+            ..
+        } | Fault::Pause {
+            target: Target::Nats(_),
+            ..
+        } | Fault::Partition { .. }
+    )
+}
+
 async fn execute(world: Arc<World>, fault: Fault) {
     let log = &world.log;
+    // A node restarted or healed a moment ago may still be catching up;
+    // impairing another one then would leave the streams short of a quorum,
+    // which no fault here is meant to do. So a NATS fault waits (at most a
+    // minute) until every node says it is healthy.
+    if impairs_nats(&fault) {
+        let waited = Instant::now();
+        let mut whole = false;
+        while waited.elapsed() < Duration::from_secs(60) {
+            let mut all = true;
+            for i in 0..NODES {
+                all &= nodes::healthy(&world.net, i).await;
+            }
+            if all {
+                whole = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let waited = waited.elapsed();
+        if !whole {
+            log.record(
+                "note",
+                "-",
+                "the NATS cluster is not whole after 60 s; faulting anyway",
+            );
+        } else if waited > Duration::from_secs(1) {
+            log.record(
+                "note",
+                "-",
+                &format!("waited {waited:.1?} for the NATS cluster to be whole"),
+            );
+        }
+    }
     log.count(fault.kind());
     match fault {
         Fault::Kill { target, down } => {
