@@ -83,6 +83,11 @@ pub mod contract {
         "cancelled",
         "refunded",
     ];
+    /// The timer token of an order's payment deadline: scheduled on
+    /// `orders.<customer>.<order_id>.payment-deadline.scheduled`, fired on
+    /// `orders.<customer>.<order_id>.payment-deadline.fired`, each carrying
+    /// an `OrderPaymentDeadline`.
+    pub const ORDER_PAYMENT_DEADLINE: &str = "payment-deadline";
     /// The event tokens of payment subjects (`PaymentAuthorized`, ...).
     pub const PAYMENT_EVENTS: &[&str] = &["authorized", "declined", "voided", "refunded"];
 }

@@ -33,7 +33,10 @@ use crate::{
     identity,
     index::{self, IndexError, IndexedEvent},
     store::{AppendError, Appended, EventStore, LoadError},
-    subject::{aggregate_filter, aggregate_key, any_owner_filter, event_subject, owner_token},
+    subject::{
+        aggregate_filter, aggregate_key, any_owner_filter, event_subject, fired_subject,
+        owner_token, schedule_subject,
+    },
 };
 
 /// A kind of aggregate whose every event carries its whole state.
@@ -79,6 +82,15 @@ pub trait Kind: Send + Sync + 'static {
     fn uuids(state: &Self::State) -> impl IntoIterator<Item = (&'static str, &str)>;
     /// The event message that records `event` (see [`crate::event_type!`]).
     fn event_type(event: Self::Event) -> EventType<Self::State>;
+
+    /// The timer (a subject token, see [`AggregateStore::schedule`]) that
+    /// `event` makes pointless, whose pending schedule its commit removes:
+    /// an order's payment deadline once its payment is decided. `None` (the
+    /// default) for events that end no timer.
+    fn ends_timer(event: Self::Event) -> Option<&'static str> {
+        let _ = event;
+        None
+    }
 
     /// The subject token of `event`, also the suffix of its event id.
     fn token(event: Self::Event) -> &'static str {
@@ -422,6 +434,8 @@ impl<K: Kind> AggregateStore<K> {
             aggregate_id: K::id(state).to_owned(),
             ce_type,
             payload,
+            ends_schedule: K::ends_timer(event)
+                .map(|timer| schedule_subject(K::PREFIX, K::owner(state), K::id(state), timer)),
         };
         let guard = aggregate_filter(K::PREFIX, K::owner(state), K::id(state));
         let appended = self.store.append(&envelope, expected, &guard).await?;
@@ -435,6 +449,29 @@ impl<K: Kind> AggregateStore<K> {
             );
         }
         Ok(appended)
+    }
+
+    /// Schedules timer `timer` of aggregate `id` of `owner` to fire at `at`
+    /// (see [`EventStore::schedule`]): `body` is what the firing carries, on
+    /// `<prefix>.<owner>.<id>.<timer>.fired`, for the kind's service to act
+    /// on. An event whose [`Kind::ends_timer`] names the timer removes the
+    /// schedule when it commits, so a decided aggregate's timer never fires.
+    pub async fn schedule<M: prost::Message + prost::Name>(
+        &self,
+        owner: &str,
+        id: &str,
+        timer: &str,
+        at: std::time::SystemTime,
+        body: &M,
+    ) -> Result<Appended, AppendError> {
+        let schedule = EventEnvelope::new(
+            schedule_subject(K::PREFIX, owner, id, timer),
+            format!("{id}.{timer}"),
+            id.to_owned(),
+            body,
+        );
+        let target = fired_subject(K::PREFIX, owner, id, timer);
+        self.store.schedule(&schedule, &target, at).await
     }
 
     /// Lets `decide` choose the next event and state of aggregate `id` from

@@ -13,6 +13,16 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 pub mod headers {
     /// JetStream de-duplication id; equal to `ce-id`.
     pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// When a schedule fires: `@at <RFC 3339 time>` (nats-server 2.12+).
+    pub const SCHEDULE: &str = "Nats-Schedule";
+    /// The subject a schedule publishes to when it fires.
+    pub const SCHEDULE_TARGET: &str = "Nats-Schedule-Target";
+    /// `purge` on a message removes the schedule named by [`SCHEDULER`]; a
+    /// fired message carries it too (JetStream purged its schedule).
+    pub const SCHEDULE_NEXT: &str = "Nats-Schedule-Next";
+    /// The schedule subject a fired message came from, or that
+    /// [`SCHEDULE_NEXT`] purges.
+    pub const SCHEDULER: &str = "Nats-Scheduler";
     /// CloudEvents spec version, always `1.0`.
     pub const CE_SPECVERSION: &str = "ce-specversion";
     /// CloudEvents id: unique per event, stable across redeliveries.
@@ -62,6 +72,12 @@ pub struct EventEnvelope {
     pub ce_type: String,
     /// The protobuf-encoded payload.
     pub payload: Bytes,
+    /// The schedule subject (`<prefix>.<owner>.<id>.<timer>.scheduled`)
+    /// whose pending schedule this event's commit removes, if any: the event
+    /// makes the timer pointless (an order paid before its deadline). The
+    /// removal is part of the same stored message, so it costs no extra
+    /// broker round trip and can never be lost apart from the event.
+    pub ends_schedule: Option<String>,
 }
 
 impl EventEnvelope {
@@ -79,6 +95,7 @@ impl EventEnvelope {
             aggregate_id,
             ce_type: M::full_name(),
             payload: Bytes::from(message.encode_to_vec()),
+            ends_schedule: None,
         }
     }
 
@@ -93,13 +110,26 @@ impl EventEnvelope {
         map.insert(headers::CE_SUBJECT, self.aggregate_id.as_str());
         map.insert(headers::CE_TIME, now_rfc3339().as_str());
         map.insert(headers::CONTENT_TYPE, headers::PROTOBUF);
+        if let Some(schedule) = &self.ends_schedule {
+            // JetStream purges `Nats-Scheduler`'s subject when it stores a
+            // message carrying `Nats-Schedule-Next: purge` (server 2.12+;
+            // allowed on a subject that holds a schedule or nothing).
+            map.insert(headers::SCHEDULE_NEXT, "purge");
+            map.insert(headers::SCHEDULER, schedule.as_str());
+        }
         crate::propagation::inject_current(&mut map);
         map
     }
 }
 
 fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// `at` in RFC 3339, UTC (`2026-12-01T17:00:00.25Z`): what `ce-time` and a
+/// schedule's `@at` carry.
+pub fn rfc3339(at: std::time::SystemTime) -> String {
+    OffsetDateTime::from(at)
         .format(&Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
 }

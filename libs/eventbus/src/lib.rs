@@ -116,16 +116,17 @@ pub fn jetstream(client: Client) -> JetStream {
 
 /// The oldest nats-server orderflow runs on: 2.11 brought
 /// `Nats-Expected-Last-Subject-Sequence-Subject` (optimistic concurrency
-/// over an aggregate's subjects) and batched direct gets (lists). An older
-/// server ignores the header, and every change of an aggregate would then
-/// look like a lost race.
-pub const MIN_SERVER_VERSION: (u64, u64) = (2, 11);
+/// over an aggregate's subjects) and batched direct gets (lists), 2.12
+/// message schedules (an order's payment deadline). An older server ignores
+/// the header, and every change of an aggregate would then look like a lost
+/// race.
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 12);
 
 /// The connected nats-server is older than [`MIN_SERVER_VERSION`].
 #[derive(Debug, thiserror::Error)]
 #[error(
     "nats-server {version} is too old: orderflow needs {}.{} or later (optimistic concurrency \
-     over an aggregate's subjects, batched direct gets); upgrade the server",
+     over an aggregate's subjects, batched direct gets, message schedules); upgrade the server",
     MIN_SERVER_VERSION.0,
     MIN_SERVER_VERSION.1
 )]
@@ -166,11 +167,12 @@ pub fn is_connected(client: &Client) -> bool {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn servers_before_2_11_are_too_old() {
+    fn servers_before_2_12_are_too_old() {
         for (version, ok) in [
             ("2.15.1", true),
-            ("2.11.0", true),
-            ("v2.11.0-RC.1", true),
+            ("2.12.0", true),
+            ("v2.12.0-RC.1", true),
+            ("2.11.9", false),
             ("3.0.0", true),
             ("2.10.24", false),
             ("2.9.25", false),
@@ -187,8 +189,9 @@ mod tests {
         };
         assert_eq!(
             error.to_string(),
-            "nats-server 2.10.24 is too old: orderflow needs 2.11 or later (optimistic \
-             concurrency over an aggregate's subjects, batched direct gets); upgrade the server"
+            "nats-server 2.10.24 is too old: orderflow needs 2.12 or later (optimistic \
+             concurrency over an aggregate's subjects, batched direct gets, message schedules); \
+             upgrade the server"
         );
     }
 }

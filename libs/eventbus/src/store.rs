@@ -47,6 +47,12 @@ pub struct StreamSpec {
     /// consumer acked it (`Interest`, the advisories). Set when the stream
     /// is created; an existing stream keeps its own.
     pub retention: RetentionPolicy,
+    /// Whether the stream keeps message schedules (nats-server 2.12+): an
+    /// aggregate's timers, such as an order's payment deadline. JetStream
+    /// requires rollups to be allowed for them (a schedule replaces the one
+    /// before it on its subject); only the aggregate's own service may
+    /// publish to an event stream, so nobody else can roll events up.
+    pub schedules: bool,
 }
 
 /// Why a stream could not be set up.
@@ -149,6 +155,8 @@ async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), Ens
         duplicate_window: spec.duplicate_window,
         retention: spec.retention,
         allow_direct: true,
+        allow_message_schedules: spec.schedules,
+        allow_rollup: spec.schedules,
         ..Default::default()
     };
     match js.get_stream(&spec.name).await {
@@ -165,12 +173,17 @@ async fn ensure_stream_once(js: &JetStream, spec: &StreamSpec) -> Result<(), Ens
                 || current.num_replicas != wanted.num_replicas
                 || current.duplicate_window != wanted.duplicate_window
                 || !current.allow_direct
+                || (spec.schedules && !(current.allow_message_schedules && current.allow_rollup))
             {
                 let mut updated = current.clone();
                 updated.subjects = wanted.subjects;
                 updated.num_replicas = wanted.num_replicas;
                 updated.duplicate_window = wanted.duplicate_window;
                 updated.allow_direct = true;
+                // Turned on for an existing stream (an upgrade), never off:
+                // JetStream refuses to disable schedules once allowed.
+                updated.allow_message_schedules |= spec.schedules;
+                updated.allow_rollup |= spec.schedules;
                 js.update_stream(updated)
                     .await
                     .map_err(create_or_update_err)?;
@@ -211,6 +224,7 @@ pub async fn ensure_streams(
             crate::subject::DEAD_LETTER_STREAM,
             crate::subject::DEAD_LETTER_SUBJECTS,
             RetentionPolicy::Limits,
+            false,
         ),
         // Interest: an advisory is kept until the consumer watching its
         // subject acked it, and one nobody watches is not kept at all.
@@ -218,20 +232,23 @@ pub async fn ensure_streams(
             crate::subject::ADVISORY_STREAM,
             crate::subject::ADVISORY_SUBJECTS,
             RetentionPolicy::Interest,
+            false,
         ),
     ];
     let deadline = std::time::Instant::now() + crate::setup::SETUP_BUDGET;
+    // Event streams keep their aggregates' timers (`EventStore::schedule`).
     let all = streams
         .iter()
-        .map(|(name, subjects)| (*name, *subjects, RetentionPolicy::Limits))
+        .map(|(name, subjects)| (*name, *subjects, RetentionPolicy::Limits, true))
         .chain(ours);
-    for (name, subjects, retention) in all {
+    for (name, subjects, retention, schedules) in all {
         let spec = StreamSpec {
             name: name.to_owned(),
             subjects: vec![subjects.to_owned()],
             replicas,
             duplicate_window: Duration::from_secs(600),
             retention,
+            schedules,
         };
         crate::setup::retry_transient(name, deadline, || ensure_stream_once(js, &spec)).await?;
     }
@@ -543,6 +560,62 @@ impl EventStore {
             // The expected sequence is that of the last event on any of the
             // aggregate's subjects, not only the event's own one.
             .header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, guard);
+        self.send_acked(subject, publish, expected_sequence).await
+    }
+
+    /// Stores `schedule` (framed like an event) on its subject as a message
+    /// schedule: at `at`, JetStream publishes a copy of it, without the
+    /// schedule headers and with `Nats-Scheduler` naming the schedule, on
+    /// `target` in the same stream, then removes the schedule. An event
+    /// whose envelope names the schedule in `ends_schedule` removes it
+    /// before that. A schedule replaces the one before it on its subject, and
+    /// its id de-duplicates a retried one, so scheduling is idempotent.
+    ///
+    /// No timer lives in a process: the schedule is replicated with the
+    /// stream and survives restarts of every service and server.
+    pub async fn schedule(
+        &self,
+        schedule: &EventEnvelope,
+        target: &str,
+        at: std::time::SystemTime,
+    ) -> Result<Appended, AppendError> {
+        let span = tracing::info_span!(
+            "nats.publish",
+            otel.name = self.span_name.as_str(),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.operation.type = "send",
+            messaging.destination.name = %schedule.subject,
+            messaging.message.id = %schedule.id,
+            cloudevents.event_type = %schedule.ce_type,
+            otel.status_code = tracing::field::Empty,
+        );
+        let mut headers = span.in_scope(|| schedule.headers(&self.source));
+        headers.insert(
+            crate::envelope::headers::SCHEDULE,
+            format!("@at {}", crate::envelope::rfc3339(at)).as_str(),
+        );
+        headers.insert(crate::envelope::headers::SCHEDULE_TARGET, target);
+        let publish = jetstream::message::PublishMessage::build()
+            .headers(headers)
+            .payload(schedule.payload.clone());
+        let result = self
+            .send_acked(&schedule.subject, publish, 0)
+            .instrument(span.clone())
+            .await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    /// Sends `publish` and waits for its ack: an acknowledged publish.
+    async fn send_acked(
+        &self,
+        subject: &str,
+        publish: jetstream::message::PublishMessage,
+        expected_sequence: u64,
+    ) -> Result<Appended, AppendError> {
         // The first await sends; the second waits for the ack. Without the
         // second, nothing is known to be stored. Both together wait until the
         // caller's deadline, or 5 s without one (`deadline`).

@@ -93,6 +93,25 @@ pub fn aggregate_filter(prefix: &str, owner: &str, id: &str) -> String {
     format!("{prefix}.{}.{id}.*", owner_token(owner))
 }
 
+/// Where timer `timer` of aggregate `id` of `owner` is scheduled:
+/// `<prefix>.<owner>.<id>.<timer>.scheduled`. Five tokens, so no
+/// aggregate filter (`<prefix>.<owner>.<id>.*`) matches it: a timer is never
+/// an aggregate's last event, and appends never conflict with it.
+pub fn schedule_subject(prefix: &str, owner: &str, id: &str, timer: &str) -> String {
+    format!("{prefix}.{}.{id}.{timer}.scheduled", owner_token(owner))
+}
+
+/// Where timer `timer` of aggregate `id` of `owner` fires:
+/// `<prefix>.<owner>.<id>.<timer>.fired`.
+pub fn fired_subject(prefix: &str, owner: &str, id: &str, timer: &str) -> String {
+    format!("{prefix}.{}.{id}.{timer}.fired", owner_token(owner))
+}
+
+/// Every firing of timer `timer` of every aggregate: a consumer's filter.
+pub fn fired_filter(prefix: &str, timer: &str) -> String {
+    format!("{prefix}.*.*.{timer}.fired")
+}
+
 /// Every subject of aggregate `id`, whatever its owner.
 pub fn any_owner_filter(prefix: &str, id: &str) -> String {
     format!("{prefix}.*.{id}.*")

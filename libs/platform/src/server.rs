@@ -318,6 +318,22 @@ impl Started {
         self.ack_wait
     }
 
+    /// Runs a durable consumer beside the one [`Started::serve`] runs (with
+    /// the same ack wait), as a worker of `shutdown`: it stops fetching when
+    /// the shutdown is requested and finishes what it holds before exit.
+    pub fn spawn_consumer<H: orderflow_eventbus::EventHandler>(
+        &self,
+        consumer: orderflow_eventbus::ConsumerSpec,
+        handler: H,
+        shutdown: &Shutdown,
+    ) {
+        let consumer = consumer.with_ack_wait(self.ack_wait);
+        shutdown.spawn(
+            orderflow_eventbus::DurableConsumer::new(self.js.clone(), consumer)
+                .run(std::sync::Arc::new(handler), shutdown.requested()),
+        );
+    }
+
     /// Serves `api` until `shutdown` is requested, then stops in the order
     /// [`Shutdown`] keeps, up to draining NATS (see [`run`]).
     ///

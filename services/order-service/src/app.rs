@@ -2,7 +2,8 @@
 //!
 //! `build` does everything that can fail at start-up (connect, streams,
 //! bind) so `main` reports it before serving; `run_until_stopped` runs the
-//! gRPC server, the payment-results consumer and the health watch, and drains
+//! gRPC server, the payment-results and payment-deadline consumers and the
+//! health watch, and drains
 //! them in order on shutdown (see `orderflow_platform::server::Started`).
 //! Both are the order service's part of
 //! `orderflow_platform::main_loop::Program`.
@@ -14,11 +15,13 @@ use orderflow_platform::{
     main_loop::Program, server, service_config::ServiceConfig, shutdown::Shutdown,
 };
 use orderflow_proto::{
-    contract::PAYMENTS_STREAM, order::v1::order_service_server::OrderServiceServer,
+    contract::{ORDERS_STREAM, PAYMENTS_STREAM},
+    order::v1::order_service_server::OrderServiceServer,
 };
 
 use crate::{
     Config,
+    deadline::{self, FailAtDeadline},
     events::{OrderEvents, Orders},
     grpc::OrderApi,
     settlement::{self, SettleOnPaymentEvents},
@@ -32,6 +35,7 @@ pub const ADMIN_ONLY: &[&str] = &[orderflow_platform::admin::ADMIN_PATHS];
 pub struct App {
     started: server::Started,
     events: OrderEvents,
+    payment_deadline: Option<std::time::Duration>,
 }
 
 impl App {
@@ -50,13 +54,31 @@ impl Program for App {
         Ok(Self {
             events: OrderEvents::new(started.jetstream().clone()),
             started,
+            payment_deadline: config.payment_deadline,
         })
     }
 
     async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), server::ServeError> {
-        let Self { started, events } = self;
-        let api = OrderServiceServer::new(OrderApi::new(events.clone(), shutdown.requested()))
-            .max_decoding_message_size(server::MAX_REQUEST_BYTES);
+        let Self {
+            started,
+            events,
+            payment_deadline,
+        } = self;
+        let api = OrderServiceServer::new(OrderApi::new(
+            events.clone(),
+            payment_deadline,
+            shutdown.requested(),
+        ))
+        .max_decoding_message_size(server::MAX_REQUEST_BYTES);
+        // Runs whatever the deadline setting: deadlines scheduled before it
+        // was turned off still fire, and are still honoured.
+        let deadlines = deadline::subjects();
+        let deadlines: Vec<&str> = deadlines.iter().map(String::as_str).collect();
+        started.spawn_consumer(
+            ConsumerSpec::durable(ORDERS_STREAM, deadline::DURABLE, &deadlines),
+            FailAtDeadline::new(events.clone()),
+            &shutdown,
+        );
         let readiness = events.store().clone();
         let consumer =
             ConsumerSpec::durable(PAYMENTS_STREAM, settlement::DURABLE, settlement::SUBJECTS);

@@ -271,6 +271,18 @@ impl OrderStatus {
         }
     }
 
+    /// Applies the payment deadline: an order still waiting for its payment
+    /// fails; any other has its payment decided (or was cancelled) and
+    /// stays as it is, so a deadline firing late, or twice, changes nothing.
+    pub fn on_deadline(self) -> Transition {
+        match self {
+            Self::PendingPayment => Transition::To(Self::PaymentFailed),
+            Self::Confirmed | Self::PaymentFailed | Self::Cancelled | Self::Refunded => {
+                Transition::Unchanged
+            }
+        }
+    }
+
     /// Whether the saga is over for this order: payment decided, or the order
     /// ended. (A confirmed order may still be cancelled or refunded later.)
     pub fn is_settled(self) -> bool {
@@ -291,6 +303,15 @@ impl OrderStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_order_waiting_for_payment_fails_at_its_deadline() {
+        use OrderStatus::*;
+        assert_eq!(PendingPayment.on_deadline(), Transition::To(PaymentFailed));
+        for decided in [Confirmed, PaymentFailed, Cancelled, Refunded] {
+            assert_eq!(decided.on_deadline(), Transition::Unchanged, "{decided:?}");
+        }
+    }
 
     fn line(sku: &'static str, quantity: i32, price: (&'static str, i64, i32)) -> RawLine<'static> {
         RawLine {

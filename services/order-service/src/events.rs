@@ -15,7 +15,7 @@ use orderflow_eventbus::{
     event_type, subject,
 };
 use orderflow_proto::{
-    contract::{ORDERS_PREFIX, ORDERS_STREAM},
+    contract::{ORDER_PAYMENT_DEADLINE, ORDERS_PREFIX, ORDERS_STREAM},
     order::v1::{
         self as pb, OrderCancelled, OrderConfirmed, OrderCreated, OrderPaymentFailed, OrderRefunded,
     },
@@ -90,6 +90,17 @@ impl Kind for Orders {
     // `NewOrder::order_id`).
     fn uuids(order: &pb::Order) -> impl IntoIterator<Item = (&'static str, &str)> {
         [("an order id", order.order_id.as_str())]
+    }
+    // The events that move an order out of PENDING_PAYMENT end its payment
+    // deadline. A cancellation of a confirmed order removes nothing (the
+    // confirmation did), which JetStream allows.
+    fn ends_timer(event: OrderEvent) -> Option<&'static str> {
+        match event {
+            OrderEvent::Confirmed | OrderEvent::PaymentFailed | OrderEvent::Cancelled => {
+                Some(ORDER_PAYMENT_DEADLINE)
+            }
+            OrderEvent::Created | OrderEvent::Refunded => None,
+        }
     }
     fn event_type(event: OrderEvent) -> EventType<pb::Order> {
         match event {
@@ -207,6 +218,31 @@ impl OrderEvents {
             counted(order);
         }
         Ok(appended)
+    }
+
+    /// Schedules `order`'s payment deadline at `at`: unless an event that
+    /// decides its payment commits first, the deadline fires then on
+    /// `orders.<customer>.<order_id>.payment-deadline.fired`
+    /// ([`crate::deadline`]).
+    pub async fn schedule_deadline(
+        &self,
+        order: &pb::Order,
+        at: std::time::SystemTime,
+    ) -> Result<Appended, AppendError> {
+        let body = pb::OrderPaymentDeadline {
+            order_id: order.order_id.clone(),
+            customer_id: order.customer_id.clone(),
+            deadline_time: Some(prost_types::Timestamp::from(at)),
+        };
+        self.store
+            .schedule(
+                &order.customer_id,
+                &order.order_id,
+                ORDER_PAYMENT_DEADLINE,
+                at,
+                &body,
+            )
+            .await
     }
 
     /// Lets `decide` choose the next event and state from the order's

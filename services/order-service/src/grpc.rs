@@ -34,15 +34,27 @@ use orderflow_eventbus::aggregate::Start;
 #[derive(Clone)]
 pub struct OrderApi {
     events: OrderEvents,
+    /// How long a new order may wait for its payment (`None`: forever).
+    payment_deadline: Option<std::time::Duration>,
     /// Ends WatchOrder streams when the service stops, so a graceful
     /// shutdown does not wait on watchers forever.
     shutdown: CancellationToken,
 }
 
 impl OrderApi {
-    /// The API over the order event store; `shutdown` ends open watches.
-    pub fn new(events: OrderEvents, shutdown: CancellationToken) -> Self {
-        Self { events, shutdown }
+    /// The API over the order event store; new orders get a payment
+    /// deadline `payment_deadline` after their creation, and `shutdown` ends
+    /// open watches.
+    pub fn new(
+        events: OrderEvents,
+        payment_deadline: Option<std::time::Duration>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            events,
+            payment_deadline,
+            shutdown,
+        }
     }
 
     async fn create(&self, request: CreateOrderRequest) -> Result<pb::Order, OrderError> {
@@ -82,7 +94,25 @@ impl OrderApi {
         };
         // Expecting sequence 0 on the order's subject makes the append fail
         // when the order exists: an idempotent replay or a reused request id.
-        match self.events.append(OrderEvent::Created, &order, 0).await {
+        let append = self.events.append(OrderEvent::Created, &order, 0);
+        let appended = match self.payment_deadline {
+            None => append.await,
+            Some(deadline) => {
+                // The deadline is scheduled with the order, both sent before
+                // either ack is awaited (one round trip), and the order is
+                // answered only when both are stored: every acknowledged
+                // order has its deadline. A deadline stored without its
+                // order (the append failed) fires on no order and is
+                // dropped; a retry with the same request id stores both
+                // again, each de-duplicated by its id.
+                let at = std::time::SystemTime::now() + deadline;
+                let (scheduled, appended) =
+                    tokio::join!(self.events.schedule_deadline(&order, at), append);
+                scheduled?;
+                appended
+            }
+        };
+        match appended {
             Ok(appended) if !appended.duplicate => {
                 // Per order, so at DEBUG: traces and the status-change
                 // counter carry it; a line per order cost measurable CPU.

@@ -1,8 +1,8 @@
-//! Charging for orders: a created order is charged, a cancelled one refunded
-//! or voided.
+//! Charging for orders: a created order is charged, a cancelled one (or one
+//! failed by its payment deadline) refunded or voided.
 //!
 //! The durable consumer `payment-service-orders` on `ORDERS` delivers each
-//! order's creation and cancellation (nothing else: [`SUBJECTS`]) to one
+//! order's creation, cancellation and failure (nothing else: [`SUBJECTS`]) to one
 //! replica, where [`ChargeOnOrderEvents`] handles it. A created order is
 //! charged once: its payment id and gateway idempotency key are derived
 //! from the order id, the first payment event must be the first on its
@@ -50,10 +50,17 @@ pub const DURABLE: &str = "payment-service-orders";
 /// their way; when they went to another replica the wait ends at the next
 /// delivery, and when none comes it ends here and the payment service reads.
 const LOOKAHEAD_WAIT: Duration = Duration::from_millis(5);
-/// The order events it receives: the two it acts on. Confirmations,
-/// failures and refunds of orders follow from payment events and are never
-/// delivered here.
-pub const SUBJECTS: &[&str] = &["orders.*.*.created", "orders.*.*.cancelled"];
+/// The order events it receives: the three it acts on. A failed order is
+/// one that will never be paid: declined (the payment service's own
+/// decision, so nothing to do) or past its payment deadline, whose charge,
+/// if one still lands, is refunded as a cancelled order's is.
+/// Confirmations and refunds of orders follow from payment events and are
+/// never delivered here.
+pub const SUBJECTS: &[&str] = &[
+    "orders.*.*.created",
+    "orders.*.*.cancelled",
+    "orders.*.*.payment-failed",
+];
 
 /// How many times a payment change is re-decided after losing a race.
 const MAX_ATTEMPTS: usize = 8;
@@ -126,15 +133,19 @@ impl Payments {
     /// charging at all. That is also why the read need not ask the stream's
     /// leader: a replica that has not stored the cancellation yet costs a
     /// charge and its refund, never a payment kept for a cancelled order.
+    ///
+    /// An order that failed before it was charged (its payment deadline
+    /// passed while the payment service was away) is read the same way:
+    /// it will never be paid either.
     async fn already_cancelled(&self, order: &order_pb::Order) -> Result<bool, PaymentError> {
-        let subject = event_subject(
-            ORDERS_PREFIX,
-            &order.customer_id,
-            &order.order_id,
-            "cancelled",
-        );
-        let found = self.cancellations.last(&subject).await?;
-        Ok(found.is_some())
+        let subject =
+            |event| event_subject(ORDERS_PREFIX, &order.customer_id, &order.order_id, event);
+        let (cancelled, failed) = (subject("cancelled"), subject("payment-failed"));
+        let (cancelled, failed) = tokio::try_join!(
+            self.cancellations.last(&cancelled),
+            self.cancellations.last(&failed)
+        )?;
+        Ok(cancelled.is_some() || failed.is_some())
     }
 
     /// The event store.
@@ -560,10 +571,14 @@ impl EventHandler for ChargeOnOrderEvents {
             event.decode::<OrderCreated>().map(|e| (e.order, true))
         } else if event.is::<OrderCancelled>() {
             event.decode::<OrderCancelled>().map(|e| (e.order, false))
-        } else if event.is::<OrderConfirmed>()
-            || event.is::<OrderPaymentFailed>()
-            || event.is::<OrderRefunded>()
-        {
+        } else if event.is::<OrderPaymentFailed>() {
+            // Declined (the payment says so, and nothing changes) or past
+            // its deadline: voided when not charged yet, refunded when a
+            // charge landed, exactly as a cancellation.
+            event
+                .decode::<OrderPaymentFailed>()
+                .map(|e| (e.order, false))
+        } else if event.is::<OrderConfirmed>() || event.is::<OrderRefunded>() {
             // These follow from our own payment events: nothing to do.
             return Outcome::Done;
         } else {

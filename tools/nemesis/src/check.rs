@@ -256,8 +256,9 @@ fn status_name(status: i32) -> String {
 
 /// The services' durable consumers, whose outstanding work must be zero
 /// before a verdict.
-const DURABLES: [(&str, &str); 2] = [
+const DURABLES: [(&str, &str); 3] = [
     ("ORDERS", "payment-service-orders"),
+    ("ORDERS", "order-service-deadlines"),
     ("PAYMENTS", "order-service-payments"),
 ];
 

@@ -273,7 +273,7 @@ pub(crate) fn durables() -> [(&'static str, &'static str); 2] {
 /// reaches a handler; what the handler does is judged by the event's
 /// `ce-type` and body, never by its subject.
 pub(crate) fn received_token(stream: &str, i: usize) -> &'static str {
-    const ORDER_TOKENS: [&str; 2] = ["created", "cancelled"];
+    const ORDER_TOKENS: [&str; 3] = ["created", "cancelled", "payment-failed"];
     const PAYMENT_TOKENS: [&str; 3] = ["authorized", "declined", "refunded"];
     if stream == "ORDERS" {
         ORDER_TOKENS[i % ORDER_TOKENS.len()]
@@ -437,17 +437,19 @@ pub(crate) fn fate(durable: &str, garbage: &Garbage, shared: &[String]) -> Fate 
         payment_service::charging::DURABLE => {
             // Confirmations, failures and refunds follow from the payment
             // service's own events: it ignores them, whatever they carry.
-            if is(OrderConfirmed::full_name())
-                || is(OrderPaymentFailed::full_name())
-                || is(OrderRefunded::full_name())
-            {
+            if is(OrderConfirmed::full_name()) || is(OrderRefunded::full_name()) {
                 return Fate::Handled;
             }
-            if !is(OrderCreated::full_name()) && !is(OrderCancelled::full_name()) {
+            // A failed order will never be paid: handled as a cancellation.
+            let ends_payment =
+                is(OrderCancelled::full_name()) || is(OrderPaymentFailed::full_name());
+            if !is(OrderCreated::full_name()) && !ends_payment {
                 return Fate::DeadLetter(UNKNOWN_ORDER_TYPE);
             }
             let order = match order_body(ce_type, &garbage.payload) {
-                Body::UnknownType => unreachable!("the type is OrderCreated or OrderCancelled"),
+                Body::UnknownType => {
+                    unreachable!("the type is OrderCreated, OrderCancelled or OrderPaymentFailed")
+                }
                 Body::Undecodable => return Fate::DeadLetter(UNDECODABLE),
                 Body::Empty => return Fate::DeadLetter(NO_ORDER),
                 Body::Carries(order) => order,
@@ -456,7 +458,7 @@ pub(crate) fn fate(durable: &str, garbage: &Garbage, shared: &[String]) -> Fate 
                 return Fate::DeadLetter(reason);
             }
             let first_of_its_order = !shared.contains(&order.order_id);
-            if is(OrderCancelled::full_name()) {
+            if ends_payment {
                 // An order never charged is voided.
                 return if first_of_its_order {
                     Fate::Handled

@@ -5,8 +5,9 @@
 use super::*;
 
 /// The durable consumers of both services, by stream.
-pub(crate) const DURABLES: [(&str, &str); 2] = [
+pub(crate) const DURABLES: [(&str, &str); 3] = [
     ("PAYMENTS", "order-service-payments"),
+    ("ORDERS", "order-service-deadlines"),
     ("ORDERS", "payment-service-orders"),
 ];
 

@@ -2,10 +2,12 @@
 //! loopback gRPC, the simulated gateway counting what it really charged.
 //!
 //! One test binary (each end-to-end binary links both services):
-//! `lifecycle.rs`, `listing.rs`, `watching.rs` and `external_gateway.rs` (the
-//! payment service charging through a gateway-sim over HTTP).
+//! `lifecycle.rs`, `listing.rs`, `watching.rs`, `deadline.rs` (the payment
+//! deadline) and `external_gateway.rs` (the payment service charging through
+//! a gateway-sim over HTTP).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod deadline;
 mod external_gateway;
 mod lifecycle;
 mod listing;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use orderflow_e2e::services::{
     order_client, order_request, payment_client, simulated_gateway, spawn_order_service,
-    spawn_payment_service, wait_for_status,
+    spawn_order_service_with, spawn_payment_service, wait_for_status,
 };
 use orderflow_eventbus::subject::aggregate_filter;
 use orderflow_proto::{

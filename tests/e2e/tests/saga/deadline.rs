@@ -1,0 +1,267 @@
+//! The payment deadline (`ORDER_PAYMENT_DEADLINE_SECS`): an order whose
+//! payment is not decided in time fails, whatever restarts in between; a
+//! charge that lands after it is refunded; a paid order's deadline is gone
+//! with its confirmation, so it can never fire.
+
+use super::*;
+use orderflow_proto::{contract::ORDER_PAYMENT_DEADLINE, order::v1::OrderPaymentDeadline};
+
+/// The subject an order's deadline is scheduled on.
+fn schedule_subject(customer: &str, order_id: &str) -> String {
+    orderflow_eventbus::subject::schedule_subject(
+        "orders",
+        customer,
+        order_id,
+        ORDER_PAYMENT_DEADLINE,
+    )
+}
+
+/// The last message on `subject` in ORDERS, if any.
+async fn last_on(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+) -> Option<async_nats::jetstream::message::StreamMessage> {
+    let stream = js.get_stream("ORDERS").await.unwrap();
+    stream.get_last_raw_message_by_subject(subject).await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_order_fails_at_its_deadline_across_restarts_and_is_never_charged() {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats.url()).await;
+    let deadline = [("ORDER_PAYMENT_DEADLINE_SECS", "2")];
+    // No payment service: nothing decides the payment.
+    let orders = spawn_order_service_with(&nats.url(), &deadline).await;
+    let created = order_client(&orders)
+        .await
+        .create_order(order_request("c-deadline", 1, 10, "r-deadline"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+
+    // Acknowledged with its deadline already stored, to fire on its own
+    // subject in the same stream.
+    let schedule = last_on(&js, &schedule_subject("c-deadline", &created.order_id))
+        .await
+        .expect("the deadline is scheduled before CreateOrder answers");
+    let header = |name: &str| schedule.headers.get(name).map(|v| v.as_str().to_owned());
+    assert!(header("Nats-Schedule").is_some_and(|at| at.starts_with("@at ")));
+    assert_eq!(
+        header("Nats-Schedule-Target").as_deref(),
+        Some(
+            orderflow_eventbus::subject::fired_subject(
+                "orders",
+                "c-deadline",
+                &created.order_id,
+                ORDER_PAYMENT_DEADLINE
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(header("ce-type"), Some(OrderPaymentDeadline::full_name()));
+
+    // A restart of the order service in between changes nothing: the
+    // deadline lives in the stream, not in the process.
+    orders.stop().await.unwrap();
+    let orders = spawn_order_service_with(&nats.url(), &deadline).await;
+    let client = order_client(&orders).await;
+    let failed = wait_for_status(&client, &created.order_id, OrderStatus::PaymentFailed).await;
+    assert!(
+        failed.failure_reason.starts_with("payment deadline passed"),
+        "{}",
+        failed.failure_reason
+    );
+    assert_eq!(failed.version, 2);
+    assert!(failed.payment_id.is_empty());
+    assert!(
+        last_on(&js, &schedule_subject("c-deadline", &created.order_id))
+            .await
+            .is_none(),
+        "a fired deadline removes its schedule"
+    );
+
+    // The payment service comes back to the order's creation and failure:
+    // it charges nothing.
+    let gateway = simulated_gateway();
+    let payments = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    wait_until(
+        "the payment service to handle the order's events",
+        Duration::from_secs(20),
+        || consumer_caught_up(&js, "ORDERS", "payment-service-orders"),
+    )
+    .await;
+    let payment = payment_client(&payments)
+        .await
+        .list_payments(ListPaymentsRequest {
+            order_id: created.order_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payments;
+    assert_eq!(payment.len(), 1, "{payment:?}");
+    assert_eq!(payment[0].status, PaymentStatus::Voided as i32);
+    assert_eq!(gateway.stats().charges, 0);
+    let after = order_client(&orders)
+        .await
+        .get_order(GetOrderRequest {
+            order_id: created.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(after, failed, "the failed order stays as it failed");
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_landing_after_the_deadline_is_refunded() {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats.url()).await;
+    let orders =
+        spawn_order_service_with(&nats.url(), &[("ORDER_PAYMENT_DEADLINE_SECS", "1")]).await;
+    // The gateway answers a charge only after the deadline passed.
+    let gateway =
+        payment_service::gateway::SimulatedGateway::new(payment_service::config::SimulatorConfig {
+            decline_above_units: 10_000,
+            latency: Duration::from_secs(3),
+            failure_rate: 0.0,
+        });
+    let payments = spawn_payment_service(
+        &nats.url(),
+        gateway.clone(),
+        &[("GATEWAY_TIMEOUT_MS", "20000")],
+    )
+    .await;
+    let client = order_client(&orders).await;
+    let created = client
+        .clone()
+        .create_order(order_request("c-late", 1, 10, "r-late"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+
+    let failed = wait_for_status(&client, &created.order_id, OrderStatus::PaymentFailed).await;
+    assert!(failed.failure_reason.starts_with("payment deadline passed"));
+    wait_until(
+        "the late charge to be refunded",
+        Duration::from_secs(30),
+        || async {
+            let mut payments = payment_client(&payments).await;
+            payments
+                .list_payments(ListPaymentsRequest {
+                    order_id: created.order_id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok_and(|r| {
+                    r.into_inner()
+                        .payments
+                        .first()
+                        .is_some_and(|p| p.status == PaymentStatus::Refunded as i32)
+                })
+        },
+    )
+    .await;
+    let stats = gateway.stats();
+    assert_eq!((stats.charges, stats.refunds), (1, 1), "{stats:?}");
+    wait_until(
+        "the order service to handle the payment's events",
+        Duration::from_secs(20),
+        || consumer_caught_up(&js, "PAYMENTS", "order-service-payments"),
+    )
+    .await;
+    let after = client
+        .clone()
+        .get_order(GetOrderRequest {
+            order_id: created.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(
+        after.status,
+        OrderStatus::PaymentFailed as i32,
+        "a late payment does not revive a failed order"
+    );
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_order_never_fails_by_its_deadline() {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats.url()).await;
+    let orders =
+        spawn_order_service_with(&nats.url(), &[("ORDER_PAYMENT_DEADLINE_SECS", "1")]).await;
+    let gateway = simulated_gateway();
+    let payments = spawn_payment_service(&nats.url(), gateway.clone(), &[]).await;
+    let client = order_client(&orders).await;
+    let created = client
+        .clone()
+        .create_order(order_request("c-paid", 1, 10, "r-paid"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let confirmed = wait_for_status(&client, &created.order_id, OrderStatus::Confirmed).await;
+
+    // The confirmation removed the schedule as it was stored (no fired
+    // deadline can exist without it).
+    assert!(
+        last_on(&js, &schedule_subject("c-paid", &created.order_id))
+            .await
+            .is_none(),
+        "the confirmation removes the deadline"
+    );
+    // And long past the deadline, nothing has fired and nothing changed.
+    let past = std::time::SystemTime::now() + Duration::from_secs(2);
+    wait_until(
+        "the deadline to be long past",
+        Duration::from_secs(10),
+        || async { std::time::SystemTime::now() > past },
+    )
+    .await;
+    assert!(
+        last_on(
+            &js,
+            &orderflow_eventbus::subject::fired_subject(
+                "orders",
+                "c-paid",
+                &created.order_id,
+                ORDER_PAYMENT_DEADLINE
+            )
+        )
+        .await
+        .is_none(),
+        "no deadline fired"
+    );
+    let after = client
+        .clone()
+        .get_order(GetOrderRequest {
+            order_id: created.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(after, confirmed);
+    assert_eq!(gateway.stats().charges, 1);
+
+    payments.stop().await.unwrap();
+    orders.stop().await.unwrap();
+}
