@@ -700,7 +700,65 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 
 #[cfg(test)]
 mod tests {
-    use super::exported_as_log;
+    use std::collections::HashMap;
+
+    use super::{LogsExporter, TelemetryConfig, exported_as_log, logger_provider};
+    use crate::config::{ConfigError, EnvReader};
+
+    fn read(pairs: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
+        let map: HashMap<&str, &str> = pairs.iter().copied().collect();
+        let mut r = EnvReader::new(&map);
+        let config = TelemetryConfig::read(&mut r, "svc", "0.0.0");
+        r.finish(config)
+    }
+
+    #[test]
+    fn logs_are_exported_by_default_and_none_turns_them_off() -> Result<(), ConfigError> {
+        assert_eq!(read(&[])?.logs_exporter, LogsExporter::Otlp);
+        assert_eq!(
+            read(&[("OTEL_LOGS_EXPORTER", "none")])?.logs_exporter,
+            LogsExporter::None
+        );
+        let problems = read(&[
+            ("OTEL_LOGS_EXPORTER", "console"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "1s"),
+            ("OTEL_BLRP_MAX_QUEUE_SIZE", "-1"),
+        ])
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default();
+        for name in [
+            "OTEL_LOGS_EXPORTER",
+            "OTEL_BLRP_SCHEDULE_DELAY",
+            "OTEL_BLRP_MAX_QUEUE_SIZE",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(name)),
+                "{name} not reported: {problems:?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// No logger provider, so no record is even built, without an endpoint,
+    /// with `OTEL_LOGS_EXPORTER=none` or with the SDK disabled. (With one,
+    /// the exporter needs a tokio runtime: the binaries' tests cover it.)
+    #[test]
+    fn no_logger_provider_unless_logs_are_exported() -> Result<(), ConfigError> {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+        for env in [
+            vec![],
+            vec![endpoint, ("OTEL_LOGS_EXPORTER", "none")],
+            vec![endpoint, ("OTEL_SDK_DISABLED", "true")],
+        ] {
+            let config = read(&env)?;
+            assert!(
+                logger_provider(&config).is_ok_and(|p| p.is_none()),
+                "a logger provider with {env:?}"
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn the_exporters_own_crates_never_become_log_records() {
