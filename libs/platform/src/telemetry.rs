@@ -544,6 +544,8 @@ where
         self.0.on_event(event, ctx);
     }
 
+    // The bridge's span-attribute option (off here) reads spans through
+    // these two; passing them on keeps the wrapper transparent.
     fn on_new_span(
         &self,
         attrs: &tracing::span::Attributes<'_>,
