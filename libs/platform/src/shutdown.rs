@@ -14,8 +14,8 @@
 //!    JetStream redelivers what they did not.
 //! 5. **Drain NATS**: every ack and publish reaches the server before the
 //!    process exits.
-//! 6. **Flush telemetry** ([`Shutdown::finish`]): queued spans and a last
-//!    metrics collection reach the collector.
+//! 6. **Flush telemetry** ([`Shutdown::finish`]): queued spans, a last
+//!    metrics collection and the queued log records reach the collector.
 //!
 //! Phases 1 to 5 run when the service served ([`Shutdown::run`]); phase 6
 //! runs on every way out of `main` once telemetry is up — after a failed

@@ -3,14 +3,18 @@
 //! Logs go to stdout as text or JSON, filtered by `RUST_LOG`; JSON lines carry
 //! the `trace_id` and `span_id` of the current span. Spans always carry real
 //! trace and span ids (so W3C context reaches NATS headers even with no
-//! collector). Traces and metrics are exported over OTLP only when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set: spans through the SDK's batch
+//! collector). Traces, metrics and log records are exported over OTLP only
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set: spans through the SDK's batch
 //! processor, whose bounded queue (`OTEL_BSP_MAX_QUEUE_SIZE`) drops and counts
 //! instead of blocking a request; metrics through a periodic reader
-//! (`OTEL_METRIC_EXPORT_INTERVAL`). The SDK itself reads the other standard
-//! variables (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_RESOURCE_ATTRIBUTES`,
-//! `OTEL_BSP_*`). Without an endpoint no meter provider is installed, so every
-//! instrument is a no-op.
+//! (`OTEL_METRIC_EXPORT_INTERVAL`); log records (the same events as the
+//! stdout lines, through OpenTelemetry's tracing bridge, in the trace of
+//! their span) through the batch log processor, bounded the same way
+//! (`OTEL_BLRP_MAX_QUEUE_SIZE`), unless `OTEL_LOGS_EXPORTER=none`. The SDK
+//! itself reads the other standard variables (`OTEL_EXPORTER_OTLP_HEADERS`,
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_*`, `OTEL_BLRP_*`). Without an
+//! endpoint no meter provider is installed, so every instrument is a no-op,
+//! and no log record is built.
 //!
 //! The variables are declared here ([`vars`]) and read by
 //! [`TelemetryConfig::read`], which also checks those the SDK reads itself,
@@ -22,12 +26,18 @@ use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::{
     Resource,
+    logs::SdkLoggerProvider,
     metrics::SdkMeterProvider,
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::{Sampler, SdkTracerProvider},
 };
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer,
+    filter::{FilterExt, LevelFilter, filter_fn},
+    layer::SubscriberExt,
+    registry::LookupSpan,
+    util::SubscriberInitExt,
 };
 
 use crate::config::{EnvReader, Var, parse_bool};
@@ -83,6 +93,24 @@ pub const OTEL_METRIC_EXPORT_INTERVAL: Var = Var {
     default: Some("60000"),
     help: "milliseconds between two metric exports",
 };
+/// `OTEL_LOGS_EXPORTER`.
+pub const OTEL_LOGS_EXPORTER: Var = Var {
+    name: "OTEL_LOGS_EXPORTER",
+    default: Some("otlp"),
+    help: "otlp: log records also go to the OTLP endpoint, when one is set; none: stdout only",
+};
+/// `OTEL_BLRP_SCHEDULE_DELAY` (read by the OpenTelemetry SDK itself).
+pub const OTEL_BLRP_SCHEDULE_DELAY: Var = Var {
+    name: "OTEL_BLRP_SCHEDULE_DELAY",
+    default: Some("1000"),
+    help: "milliseconds between two log record exports",
+};
+/// `OTEL_BLRP_MAX_QUEUE_SIZE` (read by the OpenTelemetry SDK itself).
+pub const OTEL_BLRP_MAX_QUEUE_SIZE: Var = Var {
+    name: "OTEL_BLRP_MAX_QUEUE_SIZE",
+    default: Some("2048"),
+    help: "log records queued for export; beyond it records are dropped, never waited for",
+};
 /// `OTEL_TRACES_SAMPLER`.
 pub const OTEL_TRACES_SAMPLER: Var = Var {
     name: "OTEL_TRACES_SAMPLER",
@@ -99,7 +127,7 @@ pub const OTEL_TRACES_SAMPLER_ARG: Var = Var {
 pub const OTEL_SDK_DISABLED: Var = Var {
     name: "OTEL_SDK_DISABLED",
     default: Some("false"),
-    help: "true records and exports no spans and no metrics (trace context is still passed on)",
+    help: "true records and exports no spans, metrics or log records (trace context is still passed on)",
 };
 /// `RUST_LOG`.
 pub const RUST_LOG: Var = Var {
@@ -125,6 +153,9 @@ pub fn vars() -> Vec<Var> {
         OTEL_BSP_SCHEDULE_DELAY,
         OTEL_BSP_MAX_QUEUE_SIZE,
         OTEL_METRIC_EXPORT_INTERVAL,
+        OTEL_LOGS_EXPORTER,
+        OTEL_BLRP_SCHEDULE_DELAY,
+        OTEL_BLRP_MAX_QUEUE_SIZE,
         OTEL_TRACES_SAMPLER,
         OTEL_TRACES_SAMPLER_ARG,
         OTEL_SDK_DISABLED,
@@ -149,6 +180,15 @@ pub enum OtlpProtocol {
     Grpc,
     /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
     HttpProtobuf,
+}
+
+/// Whether log records go to the OTLP endpoint (`OTEL_LOGS_EXPORTER`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogsExporter {
+    /// To the endpoint, beside traces and metrics (when one is set).
+    Otlp,
+    /// Nowhere but stdout.
+    None,
 }
 
 /// Which traces are recorded.
@@ -181,6 +221,8 @@ pub struct TelemetryConfig {
     pub otlp_protocol: OtlpProtocol,
     /// Which traces to record.
     pub sampler: SamplerChoice,
+    /// Whether log records are exported too.
+    pub logs_exporter: LogsExporter,
     /// No spans at all.
     pub sdk_disabled: bool,
     /// The `RUST_LOG` filter.
@@ -227,6 +269,11 @@ impl TelemetryConfig {
                 "expected always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
             )),
         });
+        let logs_exporter = r.parse_with(&OTEL_LOGS_EXPORTER, |v| match v {
+            "otlp" => Ok(LogsExporter::Otlp),
+            "none" => Ok(LogsExporter::None),
+            _ => Err(String::from("expected otlp or none")),
+        });
         let sdk_disabled = r.parse_with(&OTEL_SDK_DISABLED, parse_bool);
         // Read by the SDK from the environment; checked here so a typo stops
         // start-up with the others instead of being ignored.
@@ -234,6 +281,8 @@ impl TelemetryConfig {
             &OTEL_BSP_SCHEDULE_DELAY,
             &OTEL_BSP_MAX_QUEUE_SIZE,
             &OTEL_METRIC_EXPORT_INTERVAL,
+            &OTEL_BLRP_SCHEDULE_DELAY,
+            &OTEL_BLRP_MAX_QUEUE_SIZE,
         ] {
             r.parse_with(var, |v| {
                 v.parse::<u64>()
@@ -271,6 +320,7 @@ impl TelemetryConfig {
             otlp_endpoint,
             otlp_protocol: otlp_protocol?,
             sampler: sampler?,
+            logs_exporter: logs_exporter?,
             sdk_disabled: sdk_disabled?,
             log_filter: log_filter?,
             log_format: log_format?,
@@ -290,15 +340,16 @@ pub enum TelemetryError {
 }
 
 /// Flushes telemetry on shutdown.
-#[must_use = "call shutdown() before exiting, or queued spans are lost"]
+#[must_use = "call shutdown() before exiting, or queued spans and log records are lost"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
     meters: Option<SdkMeterProvider>,
+    logs: Option<SdkLoggerProvider>,
 }
 
 impl Telemetry {
-    /// Exports what is queued (spans, then a last metrics collection) and
-    /// stops the exporters.
+    /// Exports what is queued (spans, then a last metrics collection, then
+    /// log records) and stops the exporters.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider
             && let Err(error) = provider.shutdown()
@@ -309,6 +360,13 @@ impl Telemetry {
             && let Err(error) = meters.shutdown()
         {
             eprintln!("telemetry: flushing metrics failed: {error}");
+        }
+        // Last: the line that says how the process ends was logged before
+        // this, and nothing after it is worth a record.
+        if let Some(logs) = self.logs
+            && let Err(error) = logs.shutdown()
+        {
+            eprintln!("telemetry: flushing log records failed: {error}");
         }
     }
 }
@@ -410,6 +468,101 @@ pub fn meter_provider(
             .with_periodic_exporter(exporter)
             .build(),
     ))
+}
+
+/// Builds the logger provider exporting log records to the OTLP endpoint,
+/// or `None` without one, with `OTEL_LOGS_EXPORTER=none` or with the SDK
+/// disabled.
+///
+/// Must run inside the tokio runtime.
+pub fn logger_provider(
+    config: &TelemetryConfig,
+) -> Result<Option<SdkLoggerProvider>, TelemetryError> {
+    let Some(endpoint) = config
+        .otlp_endpoint
+        .as_ref()
+        .filter(|_| !config.sdk_disabled && config.logs_exporter == LogsExporter::Otlp)
+    else {
+        return Ok(None);
+    };
+    let exporter = match config.otlp_protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_http_client(RuntimeHttpClient::new())
+            .with_endpoint(format!("{endpoint}/v1/logs"))
+            .build(),
+    }
+    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    Ok(Some(
+        SdkLoggerProvider::builder()
+            .with_resource(resource(config))
+            .with_batch_exporter(exporter)
+            .build(),
+    ))
+}
+
+/// The crates whose events never become log records: the OTLP exporters'
+/// own stack and the SDK's internal logs. Exporting a batch makes these
+/// crates log (at DEBUG, or WARN when the collector is down); were those
+/// events exported, every export would feed the next one. Their lines still
+/// go to stdout under `RUST_LOG`.
+const NOT_EXPORTED_AS_LOGS: [&str; 6] =
+    ["opentelemetry", "hyper", "h2", "tonic", "tower", "reqwest"];
+
+/// Whether an event of `target` may become a log record: its crate (the
+/// target's first segment, `-` and `_` alike) is not one of
+/// [`NOT_EXPORTED_AS_LOGS`] or named after one.
+fn exported_as_log(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    !NOT_EXPORTED_AS_LOGS.iter().any(|blocked| {
+        krate
+            .strip_prefix(blocked)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['_', '-']))
+    })
+}
+
+/// The OpenTelemetry log bridge, each record in its event's trace.
+///
+/// The SDK logger takes a record's trace and span ids from the current
+/// OpenTelemetry context, but spans do not make their context current when
+/// entered (context activation is off, for throughput, see [`init`]). The
+/// event's span still holds its context, as the JSON lines read it: this
+/// layer makes it current while the bridge builds and emits the record.
+struct InTrace<L>(L);
+
+impl<S, L> Layer<S> for InTrace<L>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let _current = tracing::Span::current().context().attach();
+        self.0.on_event(event, ctx);
+    }
+
+    // The bridge's span-attribute option (off here) reads spans through
+    // these two; passing them on keeps the wrapper transparent.
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_record(id, values, ctx);
+    }
 }
 
 /// Installs the W3C trace-context and baggage propagators.
@@ -517,10 +670,123 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     if let Some(meters) = &meters {
         global::set_meter_provider(meters.clone());
     }
+    let logs = logger_provider(config)?;
+    // The records are the stdout lines (the same `RUST_LOG` filter), less
+    // the exporters' own events.
+    let bridge = match &logs {
+        Some(logs) => {
+            let filter = EnvFilter::try_new(&config.log_filter)
+                .map_err(|e| TelemetryError::Filter(e.to_string()))?
+                .and(filter_fn(|meta| exported_as_log(meta.target())));
+            Some(
+                InTrace(
+                    opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(logs),
+                )
+                .with_filter(filter),
+            )
+        }
+        None => None,
+    };
     // A second init (tests running services in one process) keeps the first.
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(otel)
+        .with(bridge)
         .try_init();
-    Ok(Telemetry { provider, meters })
+    Ok(Telemetry {
+        provider,
+        meters,
+        logs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::{LogsExporter, TelemetryConfig, exported_as_log, logger_provider};
+    use crate::config::{ConfigError, EnvReader};
+
+    fn read(pairs: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
+        let map: HashMap<&str, &str> = pairs.iter().copied().collect();
+        let mut r = EnvReader::new(&map);
+        let config = TelemetryConfig::read(&mut r, "svc", "0.0.0");
+        r.finish(config)
+    }
+
+    #[test]
+    fn logs_are_exported_by_default_and_none_turns_them_off() -> Result<(), ConfigError> {
+        assert_eq!(read(&[])?.logs_exporter, LogsExporter::Otlp);
+        assert_eq!(
+            read(&[("OTEL_LOGS_EXPORTER", "none")])?.logs_exporter,
+            LogsExporter::None
+        );
+        let problems = read(&[
+            ("OTEL_LOGS_EXPORTER", "console"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "1s"),
+            ("OTEL_BLRP_MAX_QUEUE_SIZE", "-1"),
+        ])
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default();
+        for name in [
+            "OTEL_LOGS_EXPORTER",
+            "OTEL_BLRP_SCHEDULE_DELAY",
+            "OTEL_BLRP_MAX_QUEUE_SIZE",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(name)),
+                "{name} not reported: {problems:?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// No logger provider, so no record is even built, without an endpoint,
+    /// with `OTEL_LOGS_EXPORTER=none` or with the SDK disabled. (With one,
+    /// the exporter needs a tokio runtime: the binaries' tests cover it.)
+    #[test]
+    fn no_logger_provider_unless_logs_are_exported() -> Result<(), ConfigError> {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+        for env in [
+            vec![],
+            vec![endpoint, ("OTEL_LOGS_EXPORTER", "none")],
+            vec![endpoint, ("OTEL_SDK_DISABLED", "true")],
+        ] {
+            let config = read(&env)?;
+            assert!(
+                logger_provider(&config).is_ok_and(|p| p.is_none()),
+                "a logger provider with {env:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_exporters_own_crates_never_become_log_records() {
+        for target in [
+            "opentelemetry_sdk",
+            "opentelemetry-otlp",
+            "opentelemetry",
+            "hyper_util::client::legacy::pool",
+            "hyper::proto::h1",
+            "h2::codec::framed_write",
+            "tonic::transport::channel",
+            "tower::buffer::worker",
+            "reqwest::connect",
+        ] {
+            assert!(!exported_as_log(target), "{target} would be exported");
+        }
+        for target in [
+            "order_service::grpc",
+            "payment_service::charging",
+            "orderflow_platform::shutdown",
+            "orderflow_eventbus::consumer",
+            "async_nats",
+            "h2o",
+            "towering",
+        ] {
+            assert!(exported_as_log(target), "{target} would not be exported");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! A real OTLP receiver for tests: the collector's gRPC services (from the
 //! `opentelemetry-proto` crate's tonic types) and the OTLP/HTTP protobuf
-//! endpoints, keeping every span, metric name and metric data point it is
-//! sent.
+//! endpoints, keeping every span, metric name, metric data point and log
+//! record it is sent.
 
 use std::{
     collections::HashMap,
@@ -11,6 +11,10 @@ use std::{
 
 use opentelemetry_proto::tonic::{
     collector::{
+        logs::v1::{
+            ExportLogsServiceRequest, ExportLogsServiceResponse,
+            logs_service_server::{LogsService, LogsServiceServer},
+        },
         metrics::v1::{
             ExportMetricsServiceRequest, ExportMetricsServiceResponse,
             metrics_service_server::{MetricsService, MetricsServiceServer},
@@ -71,10 +75,32 @@ pub struct ReceivedPoint {
     pub value: f64,
 }
 
+/// One received log record, flattened for assertions.
+#[derive(Clone, Debug)]
+pub struct ReceivedLog {
+    /// `service.name` of the resource that sent it.
+    pub service: String,
+    /// Every attribute of that resource, values as strings.
+    pub resource: HashMap<String, String>,
+    /// The instrumentation scope's name: the tracing event's target.
+    pub scope: String,
+    /// The severity text, e.g. `INFO`.
+    pub severity: String,
+    /// The body (the tracing event's message), as a string.
+    pub body: String,
+    /// Hex trace id (empty when the record has none).
+    pub trace_id: String,
+    /// Hex span id (empty when the record has none).
+    pub span_id: String,
+    /// Attributes (the event's other fields), values as strings.
+    pub attributes: HashMap<String, String>,
+}
+
 /// What the receiver has collected.
 #[derive(Debug, Default)]
 struct Collected {
     spans: Vec<ReceivedSpan>,
+    logs: Vec<ReceivedLog>,
     /// (service, metric name).
     metrics: Vec<(String, String)>,
     /// Every data point, in arrival order.
@@ -195,6 +221,45 @@ fn collect_metrics(collected: &Mutex<Collected>, request: ExportMetricsServiceRe
     }
 }
 
+fn collect_logs(collected: &Mutex<Collected>, request: ExportLogsServiceRequest) {
+    let mut collected = collected.lock().unwrap_or_else(|p| p.into_inner());
+    for resource_logs in request.resource_logs {
+        let attributes = resource_logs
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        let service = service_name(attributes);
+        let resource: HashMap<String, String> = attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+            .collect();
+        for scope_logs in resource_logs.scope_logs {
+            let scope = scope_logs
+                .scope
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            for record in scope_logs.log_records {
+                collected.logs.push(ReceivedLog {
+                    service: service.clone(),
+                    resource: resource.clone(),
+                    scope: scope.clone(),
+                    severity: record.severity_text,
+                    body: text(record.body.as_ref()),
+                    trace_id: hex(&record.trace_id),
+                    span_id: hex(&record.span_id),
+                    attributes: record
+                        .attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+                        .collect(),
+                });
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Sink(Arc<Mutex<Collected>>);
 
@@ -220,6 +285,17 @@ impl MetricsService for Sink {
     }
 }
 
+#[tonic::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        collect_logs(&self.0, request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
 impl OtlpReceiver {
     /// Starts an OTLP/gRPC receiver on a free loopback port.
     #[allow(clippy::expect_used)]
@@ -233,7 +309,8 @@ impl OtlpReceiver {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(TraceServiceServer::new(sink.clone()))
-                .add_service(MetricsServiceServer::new(sink))
+                .add_service(MetricsServiceServer::new(sink.clone()))
+                .add_service(LogsServiceServer::new(sink))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     shutdown.cancelled_owned(),
@@ -247,7 +324,7 @@ impl OtlpReceiver {
     }
 
     /// Starts an OTLP/HTTP (protobuf) receiver on a free loopback port,
-    /// answering `POST /v1/traces` and `POST /v1/metrics`.
+    /// answering `POST /v1/traces`, `POST /v1/metrics` and `POST /v1/logs`.
     ///
     /// A minimal HTTP/1.1 server written here: the exporter sends
     /// `Content-Length` bodies on kept-alive connections, and nothing more is
@@ -289,6 +366,14 @@ impl OtlpReceiver {
         self.collected
             .lock()
             .map(|c| c.spans.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every log record received so far, in arrival order.
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        self.collected
+            .lock()
+            .map(|c| c.logs.clone())
             .unwrap_or_default()
     }
 
@@ -373,6 +458,13 @@ async fn serve_http(stream: tokio::net::TcpStream, sink: &Mutex<Collected>) -> s
             "/v1/metrics" => match ExportMetricsServiceRequest::decode(body.as_slice()) {
                 Ok(request) => {
                     collect_metrics(sink, request);
+                    "200 OK"
+                }
+                Err(_) => "400 Bad Request",
+            },
+            "/v1/logs" => match ExportLogsServiceRequest::decode(body.as_slice()) {
+                Ok(request) => {
+                    collect_logs(sink, request);
                     "200 OK"
                 }
                 Err(_) => "400 Bad Request",

@@ -13,7 +13,7 @@ use orderflow_platform::{
     server::ServeError,
     service_config::ServiceConfig,
     shutdown::Shutdown,
-    telemetry::{LogFormat, OtlpProtocol, SamplerChoice, TelemetryConfig},
+    telemetry::{LogFormat, LogsExporter, OtlpProtocol, SamplerChoice, TelemetryConfig},
 };
 use orderflow_proto::{
     money::v1::Money,
@@ -42,6 +42,7 @@ pub fn init_telemetry() {
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::Grpc,
             sampler: SamplerChoice::ParentBasedAlwaysOn,
+            logs_exporter: LogsExporter::None,
             sdk_disabled: false,
             log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| String::from("warn")),
             log_format: LogFormat::Text,

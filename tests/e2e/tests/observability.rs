@@ -1,5 +1,5 @@
-//! One trace, metrics and export, seen by a real OTLP receiver: both service
-//! binaries export to it as they would to a collector.
+//! One trace, metrics, log records and export, seen by a real OTLP receiver:
+//! both service binaries export to it as they would to a collector.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
@@ -10,7 +10,7 @@ use orderflow_proto::order::v1::{
 };
 use orderflow_testkit::{
     NatsServer,
-    otlp::{OtlpReceiver, ReceivedSpan},
+    otlp::{OtlpReceiver, ReceivedLog, ReceivedSpan},
     process::ServiceProcess,
     wait_until,
 };
@@ -35,6 +35,43 @@ fn telemetry_env(receiver: &OtlpReceiver, protocol: &str) -> Vec<(&'static str, 
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
         ("OTEL_METRIC_EXPORT_INTERVAL", "300".to_owned()),
     ]
+}
+
+/// `telemetry_env` with log records exported every 100 ms, filtered by
+/// `rust_log`.
+fn logs_env(
+    receiver: &OtlpReceiver,
+    protocol: &str,
+    rust_log: &str,
+) -> Vec<(&'static str, String)> {
+    let mut env = telemetry_env(receiver, protocol);
+    env.push(("OTEL_BLRP_SCHEDULE_DELAY", "100".to_owned()));
+    env.push(("RUST_LOG", rust_log.to_owned()));
+    env
+}
+
+/// The first record from `service` whose body is `body`, in `trace_id`.
+fn find_log(
+    logs: &[ReceivedLog],
+    service: &str,
+    body: &str,
+    trace_id: &str,
+) -> Option<ReceivedLog> {
+    logs.iter()
+        .find(|l| l.service == service && l.body == body && l.trace_id == trace_id)
+        .cloned()
+}
+
+/// A record's span id names a real span: one `service` exported in the
+/// record's trace.
+fn assert_in_a_span(record: &ReceivedLog, spans: &[ReceivedSpan], service: &str) {
+    assert_eq!(record.span_id.len(), 16, "{record:?} has no span id");
+    assert!(
+        spans.iter().any(|s| s.service == service
+            && s.trace_id == record.trace_id
+            && s.span_id == record.span_id),
+        "{record:?} names no span of {service} in its trace"
+    );
 }
 
 fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
@@ -72,9 +109,11 @@ fn find<'a>(
 async fn one_trace_spans_both_services_and_metrics_arrive() {
     let receiver = OtlpReceiver::start_grpc().await;
     let nats = NatsServer::start();
-    let env = telemetry_env(&receiver, "grpc");
-    let orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
-    let payments = ServiceProcess::start(&PAYMENT_BINARY, &nats.url(), &borrowed(&env)).await;
+    // RUST_LOG at its default (the harness's is `warn`), to count the log
+    // records a saga exports.
+    let env = logs_env(&receiver, "grpc", "info");
+    let mut orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
+    let mut payments = ServiceProcess::start(&PAYMENT_BINARY, &nats.url(), &borrowed(&env)).await;
     let mut client = order_client_at(orders.endpoint()).await;
 
     let trace_id = "5b8efff798038103d269b633813fc60c";
@@ -226,7 +265,187 @@ async fn one_trace_spans_both_services_and_metrics_arrive() {
         },
     )
     .await;
+
+    // At the default level a saga logs nothing: no INFO line per order on
+    // the hot path. Both exit first, so every record they queued has been
+    // flushed, and the start-up lines show that records were exported.
+    orders.terminate();
+    payments.terminate();
+    for service in [&mut orders, &mut payments] {
+        assert_eq!(
+            service.wait_exit(Duration::from_secs(30)).await.code(),
+            Some(0)
+        );
+    }
+    let logs = receiver.logs();
+    for service in ["order-service", "payment-service"] {
+        assert!(
+            logs.iter()
+                .any(|l| l.service == service && l.body == "ready: reporting SERVING"),
+            "no start-up record from {service}: {logs:?}"
+        );
+    }
+    let per_saga: Vec<&ReceivedLog> = logs.iter().filter(|l| l.trace_id == trace_id).collect();
+    assert!(
+        per_saga.is_empty(),
+        "the saga logged at INFO or above: {per_saga:?}"
+    );
+}
+
+/// One order's DEBUG lines, from both services, arrive as log records in
+/// the order's trace, each naming the span it was logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_orders_log_records_arrive_in_its_trace_over_grpc() {
+    let receiver = OtlpReceiver::start_grpc().await;
+    let nats = NatsServer::start();
+    let env = logs_env(
+        &receiver,
+        "grpc",
+        "info,order_service=debug,payment_service=debug",
+    );
+    let orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
+    let payments = ServiceProcess::start(&PAYMENT_BINARY, &nats.url(), &borrowed(&env)).await;
+    let mut client = order_client_at(orders.endpoint()).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let order = create_order(
+        &mut client,
+        traced(
+            order_request("c-logs", 1, 9, "r-logs"),
+            trace_id,
+            "00f067aa0ba902b7",
+        ),
+    )
+    .await;
+    wait_confirmed(&client, &order.order_id).await;
+
+    wait_until(
+        "the order's log records and their spans",
+        Duration::from_secs(20),
+        || async {
+            let logs = receiver.logs();
+            let spans = receiver.spans();
+            [
+                ("order-service", "order created"),
+                ("payment-service", "payment decided"),
+            ]
+            .iter()
+            .all(|(service, body)| {
+                find_log(&logs, service, body, trace_id)
+                    .is_some_and(|record| spans.iter().any(|s| s.span_id == record.span_id))
+            })
+        },
+    )
+    .await;
+    let (logs, spans) = (receiver.logs(), receiver.spans());
+    let created = find_log(&logs, "order-service", "order created", trace_id).unwrap();
+    assert_in_a_span(&created, &spans, "order-service");
+    assert_eq!(created.severity, "DEBUG");
+    assert_eq!(created.scope, "order_service::grpc");
+    assert_eq!(created.attributes["order_id"], order.order_id);
+    let decided = find_log(&logs, "payment-service", "payment decided", trace_id).unwrap();
+    assert_in_a_span(&decided, &spans, "payment-service");
+    assert_eq!(decided.attributes["order_id"], order.order_id);
+    for record in [&created, &decided] {
+        assert_eq!(record.resource["service.name"], record.service);
+        assert!(
+            record.resource.contains_key("service.version")
+                && record.resource.contains_key("service.instance.id"),
+            "{record:?} lacks the resource of the traces"
+        );
+    }
+    // stdout keeps its lines: the same event, as text.
+    assert!(orders.log().contains("order created"), "{}", orders.log());
     drop((orders, payments));
+}
+
+/// Over OTLP/HTTP too, with every crate at DEBUG: the order's record
+/// arrives in its trace, and none of the exporter's own (hyper, the SDK)
+/// do, though they log to stdout, so an export never feeds the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_records_go_over_http_protobuf_and_never_the_exporters_own() {
+    let receiver = OtlpReceiver::start_http().await;
+    let nats = NatsServer::start();
+    let env = logs_env(&receiver, "http/protobuf", "debug");
+    let mut orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
+    let mut client = order_client_at(orders.endpoint()).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    create_order(
+        &mut client,
+        traced(
+            order_request("c-logs-http", 1, 1, "r-logs-http"),
+            trace_id,
+            "b7ad6b7169203331",
+        ),
+    )
+    .await;
+    wait_until(
+        "the order's log record over HTTP",
+        Duration::from_secs(20),
+        || async {
+            find_log(&receiver.logs(), "order-service", "order created", trace_id).is_some()
+                && find(&receiver.spans(), "order-service", SERVER, "CreateOrder").is_some()
+        },
+    )
+    .await;
+    let record = find_log(&receiver.logs(), "order-service", "order created", trace_id).unwrap();
+    assert_in_a_span(&record, &receiver.spans(), "order-service");
+    assert_eq!(record.resource["service.name"], "order-service");
+
+    orders.terminate();
+    assert_eq!(
+        orders.wait_exit(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+    let stdout = orders.log();
+    assert!(
+        stdout.contains("hyper_util"),
+        "the exporter's HTTP client logged nothing at DEBUG; the check below proves nothing"
+    );
+    let own: Vec<String> = receiver
+        .logs()
+        .into_iter()
+        .map(|l| l.scope)
+        .filter(|scope| {
+            ["opentelemetry", "hyper", "h2", "tonic", "tower"]
+                .iter()
+                .any(|c| scope.starts_with(c))
+        })
+        .collect();
+    assert!(
+        own.is_empty(),
+        "the exporter's own events were exported: {own:?}"
+    );
+}
+
+/// `OTEL_LOGS_EXPORTER=none`: spans still go, and even the shutdown's
+/// flush delivers no log record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_logs_exporter_none_exports_no_record_while_traces_go() {
+    let receiver = OtlpReceiver::start_grpc().await;
+    let nats = NatsServer::start();
+    let mut env = logs_env(&receiver, "grpc", "info,order_service=debug");
+    env.push(("OTEL_LOGS_EXPORTER", "none".to_owned()));
+    let mut orders = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
+    let mut client = order_client_at(orders.endpoint()).await;
+    client
+        .create_order(order_request("c-nologs", 1, 1, "r-nologs"))
+        .await
+        .unwrap();
+    wait_until("the CreateOrder span", Duration::from_secs(20), || async {
+        find(&receiver.spans(), "order-service", SERVER, "CreateOrder").is_some()
+    })
+    .await;
+    orders.terminate();
+    assert_eq!(
+        orders.wait_exit(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+    assert!(
+        orders.log().contains("order created"),
+        "stdout lost its lines"
+    );
+    let logs = receiver.logs();
+    assert!(logs.is_empty(), "log records were exported: {logs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,6 +510,9 @@ async fn what_is_queued_at_sigterm_is_flushed_before_exit() {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
         ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()),
         ("OTEL_METRIC_EXPORT_INTERVAL", "600000".to_owned()),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "600000".to_owned()),
+        // The exit line is at INFO (the harness's default is `warn`).
+        ("RUST_LOG", "info".to_owned()),
     ];
     let mut service = ServiceProcess::start(&order_binary(), &nats.url(), &borrowed(&env)).await;
     let mut client = order_client_at(service.endpoint()).await;
@@ -301,6 +523,10 @@ async fn what_is_queued_at_sigterm_is_flushed_before_exit() {
     assert!(
         find(&receiver.spans(), "order-service", SERVER, "CreateOrder").is_none(),
         "the span was exported before shutdown; the test proves nothing"
+    );
+    assert!(
+        receiver.logs().is_empty(),
+        "log records were exported before shutdown; the test proves nothing"
     );
     service.terminate();
     assert_eq!(
@@ -317,5 +543,14 @@ async fn what_is_queued_at_sigterm_is_flushed_before_exit() {
             .iter()
             .any(|(s, n)| s == "order-service" && n == "rpc.server.call.duration"),
         "the last metrics collection was not flushed at exit"
+    );
+    // The line that says how the process ended, logged after NATS drained.
+    assert!(
+        receiver
+            .logs()
+            .iter()
+            .any(|l| l.service == "order-service" && l.body == "stopped"),
+        "the exit line was not flushed at exit: {:?}",
+        receiver.logs()
     );
 }
