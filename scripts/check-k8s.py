@@ -84,7 +84,8 @@ FUTURE_VARS: dict[str, str] = {}
 # the repository (deploy/k8s/README.md says how), with the keys the manifests
 # read. The checks give their keys stand-in values.
 OPERATOR_SECRETS = {
-    "nats-credentials": {"order-service-password", "payment-service-password", "ops-password"},
+    "nats-credentials": {"order-service-password", "payment-service-password", "ops-password",
+                         "events-reader-password"},
 }
 # The uid of the distroless nonroot user the images run as.
 NONROOT_UID = 65532
