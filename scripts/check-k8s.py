@@ -31,9 +31,14 @@ the real binaries do:
   every pod, a PodDisruptionBudget keeping two, NATS_URL listing all three
   and STREAM_REPLICAS=3.
 
-Written here rather than taken from a manifest validator: a schema checker
-(kubeconform and the like) knows the Kubernetes API, not these promises, which
-are orderflow's and are checked against its own binaries.
+Before those, every rendered object is validated against the Kubernetes API's
+JSON schemas of each pinned Kubernetes version (KUBERNETES_SCHEMA_VERSIONS in
+scripts/install-tools.sh) by kubernetes-validate (PyPI, pinned there too; it
+bundles the schemas, so nothing is fetched), in strict mode: a field of the
+wrong type, a missing required field or a field the API does not know fails,
+as `kubectl apply` would refuse it. The schemas know the Kubernetes API, not
+the promises above, which are orderflow's and are checked against its own
+binaries.
 
 kubectl is required (it has kustomize built in); no cluster is contacted. The
 rendered YAML is turned into JSON by `kubectl label --local` (which never
@@ -79,7 +84,8 @@ FUTURE_VARS: dict[str, str] = {}
 # the repository (deploy/k8s/README.md says how), with the keys the manifests
 # read. The checks give their keys stand-in values.
 OPERATOR_SECRETS = {
-    "nats-credentials": {"order-service-password", "payment-service-password", "ops-password"},
+    "nats-credentials": {"order-service-password", "payment-service-password", "ops-password",
+                         "events-reader-password"},
 }
 # The uid of the distroless nonroot user the images run as.
 NONROOT_UID = 65532
@@ -198,6 +204,43 @@ def binary_help(binary: Path) -> dict[str, str | None]:
     if "GRPC_ADDR" not in variables:
         raise RuntimeError(f"{binary} --help lists no GRPC_ADDR; cannot tell its port")
     return variables
+
+
+def pinned_schema_versions() -> list[str]:
+    text = (ROOT / "scripts" / "install-tools.sh").read_text()
+    match = re.search(r'^KUBERNETES_SCHEMA_VERSIONS="([^"]*)"', text, re.M)
+    return match.group(1).split() if match else []
+
+
+def check_schemas(report: Report, overlay: str, objects: list[dict], versions: list[str]) -> None:
+    """Every object against the API schemas of each pinned Kubernetes version."""
+    hint = "run scripts/install-tools.sh's ensure_kubernetes_validate (scripts/test.sh does)"
+    try:
+        import kubernetes_validate
+        from kubernetes_validate.utils import VersionNotSupportedError
+    except ImportError as error:
+        report.check(False, f"{overlay}: API schemas", f"kubernetes-validate is not importable ({error}): {hint}")
+        return
+    if not versions:
+        report.check(False, f"{overlay}: API schemas",
+                     "KUBERNETES_SCHEMA_VERSIONS names no Kubernetes version in scripts/install-tools.sh")
+        return
+    for version in versions:
+        problems = []
+        for obj in objects:
+            what = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                path = ".".join(str(part) for part in error.path) or "(the object)"
+                problems.append(f"{what}: {path}: {error.message}")
+            except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError,
+                    VersionNotSupportedError) as error:
+                problems.append(f"{what}: {error.message}")
+        report.check(not problems, f"{overlay}: Kubernetes {version} API schemas",
+                     f"{len(objects)} objects valid (kubernetes-validate "
+                     f"{kubernetes_validate.__version__}, strict)" if not problems
+                     else "; ".join(problems))
 
 
 def pinned_nats_version() -> str | None:
@@ -875,7 +918,7 @@ def check_nats(report: Report, overlay: str, objects: list[dict], objs: dict,
 
 
 def check_overlay(report: Report, overlay_dir: Path, kubectl: str, binaries: dict, helps: dict,
-                  pinned: str | None) -> None:
+                  pinned: str | None, schema_versions: list[str]) -> None:
     overlay = overlay_dir.name
     try:
         objects = render(kubectl, overlay_dir)
@@ -886,6 +929,7 @@ def check_overlay(report: Report, overlay_dir: Path, kubectl: str, binaries: dic
     report.check(bool(objects), f"{overlay}: render",
                  f"`kubectl kustomize {overlay_dir.relative_to(ROOT) if overlay_dir.is_relative_to(ROOT) else overlay_dir}`"
                  f" gives {len(objects)} objects ({', '.join(kinds)})")
+    check_schemas(report, overlay, objects, schema_versions)
     objs = index(objects)
     envs = {}
     for name in SERVICES:
@@ -980,9 +1024,11 @@ def main() -> int:
         return report.summary()
 
     pinned = pinned_nats_version()
+    schema_versions = pinned_schema_versions()
     k8s_dir = Path(options.dir).resolve()
     for overlay in options.overlay or ["dev", "prod"]:
-        check_overlay(report, k8s_dir / "overlays" / overlay, kubectl, binaries, helps, pinned)
+        check_overlay(report, k8s_dir / "overlays" / overlay, kubectl, binaries, helps, pinned,
+                      schema_versions)
     return report.summary()
 
 

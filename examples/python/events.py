@@ -2,6 +2,15 @@
 """Prints orderflow's events from JetStream, decoded with the classes generated from proto/.
 
     python events.py --nats-url nats://127.0.0.1:4222
+    NATS_USER=events-reader NATS_PASSWORD_FILE=reader.pw python events.py
+
+Connects like the services do, with the same variables (docs/configuration.md,
+"NATS credentials and TLS"), each also a flag: NATS_URL, NATS_USER with
+NATS_PASSWORD or NATS_PASSWORD_FILE, NATS_TOKEN or NATS_TOKEN_FILE,
+NATS_NKEY_SEED_FILE, NATS_CREDS_FILE, NATS_TLS_REQUIRED, NATS_TLS_CA_FILE,
+NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE. Replies come to the inbox
+_INBOX.<NATS_USER> (NATS_INBOX_PREFIX to change it), the one a least-privilege
+user such as deploy/nats/auth.conf's events-reader may subscribe to.
 
 Reads the streams ORDERS and PAYMENTS from their first message through an
 ephemeral pull consumer (no acks, kept in memory, deleted when done, and removed
@@ -20,10 +29,13 @@ Run generate.sh first: the classes are imported from gen/.
 import argparse
 import asyncio
 import importlib
+import json
 import os
+import ssl
 import sys
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional
+from urllib.parse import urlparse
 
 GEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen")
 sys.path.insert(0, GEN)
@@ -177,29 +189,158 @@ async def read_stream(js, stream: str, registry: Dict[str, type], limit: int, de
     return printed
 
 
+class ConfigError(Exception):
+    """A bad or contradictory credential or TLS option."""
+
+
+def read_secret(path: str, what: str) -> str:
+    """A secret from a file, trailing newlines ignored (as a mounted Secret often has one)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            value = file.read().rstrip("\r\n")
+    except OSError as error:
+        raise ConfigError(f"{what}: cannot read {path}: {error.strerror}") from error
+    if not value:
+        raise ConfigError(f"{what}: {path} is empty")
+    return value
+
+
+def readable(path: str, what: str) -> str:
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ConfigError(f"{what}: {path} is not a readable file")
+    return path
+
+
+def connect_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """nats.connect's credential and TLS arguments, from the flags and variables."""
+    options: Dict[str, Any] = {}
+    methods = []
+    if args.nats_password and args.nats_password_file:
+        raise ConfigError("NATS_PASSWORD and NATS_PASSWORD_FILE: give only one")
+    if args.nats_token and args.nats_token_file:
+        raise ConfigError("NATS_TOKEN and NATS_TOKEN_FILE: give only one")
+    password = args.nats_password or (
+        read_secret(args.nats_password_file, "NATS_PASSWORD_FILE") if args.nats_password_file else None
+    )
+    if args.nats_user or password:
+        if not (args.nats_user and password):
+            raise ConfigError("NATS_USER needs NATS_PASSWORD or NATS_PASSWORD_FILE, and a password needs NATS_USER")
+        options.update(user=args.nats_user, password=password)
+        methods.append("NATS_USER")
+    token = args.nats_token or (read_secret(args.nats_token_file, "NATS_TOKEN_FILE") if args.nats_token_file else None)
+    if token:
+        options["token"] = token
+        methods.append("NATS_TOKEN")
+    if args.nats_nkey_seed_file:
+        options["nkeys_seed"] = readable(args.nats_nkey_seed_file, "NATS_NKEY_SEED_FILE")
+        methods.append("NATS_NKEY_SEED_FILE")
+    if args.nats_creds_file:
+        options["user_credentials"] = readable(args.nats_creds_file, "NATS_CREDS_FILE")
+        methods.append("NATS_CREDS_FILE")
+    if len(methods) > 1:
+        raise ConfigError(f"{' and '.join(methods)}: give one way to log in")
+
+    if bool(args.nats_tls_cert_file) != bool(args.nats_tls_key_file):
+        raise ConfigError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together")
+    if tls_required(args):
+        try:
+            context = ssl.create_default_context(
+                cafile=readable(args.nats_tls_ca_file, "NATS_TLS_CA_FILE") if args.nats_tls_ca_file else None
+            )
+            if args.nats_tls_cert_file:
+                context.load_cert_chain(
+                    readable(args.nats_tls_cert_file, "NATS_TLS_CERT_FILE"),
+                    readable(args.nats_tls_key_file, "NATS_TLS_KEY_FILE"),
+                )
+        except ssl.SSLError as error:
+            raise ConfigError(f"NATS TLS files: {error}") from error
+        options["tls"] = context
+
+    prefix = args.nats_inbox_prefix or (f"_INBOX.{args.nats_user}" if args.nats_user else "_INBOX")
+    options["inbox_prefix"] = prefix
+    return options
+
+
+def servers(url: str) -> List[str]:
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
+def tls_required(args: argparse.Namespace) -> bool:
+    return bool(
+        args.nats_tls_required
+        or args.nats_tls_ca_file
+        or args.nats_tls_cert_file
+        or any(urlparse(server).scheme == "tls" for server in servers(args.nats_url))
+    )
+
+
+async def server_requires_tls(server: str, timeout: float) -> bool:
+    """Whether the server's greeting (INFO, sent before anything else) asks for TLS.
+
+    nats-py upgrades to TLS only when the server requires it; checking first
+    means no credential is ever sent in the clear to a server that does not.
+    """
+    parsed = urlparse(server if "://" in server else f"nats://{server}")
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout
+    )
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    if not line.startswith(b"INFO "):
+        return False
+    try:
+        info = json.loads(line[len(b"INFO ") :])
+    except ValueError:
+        return False
+    return bool(info.get("tls_required"))
+
+
 async def run(args: argparse.Namespace) -> int:
     registry = build_registry()
+    try:
+        options = connect_options(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
-    async def quiet(_error: Exception) -> None:
+    async def quiet(error: Exception) -> None:
         # nats-py reports every failed attempt through this callback (by default
-        # with a traceback); a failure to connect is reported once, below.
-        pass
+        # with a traceback); a failure to connect is reported once, below. A
+        # refused subject is worth saying: the user lacks a permission.
+        if "permissions violation" in str(error).lower():
+            print(f"error: NATS: {error}", file=sys.stderr)
 
     try:
+        if "tls" in options:
+            for server in servers(args.nats_url):
+                if not await server_requires_tls(server, min(args.timeout, 5.0)):
+                    print(
+                        f"error: TLS is required (NATS_TLS_* or a tls:// URL), but {server} does not use TLS",
+                        file=sys.stderr,
+                    )
+                    return 1
         nc = await nats.connect(
-            args.nats_url,
+            servers(args.nats_url),
             connect_timeout=min(args.timeout, 5.0),
             max_reconnect_attempts=1,  # try each server twice, then give up
             reconnect_time_wait=0.5,
             allow_reconnect=False,
             error_cb=quiet,
+            name="orderflow-events-py",
+            **options,
         )
     except (NoServersError, OSError, asyncio.TimeoutError) as error:
         print(
             f"error: cannot connect to NATS at {args.nats_url}: {error or type(error).__name__}; "
-            "is nats-server running and --nats-url right?",
+            "is nats-server running, --nats-url right, and the credentials those of a user of the server?",
             file=sys.stderr,
         )
+        return 1
+    except nats.errors.Error as error:
+        # A refused login ends here: "nats: 'Authorization Violation'".
+        print(f"error: NATS at {args.nats_url} refused the connection: {error}", file=sys.stderr)
         return 1
     status = 0
     try:
@@ -214,8 +355,31 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Print orderflow's events from JetStream (streams ORDERS and PAYMENTS).")
-    parser.add_argument("--nats-url", default="nats://127.0.0.1:4222", help="NATS server URL (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        description="Print orderflow's events from JetStream (streams ORDERS and PAYMENTS).",
+        epilog="Each --nats-* option defaults to the variable of the same name in capitals "
+        "(--nats-user: NATS_USER), the ones the services read.",
+    )
+    env = os.environ.get
+    parser.add_argument("--nats-url", default=env("NATS_URL", "nats://127.0.0.1:4222"),
+                        help="NATS server URL, or a comma-separated list (default: %(default)s)")
+    parser.add_argument("--nats-user", default=env("NATS_USER"), help="NATS user name")
+    parser.add_argument("--nats-password", default=env("NATS_PASSWORD"),
+                        help="its password (prefer --nats-password-file: a flag is visible to anyone who lists processes)")
+    parser.add_argument("--nats-password-file", default=env("NATS_PASSWORD_FILE"), help="a file holding the password")
+    parser.add_argument("--nats-token", default=env("NATS_TOKEN"), help="an authentication token")
+    parser.add_argument("--nats-token-file", default=env("NATS_TOKEN_FILE"), help="a file holding the token")
+    parser.add_argument("--nats-nkey-seed-file", default=env("NATS_NKEY_SEED_FILE"), help="a file holding an NKey seed (SU...)")
+    parser.add_argument("--nats-creds-file", default=env("NATS_CREDS_FILE"), help="a .creds file (user JWT and NKey seed)")
+    parser.add_argument("--nats-tls-required", action="store_true",
+                        default=env("NATS_TLS_REQUIRED", "false").lower() == "true",
+                        help="refuse a server without TLS (implied by a tls:// URL and the TLS files)")
+    parser.add_argument("--nats-tls-ca-file", default=env("NATS_TLS_CA_FILE"),
+                        help="PEM CA bundle of the server's certificate (default: the system's roots)")
+    parser.add_argument("--nats-tls-cert-file", default=env("NATS_TLS_CERT_FILE"), help="client certificate (mutual TLS)")
+    parser.add_argument("--nats-tls-key-file", default=env("NATS_TLS_KEY_FILE"), help="its private key")
+    parser.add_argument("--nats-inbox-prefix", default=env("NATS_INBOX_PREFIX"),
+                        help="subject prefix of reply inboxes (default: _INBOX.<user> with a user, else _INBOX)")
     parser.add_argument("--limit", type=int, default=0, help="print at most N events per stream; 0 means all (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="give up after this many seconds in all (default: %(default)s)")
     return parser.parse_args()

@@ -18,6 +18,7 @@ pub(crate) struct SecuredNats {
     pub(crate) order_password: String,
     pub(crate) payment_password: String,
     pub(crate) ops_password: String,
+    pub(crate) reader_password: String,
     pub(crate) files: TempDir,
 }
 
@@ -31,6 +32,7 @@ impl SecuredNats {
         let order_password = format!("order-pw-{nonce:x}-Zq");
         let payment_password = format!("payment-pw-{nonce:x}-Zq");
         let ops_password = format!("ops-pw-{nonce:x}-Zq");
+        let reader_password = format!("reader-pw-{nonce:x}-Zq");
         let config = std::fs::read_to_string(deploy_file("nats/auth.conf"))
             .expect("deploy/nats/auth.conf is readable");
         let server = NatsServer::start_with_config(
@@ -39,6 +41,7 @@ impl SecuredNats {
                 ("ORDER_SERVICE_NATS_PASSWORD", &order_password),
                 ("PAYMENT_SERVICE_NATS_PASSWORD", &payment_password),
                 ("OPS_NATS_PASSWORD", &ops_password),
+                ("EVENTS_READER_NATS_PASSWORD", &reader_password),
             ],
         );
         let files = tempfile::tempdir().unwrap();
@@ -55,6 +58,7 @@ impl SecuredNats {
             order_password,
             payment_password,
             ops_password,
+            reader_password,
             files,
         }
     }
@@ -68,11 +72,12 @@ impl SecuredNats {
     }
 
     /// Every secret of this setup, for leak checks.
-    pub(crate) fn secrets(&self) -> [&str; 3] {
+    pub(crate) fn secrets(&self) -> [&str; 4] {
         [
             &self.order_password,
             &self.payment_password,
             &self.ops_password,
+            &self.reader_password,
         ]
     }
 

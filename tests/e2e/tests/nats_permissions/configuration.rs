@@ -41,6 +41,7 @@ async fn the_deploy_nats_configuration_is_valid() {
             ("ORDER_SERVICE_NATS_PASSWORD", "a"),
             ("PAYMENT_SERVICE_NATS_PASSWORD", "b"),
             ("OPS_NATS_PASSWORD", "c"),
+            ("EVENTS_READER_NATS_PASSWORD", "d"),
         ]);
     let out = output_within(command, CHILD_TIMEOUT).await;
     assert!(

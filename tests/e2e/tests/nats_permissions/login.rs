@@ -56,6 +56,7 @@ async fn a_service_logs_in_over_mutual_tls_and_without_a_client_certificate_is_r
             ("ORDER_SERVICE_NATS_PASSWORD", "tls-order-pw"),
             ("PAYMENT_SERVICE_NATS_PASSWORD", "unused"),
             ("OPS_NATS_PASSWORD", "unused"),
+            ("EVENTS_READER_NATS_PASSWORD", "unused"),
         ],
     );
     let url = nats.url().replace("nats://", "tls://");

@@ -9,17 +9,19 @@
 //! wrong password stops start-up with a message naming the variables; a
 //! service logs in over mutual TLS, and is refused without its client
 //! certificate; a message never settled at its last delivery is
-//! dead-lettered with the service's own permissions; and no password ever
-//! appears in a log line.
+//! dead-lettered with the service's own permissions; the read-only
+//! events-reader reads both event streams through consumers of its own and
+//! may do nothing else; and no password ever appears in a log line.
 //!
 //! One test binary (each end-to-end binary links both services):
-//! `own_permissions.rs`, `cross_publishing.rs`, `login.rs`, `unsettled.rs`
-//! and `configuration.rs` hold the tests, `common.rs` what they share.
+//! `own_permissions.rs`, `cross_publishing.rs`, `events_reader.rs`,
+//! `login.rs`, `unsettled.rs` and `configuration.rs` hold the tests, `common.rs` what they share.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 mod configuration;
 mod cross_publishing;
+mod events_reader;
 mod login;
 mod own_permissions;
 mod unsettled;
