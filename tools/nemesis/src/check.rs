@@ -254,6 +254,9 @@ fn status_name(status: i32) -> String {
         .unwrap_or_else(|_| format!("status {status}"))
 }
 
+/// How the reason of an order failed by its payment deadline begins.
+const DEADLINE_PASSED: &str = "payment deadline passed";
+
 /// The services' durable consumers, whose outstanding work must be zero
 /// before a verdict.
 const DURABLES: [(&str, &str); 3] = [
@@ -295,13 +298,17 @@ async fn outstanding(js: &jetstream::Context) -> Result<u64, ReadError> {
 }
 
 /// The payment status an order's final status requires, by the saga's
-/// rules: confirmed means charged, a failed payment means declined, a
+/// rules: confirmed means charged, a failed payment means declined (or,
+/// past its payment deadline, voided or refunded like a cancellation), a
 /// cancellation means voided, refunded or declined.
-fn payment_matches(order: i32, payment: Option<i32>) -> bool {
+fn payment_matches(order: &Order, payment: Option<i32>) -> bool {
     use orderflow_proto::payment::v1::PaymentStatus as P;
     let is = |s: P| payment == Some(s as i32);
-    match OrderStatus::try_from(order) {
+    match OrderStatus::try_from(order.status) {
         Ok(OrderStatus::Confirmed) => is(P::Authorized),
+        Ok(OrderStatus::PaymentFailed) if order.failure_reason.starts_with(DEADLINE_PASSED) => {
+            is(P::Voided) || is(P::Refunded)
+        }
         Ok(OrderStatus::PaymentFailed) => is(P::Declined),
         // Cancelled while its charge was being declined: nothing to give back.
         Ok(OrderStatus::Cancelled) => is(P::Voided) || is(P::Refunded) || is(P::Declined),
@@ -454,7 +461,7 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
     );
     for order in last.values() {
         let payment = last_payment.get(order.order_id.as_str());
-        let status_fits = payment_matches(order.status, payment.map(|p| p.status));
+        let status_fits = payment_matches(order, payment.map(|p| p.status));
         let amount_fits = payment.is_none_or(|p| p.amount == order.total);
         paid_as_decided.check(status_fits && amount_fits, || {
             format!(
