@@ -268,6 +268,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         orders: orders.clone(),
         tracker: tracker.clone(),
         follow_sagas: !args.create_only,
+        tls: security.grpc_tls.is_some(),
     };
     driver.probe(PROBE_TIMEOUT).await?;
     let event_bytes = tracker.created_event_bytes();

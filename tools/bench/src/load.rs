@@ -262,6 +262,8 @@ pub struct Driver {
     /// `--create-only`, where nothing completes them and a phase must not
     /// wait for them.
     pub follow_sagas: bool,
+    /// Whether the clients use TLS, for the hint of a failed first call.
+    pub tls: bool,
 }
 
 /// What one phase measured.
@@ -576,6 +578,24 @@ impl Driver {
                      of its issuer and audience"
                 }
                 tonic::Code::PermissionDenied => "; the token's roles do not allow CreateOrder",
+                // A TLS 1.3 server checks the client's certificate after
+                // the client thinks the handshake is done, so a refused
+                // certificate shows here, as a broken connection.
+                tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown
+                    if self.tls =>
+                {
+                    "; the order service may have refused the TLS connection: are --tls-ca-file, \
+                     --tls-cert-file and --tls-key-file right? (a service with mutual TLS refuses \
+                     a client without a certificate of its CA)"
+                }
+                // Plaintext HTTP/2 to a TLS port ends in a protocol error.
+                tonic::Code::Cancelled
+                | tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Internal => {
+                    "; does the order service serve plaintext? (for TLS, give an https:// \
+                     --target and --tls-ca-file)"
+                }
                 _ => "",
             };
             format!(
