@@ -442,11 +442,13 @@ if ((BUILD)); then
   log "building ($PROFILE)..."
   if [[ "$PROFILE" == release ]]; then
     cargo build --release -p orderflow-bench -p order-service -p payment-service >&2
+    if ((SECURE || SECURE_RATIO)); then cargo build -p orderflow-testkit --bin orderflow-test-pki >&2; fi
+  elif ((SECURE || SECURE_RATIO)); then
+    # One invocation, so that the dependencies are built once, with one set
+    # of features.
+    cargo build -p orderflow-bench -p order-service -p payment-service -p orderflow-testkit --bins >&2
   else
     cargo build -p orderflow-bench -p order-service -p payment-service >&2
-  fi
-  if ((SECURE || SECURE_RATIO)); then
-    cargo build -p orderflow-testkit --bin orderflow-test-pki >&2
   fi
 fi
 if ((SECURE || SECURE_RATIO)); then
