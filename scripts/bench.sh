@@ -254,11 +254,10 @@ start_nats() {
     # The users and permissions of deploy/nats/auth.conf as they are; the
     # command line's port, address, store and TLS override the file.
     secure_args=(-c deploy/nats/auth.conf)
-    secure_env=(
-      ORDER_SERVICE_NATS_PASSWORD="$(cat "$SECRETS/order-service.pw")"
-      PAYMENT_SERVICE_NATS_PASSWORD="$(cat "$SECRETS/payment-service.pw")"
-      OPS_NATS_PASSWORD="$(cat "$SECRETS/ops.pw")"
-    )
+    local var
+    for var in $(nats_password_vars); do
+      secure_env+=("$var=$(cat "$SECRETS/$(nats_user_of "$var").pw")")
+    done
     if ((NATS_TLS)); then
       secure_args+=(--tls --tlscert "$SECRETS/pki/server.pem" --tlskey "$SECRETS/pki/server-key.pem")
     fi
@@ -411,6 +410,20 @@ bench() {
   "$BIN/orderflow-bench" --target "$target" --nats-url "$NATS_URL" "${known[@]}" "${security[@]}" "$@"
 }
 
+# The password variables deploy/nats/auth.conf names ($ORDER_SERVICE_NATS_PASSWORD,
+# ...): nats-server refuses to start with one unset, so every user the file
+# has gets one, whoever it is.
+nats_password_vars() {
+  grep -o '\$[A-Z][A-Z_]*_NATS_PASSWORD' deploy/nats/auth.conf | tr -d '$' | sort -u
+}
+
+# The user of password variable $1: ORDER_SERVICE_NATS_PASSWORD -> order-service.
+nats_user_of() {
+  local user=${1%_NATS_PASSWORD}
+  user=${user//_/-}
+  echo "${user,,}"
+}
+
 # The secrets of a secured deployment, made once per script run in
 # $SECRETS (under $WORK, deleted at exit): the throwaway PKI, an HS256
 # secret and a bearer token minted with it (CreateOrder needs no role), and
@@ -426,8 +439,11 @@ make_secrets() {
     head -c 48 /dev/urandom | base64 -w0 >"$SECRETS/jwt-secret"
     python3 scripts/mint-token.py --secret-file "$SECRETS/jwt-secret" --issuer "$JWT_ISSUER" \
       --audience "$JWT_AUDIENCE" --subject orderflow-bench --ttl 86400 >"$SECRETS/token"
+    for var in $(nats_password_vars); do
+      head -c 24 /dev/urandom | base64 -w0 | tr -d '/+=' >"$SECRETS/$(nats_user_of "$var").pw"
+    done
     for user in order-service payment-service ops; do
-      head -c 24 /dev/urandom | base64 -w0 | tr -d '/+=' >"$SECRETS/$user.pw"
+      [[ -s "$SECRETS/$user.pw" ]] || { echo "bench.sh: deploy/nats/auth.conf has no password variable of $user" >&2; exit 1; }
     done
   )
 }

@@ -70,14 +70,28 @@ impl Deployment {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats/auth.conf"),
         )
         .unwrap();
-        let nats = NatsServer::start_with_config(
-            &format!("{tls}{auth}"),
-            &[
-                ("ORDER_SERVICE_NATS_PASSWORD", &passwords[0].1),
-                ("PAYMENT_SERVICE_NATS_PASSWORD", &passwords[1].1),
-                ("OPS_NATS_PASSWORD", &passwords[2].1),
-            ],
-        );
+        // nats-server refuses to start while a password variable of the
+        // file is unset: the users this test does not log in as get one too.
+        let mut env: Vec<(String, String)> = password_variables(&auth)
+            .into_iter()
+            .map(|var| {
+                let value = format!("{}-pw-{nonce}-Zq", var.to_lowercase());
+                (var, value)
+            })
+            .collect();
+        for (var, user) in [
+            ("ORDER_SERVICE_NATS_PASSWORD", 0),
+            ("PAYMENT_SERVICE_NATS_PASSWORD", 1),
+            ("OPS_NATS_PASSWORD", 2),
+        ] {
+            let slot = env
+                .iter_mut()
+                .find(|(name, _)| name == var)
+                .unwrap_or_else(|| panic!("deploy/nats/auth.conf has no ${var}"));
+            slot.1.clone_from(&passwords[user].1);
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let nats = NatsServer::start_with_config(&format!("{tls}{auth}"), &env);
         let start = |name: &'static str| {
             let (pki, files, url) = (&pki, files.path(), nats.url());
             async move {
@@ -178,6 +192,23 @@ impl Deployment {
         }
         (output, text)
     }
+}
+
+/// The `$..._NATS_PASSWORD` variables a nats-server configuration names.
+fn password_variables(config: &str) -> Vec<String> {
+    let mut vars: Vec<String> = config
+        .split('$')
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| name.ends_with("_NATS_PASSWORD"))
+        .collect();
+    vars.sort();
+    vars.dedup();
+    vars
 }
 
 fn path(path: &Path) -> String {
