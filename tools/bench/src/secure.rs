@@ -425,14 +425,8 @@ mod tests {
         path
     }
 
-    fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "orderflow-bench-secure-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     fn error(args: &SecurityArgs, target: &str) -> String {
@@ -456,16 +450,17 @@ mod tests {
 
     #[test]
     fn a_full_set_of_flags_is_a_secure_run_and_prints_no_secret() {
-        let dir = temp_dir();
+        let temp = temp_dir();
+        let dir = temp.path();
         let pem = "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n";
         let args = SecurityArgs {
-            tls_ca_file: Some(write(&dir, "ca.pem", pem)),
-            tls_cert_file: Some(write(&dir, "client.pem", pem)),
-            tls_key_file: Some(write(&dir, "client-key.pem", pem)),
+            tls_ca_file: Some(write(dir, "ca.pem", pem)),
+            tls_cert_file: Some(write(dir, "client.pem", pem)),
+            tls_key_file: Some(write(dir, "client-key.pem", pem)),
             tls_domain: Some("localhost".into()),
-            token_file: Some(write(&dir, "token", "eyJ.hunter2-token.sig\n")),
+            token_file: Some(write(dir, "token", "eyJ.hunter2-token.sig\n")),
             nats_user: Some("ops".into()),
-            nats_password_file: Some(write(&dir, "password", "hunter2-password\n")),
+            nats_password_file: Some(write(dir, "password", "hunter2-password\n")),
             nats_tls_ca_file: Some(dir.join("ca.pem")),
             nats_tls_cert_file: Some(dir.join("client.pem")),
             nats_tls_key_file: Some(dir.join("client-key.pem")),
@@ -495,9 +490,10 @@ mod tests {
 
     #[test]
     fn bad_combinations_are_refused_naming_the_flags() {
-        let dir = temp_dir();
-        let ca = write(&dir, "ca-only.pem", "pem");
-        let file = write(&dir, "some-file", "value");
+        let temp = temp_dir();
+        let dir = temp.path();
+        let ca = write(dir, "ca-only.pem", "pem");
+        let file = write(dir, "some-file", "value");
         let cases: Vec<(SecurityArgs, &str, &str)> = vec![
             (
                 SecurityArgs::default(),
@@ -539,7 +535,7 @@ mod tests {
             ),
             (
                 SecurityArgs {
-                    token_file: Some(write(&dir, "empty-token", "\n")),
+                    token_file: Some(write(dir, "empty-token", "\n")),
                     ..SecurityArgs::default()
                 },
                 "http://127.0.0.1:1",
@@ -547,7 +543,7 @@ mod tests {
             ),
             (
                 SecurityArgs {
-                    token_file: Some(write(&dir, "prefixed-token", "Bearer abc")),
+                    token_file: Some(write(dir, "prefixed-token", "Bearer abc")),
                     ..SecurityArgs::default()
                 },
                 "http://127.0.0.1:1",
@@ -555,7 +551,7 @@ mod tests {
             ),
             (
                 SecurityArgs {
-                    token_file: Some(write(&dir, "non-ascii-token", "tök€n")),
+                    token_file: Some(write(dir, "non-ascii-token", "tök€n")),
                     ..SecurityArgs::default()
                 },
                 "http://127.0.0.1:1",
@@ -618,10 +614,11 @@ mod tests {
 
     #[test]
     fn a_password_file_is_read_without_its_newline_and_never_printed() {
-        let dir = temp_dir();
+        let temp = temp_dir();
+        let dir = temp.path();
         let args = SecurityArgs {
             nats_user: Some("ops".into()),
-            nats_password_file: Some(write(&dir, "ops.pw", "hunter2\r\n")),
+            nats_password_file: Some(write(dir, "ops.pw", "hunter2\r\n")),
             ..SecurityArgs::default()
         };
         let login = NatsLogin::load(&args).unwrap();
