@@ -3,11 +3,15 @@
 # debug binaries (CI has just built them; figures from them mean nothing):
 # 3 s closed loop at 8 in flight with the raw-publish baseline, a one-point
 # sweep with one bisection step for the saga p99 goal, then 2 s of
-# CreateOrder alone (bench.sh --create-only: no payment service). bench.sh
+# CreateOrder alone (bench.sh --create-only: no payment service), then 2 s
+# of the secured deployment (bench.sh --secure: mutual TLS, a bearer token,
+# the NATS users of deploy/nats/auth.conf, the bench's observer and baseline
+# logged in as ops). bench.sh
 # starts nats-server with its monitoring endpoint and passes its URL and the
 # pids, so the reports carry the broker's messages and the CPU per saga. It
 # checks correctness only: the JSON reports have their keys, sagas finished,
-# no call failed, nothing was left unfinished. It never checks a timing.
+# no call failed, nothing was left unfinished, the secured run says it was
+# secured. It never checks a timing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,13 +27,21 @@ echo "==> scripts/bench.sh --debug --create-only (smoke)"
 bash scripts/bench.sh --debug --no-build --create-only -- --duration 2s --warmup 1s \
   --concurrency 8 --baseline --baseline-duration 1s --json --quiet >"$work/create-only.json"
 
-python3 - "$work/main.json" "$work/create-only.json" <<'EOF'
+echo "==> scripts/bench.sh --debug --secure (smoke)"
+# Not --no-build: it builds orderflow-test-pki, the certificates' tool, if
+# need be (a no-op after scripts/test.sh).
+bash scripts/bench.sh --debug --secure -- --duration 2s --warmup 1s \
+  --concurrency 8 --baseline --baseline-duration 1s --json --quiet >"$work/secure.json"
+
+python3 - "$work/main.json" "$work/create-only.json" "$work/secure.json" <<'EOF'
 import json, sys
 
 with open(sys.argv[1]) as f:
     report = json.load(f)
 with open(sys.argv[2]) as f:
     create_only = json.load(f)
+with open(sys.argv[3]) as f:
+    secure = json.load(f)
 problems = []
 keys = ["create_rps", "create_p50_ms", "create_p90_ms", "create_p99_ms", "create_p999_ms",
         "saga_rps", "saga_p50_ms", "saga_p99_ms", "saga_p999_ms", "errors",
@@ -91,13 +103,34 @@ cpu = c.get("cpu_us_per_create") or {}
 if "order_service" not in cpu or "nats_server" not in cpu or "payment_service" in cpu:
     problems.append(f"create-only: cpu_us_per_create is {cpu}")
 
+# The runs say how they reached the deployment: the first two plaintext and
+# anonymous, the secured one through every protection bench.sh --secure
+# turns on, with sagas completed, no call failed, and a baseline published
+# on the same secured broker.
+for name, r in (("main", report), ("create-only", create_only)):
+    if (r.get("security") or {}).get("mode") != "plaintext":
+        problems.append(f"{name}: security is {r.get('security')}, not plaintext")
+expected = {"mode": "secure", "grpc": "mtls", "bearer_token": True,
+            "nats_auth": "user and password", "nats_tls": "off"}
+if secure.get("security") != expected:
+    problems.append(f"secure: security is {secure.get('security')}, not {expected}")
+if not secure.get("sagas_completed", 0) > 0:
+    problems.append("secure: no saga completed")
+if secure.get("errors_total") != 0 or secure.get("errors") or secure.get("sagas_unfinished") != 0:
+    problems.append(f"secure: calls failed {secure.get('errors')} or sagas unfinished {secure.get('sagas_unfinished')}")
+if not (secure.get("baseline_publish_rps") or 0) > 0 or (secure.get("baseline") or {}).get("errors"):
+    problems.append(f"secure: the baseline on the secured broker: {secure.get('baseline')}")
+if not (secure.get("broker_msgs_per_saga") or 0) > 0:
+    problems.append(f"secure: broker_msgs_per_saga is {secure.get('broker_msgs_per_saga')!r}")
+
 if problems:
     print("bench smoke: FAILED:", "; ".join(problems))
     print(json.dumps(report, indent=2))
     print(json.dumps(create_only, indent=2))
+    print(json.dumps(secure, indent=2))
     sys.exit(1)
 print(f"bench smoke: ok ({report['sagas_completed']} sagas, "
       f"{report['broker_msgs_per_saga']} broker messages per saga, "
-      f"{create_only['create_ok']} CreateOrders alone, no errors; "
+      f"{create_only['create_ok']} CreateOrders alone, {secure['sagas_completed']} secured sagas, no errors; "
       "figures from debug binaries are not benchmarks)")
 EOF

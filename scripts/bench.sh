@@ -24,6 +24,30 @@
 #                   else (the reference of issue 12's CreateOrder goal), and
 #                   measure it like --create-only, its pid as the order pid
 #                   (CPU per CreateOrder); not with --tracing or --full
+#   --secure        run the deployment secured as deploy/ secures it: both
+#                   services with mutual TLS (certificates of a throwaway CA
+#                   from `orderflow-test-pki`, the tests' own), JWT
+#                   authentication (a random HS256 secret, and a token from
+#                   scripts/mint-token.py) and their least-privilege NATS
+#                   users of deploy/nats/auth.conf (random passwords); the
+#                   bench connects with TLS, a client certificate and the
+#                   token, and its observer and baseline log in to the same
+#                   broker as the user `ops`. Its report says
+#                   "security": {"mode": "secure", ...}. Not with --bare or
+#                   --full
+#   --nats-tls      with --secure, NATS speaks TLS too, and every client
+#                   verifies its certificate (the deployments of deploy/ run
+#                   NATS without TLS, so --secure alone does too)
+#   --secure-ratio  back-to-back runs of the same bench arguments, unsecured
+#                   and secured, --repeat times (the order alternates, so a
+#                   drift of the machine's load favours neither); prints each
+#                   run's sagas/s and CPU per saga and the median of the
+#                   pairs' ratios: secured / unsecured sagas/s, and
+#                   unsecured / secured CPU per saga (the goal of
+#                   docs/benchmarks.md is >= 0.90 for each). The bench
+#                   arguments (default `--duration 10s --baseline`) get
+#                   --json added; the reports go to target/bench/secure-ratio/
+#   --repeat N      how many pairs --secure-ratio runs (default 3)
 #   --debug         use the debug binaries (cargo build, no --release): for
 #                   the smoke test, never for figures
 #   --no-build      use the binaries as they are
@@ -53,6 +77,10 @@ BUILD=1
 FULL=0
 CREATE_ONLY=0
 BARE=0
+SECURE=0
+NATS_TLS=0
+SECURE_RATIO=0
+REPEAT=3
 BENCH_ARGS=()
 while (($#)); do
   case "$1" in
@@ -62,6 +90,13 @@ while (($#)); do
       ;;
     --create-only) CREATE_ONLY=1; shift ;;
     --bare) BARE=1; shift ;;
+    --secure) SECURE=1; shift ;;
+    --nats-tls) NATS_TLS=1; shift ;;
+    --secure-ratio) SECURE_RATIO=1; shift ;;
+    --repeat)
+      REPEAT=${2:-}
+      shift 2 || { echo "error: --repeat needs a number of pairs" >&2; exit 2; }
+      ;;
     --debug) PROFILE=debug; shift ;;
     --no-build) BUILD=0; shift ;;
     --full) FULL=1; shift ;;
@@ -84,6 +119,19 @@ case "$TRACING" in
   default | off | on) ;;
   *) echo "error: --tracing must be default, off or on (got '$TRACING')" >&2; exit 2 ;;
 esac
+[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "error: --repeat must be a positive whole number (got '$REPEAT')" >&2; exit 2; }
+if ((NATS_TLS && !SECURE && !SECURE_RATIO)); then
+  echo "error: --nats-tls secures NATS of a --secure (or --secure-ratio) run; add --secure" >&2
+  exit 2
+fi
+if ((SECURE || SECURE_RATIO)); then
+  ((!BARE)) || { echo "error: the bare server has no TLS, tokens or NATS users; leave out --bare or --secure" >&2; exit 2; }
+  ((!FULL)) || { echo "error: --full measures the unsecured deployment; run --secure (or --secure-ratio) on its own" >&2; exit 2; }
+fi
+if ((SECURE && SECURE_RATIO)); then
+  echo "error: --secure-ratio runs both the unsecured and the secured deployment; leave out --secure" >&2
+  exit 2
+fi
 if ((BARE)); then
   [[ "$TRACING" == default ]] || { echo "error: the bare server does not trace; leave out --tracing" >&2; exit 2; }
   ((!FULL)) || { echo "error: --full runs the bare server in a stage of its own; leave out --bare" >&2; exit 2; }
@@ -201,7 +249,22 @@ start_nats() {
   port=$(free_port)
   monitor_port=$(free_port)
   mkdir -p "$WORK/nats"
-  nats-server -js -a 127.0.0.1 -p "$port" -m "$monitor_port" -sd "$WORK/nats" >"$LOGS/nats.log" 2>&1 &
+  local secure_args=() secure_env=()
+  if ((SECURE)); then
+    # The users and permissions of deploy/nats/auth.conf as they are; the
+    # command line's port, address, store and TLS override the file.
+    secure_args=(-c deploy/nats/auth.conf)
+    local var
+    for var in $(nats_password_vars); do
+      secure_env+=("$var=$(cat "$SECRETS/$(nats_user_of "$var").pw")")
+    done
+    if ((NATS_TLS)); then
+      secure_args+=(--tls --tlscert "$SECRETS/pki/server.pem" --tlskey "$SECRETS/pki/server-key.pem")
+    fi
+  fi
+  # `env` execs nats-server, so its pid is the server's.
+  env "${secure_env[@]}" nats-server "${secure_args[@]}" -js -a 127.0.0.1 -p "$port" -m "$monitor_port" -sd "$WORK/nats" \
+    >"$LOGS/nats.log" 2>&1 &
   NATS_PID=$!
   for _ in $(seq 100); do
     listening "$port" && listening "$monitor_port" && break
@@ -259,18 +322,36 @@ wait_serving() {
   done
 }
 
+# The environment of service $1 in a --secure run: mutual TLS on the API
+# port, a plaintext health listener on port $2 for the probe (as in
+# Kubernetes), JWT authentication, and its own NATS user.
+service_security_env() {
+  local pki=$SECRETS/pki
+  echo "GRPC_TLS_CERT_FILE=$pki/server.pem GRPC_TLS_KEY_FILE=$pki/server-key.pem GRPC_TLS_CLIENT_CA_FILE=$pki/ca.pem"
+  echo "GRPC_HEALTH_ADDR=127.0.0.1:$2"
+  echo "AUTH_JWT_ISSUER=$JWT_ISSUER AUTH_JWT_AUDIENCE=$JWT_AUDIENCE AUTH_JWT_SECRET_FILE=$SECRETS/jwt-secret"
+  echo "NATS_USER=$1 NATS_PASSWORD_FILE=$SECRETS/$1.pw"
+  if ((NATS_TLS)); then echo "NATS_TLS_CA_FILE=$pki/ca.pem"; fi
+}
+
 # Starts service $1 on a free port, waits for SERVING; sets ${1}_PORT.
 start_service() {
-  local name=$1 port pid
+  local name=$1 port pid health_port security=()
   port=$(free_port)
+  health_port=$port
+  if ((SECURE)); then
+    health_port=$(free_port)
+    # shellcheck disable=SC2207 # service_security_env gives separate NAME=value words without spaces
+    security=($(service_security_env "$name" "$health_port"))
+  fi
   # Logs as deploy/ configures them (LOG_FORMAT=json) unless the caller
   # says otherwise: the format changes what a span costs the log layer.
   # shellcheck disable=SC2046 # tracing_env gives separate NAME=value words
   env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_SDK_DISABLED $(tracing_env "$TRACING") \
-    LOG_FORMAT="${LOG_FORMAT:-json}" NATS_URL="$NATS_URL" GRPC_ADDR="127.0.0.1:$port" \
+    LOG_FORMAT="${LOG_FORMAT:-json}" NATS_URL="$NATS_URL" GRPC_ADDR="127.0.0.1:$port" "${security[@]}" \
     "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
   pid=$!
-  wait_serving "$name" "$pid" "$port"
+  wait_serving "$name" "$pid" "$health_port"
   check_pid "$name" "$pid"
   case "$name" in
     order-service) ORDER_PID=$pid ORDER_PORT=$port ;;
@@ -303,7 +384,12 @@ start_stack() {
   ORDER_NAME="order-service"
   if ((BARE)); then start_bare; else start_service order-service; fi
   if ((CREATE_ONLY || BARE)); then payment="not started"; else start_service payment-service; fi
-  log "nats $NATS_URL (monitor $NATS_MONITOR_URL), $ORDER_NAME 127.0.0.1:$ORDER_PORT, payment-service $payment, tracing $TRACING ($BIN)"
+  local described=unsecured
+  if ((SECURE)); then
+    described="secured (mutual TLS, JWT, NATS users of deploy/nats/auth.conf"
+    if ((NATS_TLS)); then described+=", NATS over TLS)"; else described+=")"; fi
+  fi
+  log "nats $NATS_URL (monitor $NATS_MONITOR_URL), $ORDER_NAME 127.0.0.1:$ORDER_PORT, payment-service $payment, tracing $TRACING, $described ($BIN)"
 }
 
 # Runs orderflow-bench against the running stack with arguments "$@", telling
@@ -313,19 +399,80 @@ bench() {
   local known=(--nats-monitor-url "$NATS_MONITOR_URL" --nats-pid "$NATS_PID" --order-pid "$ORDER_PID")
   if [[ -n "$PAYMENT_PID" ]]; then known+=(--payment-pid "$PAYMENT_PID"); fi
   if ((CREATE_ONLY || BARE)); then known+=(--create-only); fi
-  "$BIN/orderflow-bench" --target "http://127.0.0.1:$ORDER_PORT" --nats-url "$NATS_URL" "${known[@]}" "$@"
+  local target="http://127.0.0.1:$ORDER_PORT" security=()
+  if ((SECURE)); then
+    local pki=$SECRETS/pki
+    target="https://127.0.0.1:$ORDER_PORT"
+    security=(--tls-ca-file "$pki/ca.pem" --tls-cert-file "$pki/client.pem" --tls-key-file "$pki/client-key.pem"
+      --tls-domain localhost --token-file "$SECRETS/token" --nats-user ops --nats-password-file "$SECRETS/ops.pw")
+    if ((NATS_TLS)); then security+=(--nats-tls-ca-file "$pki/ca.pem"); fi
+  fi
+  "$BIN/orderflow-bench" --target "$target" --nats-url "$NATS_URL" "${known[@]}" "${security[@]}" "$@"
+}
+
+# The password variables deploy/nats/auth.conf names ($ORDER_SERVICE_NATS_PASSWORD,
+# ...): nats-server refuses to start with one unset, so every user the file
+# has gets one, whoever it is.
+nats_password_vars() {
+  grep -o '\$[A-Z][A-Z_]*_NATS_PASSWORD' deploy/nats/auth.conf | tr -d '$' | sort -u
+}
+
+# The user of password variable $1: ORDER_SERVICE_NATS_PASSWORD -> order-service.
+nats_user_of() {
+  local user=${1%_NATS_PASSWORD}
+  user=${user//_/-}
+  echo "${user,,}"
+}
+
+# The secrets of a secured deployment, made once per script run in
+# $SECRETS (under $WORK, deleted at exit): the throwaway PKI, an HS256
+# secret and a bearer token minted with it (CreateOrder needs no role), and
+# a random password for each user of deploy/nats/auth.conf.
+SECRETS=$WORK/secrets
+JWT_ISSUER=https://bench.orderflow.invalid
+JWT_AUDIENCE=orderflow
+make_secrets() {
+  (
+    umask 077
+    mkdir -p "$SECRETS"
+    "$PKI_BIN" "$SECRETS/pki"
+    head -c 48 /dev/urandom | base64 -w0 >"$SECRETS/jwt-secret"
+    python3 scripts/mint-token.py --secret-file "$SECRETS/jwt-secret" --issuer "$JWT_ISSUER" \
+      --audience "$JWT_AUDIENCE" --subject orderflow-bench --ttl 86400 >"$SECRETS/token"
+    for var in $(nats_password_vars); do
+      head -c 24 /dev/urandom | base64 -w0 | tr -d '/+=' >"$SECRETS/$(nats_user_of "$var").pw"
+    done
+    for user in order-service payment-service ops; do
+      [[ -s "$SECRETS/$user.pw" ]] || { echo "bench.sh: deploy/nats/auth.conf has no password variable of $user" >&2; exit 1; }
+    done
+  )
 }
 
 add_pip_scripts_to_path
 ensure_nats_server any
 
+# The certificates of --secure come from the tests' own PKI code, a
+# test-only crate: always a debug build (scripts/test.sh builds it too).
+PKI_BIN=target/debug/orderflow-test-pki
 if ((BUILD)); then
   log "building ($PROFILE)..."
   if [[ "$PROFILE" == release ]]; then
     cargo build --release -p orderflow-bench -p order-service -p payment-service >&2
+    if ((SECURE || SECURE_RATIO)); then cargo build -p orderflow-testkit --bin orderflow-test-pki >&2; fi
+  elif ((SECURE || SECURE_RATIO)); then
+    # One invocation, so that the dependencies are built once, with one set
+    # of features.
+    cargo build -p orderflow-bench -p order-service -p payment-service -p orderflow-testkit --bins >&2
   else
     cargo build -p orderflow-bench -p order-service -p payment-service >&2
   fi
+fi
+if ((SECURE || SECURE_RATIO)); then
+  if [[ ! -x "$PKI_BIN" ]]; then
+    log "$PKI_BIN is missing; run without --no-build"
+    exit 1
+  fi
+  make_secrets
 fi
 for binary in orderflow-bench order-service payment-service; do
   if [[ ! -x "$BIN/$binary" ]]; then
@@ -333,6 +480,83 @@ for binary in orderflow-bench order-service payment-service; do
     exit 1
   fi
 done
+
+if ((SECURE_RATIO)); then
+  ((${#BENCH_ARGS[@]})) || BENCH_ARGS=(--duration 10s --baseline)
+  RATIO_OUT=$OUT/secure-ratio
+  rm -rf "$RATIO_OUT"
+  mkdir -p "$RATIO_OUT"
+  LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+  for i in $(seq "$REPEAT"); do
+    # Alternate which goes first, so that a trend in the machine's load
+    # (another job starting or ending) favours neither.
+    if ((i % 2)); then order=(unsecured secured); else order=(secured unsecured); fi
+    for mode in "${order[@]}"; do
+      if [[ "$mode" == secured ]]; then SECURE=1; else SECURE=0; fi
+      log "pair $i of $REPEAT: $mode"
+      start_stack
+      bench --label "$mode-$i" --json "${BENCH_ARGS[@]}" >"$RATIO_OUT/$mode-$i.json"
+      stop_stack
+    done
+  done
+  SECURE=0
+  COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then COMMIT="$COMMIT + uncommitted changes"; fi
+  python3 - "$RATIO_OUT" "$REPEAT" "$COMMIT" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$NATS_TLS" "${BENCH_ARGS[*]}" <<'EOF'
+import json, pathlib, statistics, sys
+out, repeat, commit, load_before, load_after, nats_tls, args = sys.argv[1:8]
+repeat = int(repeat)
+runs = {(m, i): json.loads((pathlib.Path(out) / f"{m}-{i}.json").read_text())
+        for m in ("unsecured", "secured") for i in range(1, repeat + 1)}
+def cpu(r):
+    c = r.get("cpu_us_per_saga") or {}
+    return sum(c.values()) if c else None
+num = lambda v, f=".0f": "-" if v is None else format(v, f)
+first = runs[("unsecured", 1)]
+secured = "mutual TLS, JWT, NATS users of deploy/nats/auth.conf" + (", NATS over TLS" if nats_tls == "1" else "")
+print(f"machine: {first['machine']['cpus']} CPU(s), {first['machine']['cpu_model']}; commit {commit}; "
+      f"load average before {load_before}, after {load_after}; bench arguments: {args}; secured: {secured}")
+print()
+print("| pair | run | security (report) | sagas/s | saga p99 | raw publish/s | sagas / raw | CPU per saga: order + payment + nats-server | bench CPU | errors |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for i in range(1, repeat + 1):
+    for m in ("unsecured", "secured"):
+        r = runs[(m, i)]
+        c = r.get("cpu_us_per_saga") or {}
+        parts = " + ".join(f"{c[k]:.0f}" for k in ("order_service", "payment_service", "nats_server") if k in c)
+        s = r["security"]
+        sec = (f"{s['mode']}: gRPC {s['grpc']}, token {'yes' if s['bearer_token'] else 'no'}, "
+               f"NATS {s['nats_auth']}, NATS TLS {s['nats_tls']}")
+        print(f"| {i} | {m} | {sec} | {r['saga_rps']:.0f} | {r['saga_p99_ms']:.2f} ms | {num(r.get('baseline_publish_rps'))} | "
+              f"{num((r.get('ratios') or {}).get('saga_vs_baseline'), '.3f')} | {parts} = {num(cpu(r))} us | "
+              f"{num(r.get('bench_cpu_percent'))} % | {r['errors_total']} |")
+rps, cpus, rel = [], [], []
+for i in range(1, repeat + 1):
+    u, s = runs[("unsecured", i)], runs[("secured", i)]
+    if u["saga_rps"] > 0:
+        rps.append(s["saga_rps"] / u["saga_rps"])
+    if cpu(u) and cpu(s):
+        cpus.append(cpu(u) / cpu(s))
+    ur, sr = ((x.get("ratios") or {}).get("saga_vs_baseline") for x in (u, s))
+    if ur and sr:
+        rel.append(sr / ur)
+def med(xs):
+    if not xs:
+        return "-"
+    return f"{statistics.median(xs):.3f} (pairs: {', '.join(format(x, '.3f') for x in xs)})"
+print()
+print("| figure | median of the pairs | goal |")
+print("| --- | --- | --- |")
+print(f"| sagas/s, secured / unsecured | {med(rps)} | >= 0.90 |")
+print(f"| CPU per saga (order-service + payment-service + nats-server), unsecured / secured | {med(cpus)} | >= 0.90 |")
+print(f"| sagas / raw publish of the same broker, secured / unsecured | {med(rel)} | |")
+errors = sum(r["errors_total"] for r in runs.values())
+unfinished = sum(r["sagas_unfinished"] for r in runs.values())
+print()
+print(f"errors: {errors}, unfinished sagas: {unfinished}; reports in {out}/")
+EOF
+  exit 0
+fi
 
 if ((!FULL)); then
   start_stack

@@ -38,7 +38,8 @@ pub struct TestPki {
     pub client: Issued,
     /// Client certificate signed by a CA the server does not trust.
     pub stranger: Issued,
-    _dir: tempfile::TempDir,
+    /// The temporary directory of [`TestPki::generate`], deleted on drop.
+    _dir: Option<tempfile::TempDir>,
 }
 
 struct Authority {
@@ -58,38 +59,53 @@ impl TestPki {
             .prefix("orderflow-pki-")
             .tempdir()
             .expect("a temporary directory for certificates");
+        let mut pki = Self::generate_in(dir.path())
+            .unwrap_or_else(|e| panic!("the test PKI cannot be written: {e}"));
+        pki._dir = Some(dir);
+        pki
+    }
+
+    /// Generates the whole PKI into `dir` (which must exist), and leaves the
+    /// files there: for scripts, through `orderflow-test-pki`. The files are
+    /// `ca.pem`, and `server`, `client` and `stranger` with `.pem` and
+    /// `-key.pem`.
+    ///
+    /// # Errors
+    ///
+    /// When a file cannot be written, naming it.
+    pub fn generate_in(dir: &Path) -> Result<Self, String> {
         let ca = authority("orderflow test CA");
         let stranger_ca = authority("stranger CA");
-        let ca_file = write(dir.path(), "ca.pem", &ca.cert.pem());
+        let ca_file = write(dir, "ca.pem", &ca.cert.pem())?;
         let server = issue(
-            dir.path(),
+            dir,
             "server",
             &ca,
             &["localhost", "127.0.0.1"],
             ExtendedKeyUsagePurpose::ServerAuth,
-        );
+        )?;
         let client = issue(
-            dir.path(),
+            dir,
             "client",
             &ca,
             &["client.test"],
             ExtendedKeyUsagePurpose::ClientAuth,
-        );
+        )?;
         let stranger = issue(
-            dir.path(),
+            dir,
             "stranger",
             &stranger_ca,
             &["stranger.test"],
             ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        Self {
+        )?;
+        Ok(Self {
             ca_pem: ca.cert.pem(),
             ca_file,
             server,
             client,
             stranger,
-            _dir: dir,
-        }
+            _dir: None,
+        })
     }
 }
 
@@ -110,7 +126,7 @@ fn issue(
     ca: &Authority,
     names: &[&str],
     usage: ExtendedKeyUsagePurpose,
-) -> Issued {
+) -> Result<Issued, String> {
     let key = KeyPair::generate().expect("a key");
     let mut params = CertificateParams::new(
         names
@@ -125,17 +141,16 @@ fn issue(
         .signed_by(&key, &ca.cert, &ca.key)
         .expect("a signed certificate");
     let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
-    Issued {
-        cert_file: write(dir, &format!("{name}.pem"), &cert_pem),
-        key_file: write(dir, &format!("{name}-key.pem"), &key_pem),
+    Ok(Issued {
+        cert_file: write(dir, &format!("{name}.pem"), &cert_pem)?,
+        key_file: write(dir, &format!("{name}-key.pem"), &key_pem)?,
         cert_pem,
         key_pem,
-    }
+    })
 }
 
-#[allow(clippy::expect_used)]
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
     let path = dir.join(name);
-    std::fs::write(&path, text).expect("the PEM file is written");
-    path
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
 }

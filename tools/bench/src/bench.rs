@@ -30,6 +30,7 @@ use crate::{
     report::{self, Report, Setup, SweepPoint},
     saga::{self, SagaTracker},
     schedule::{Schedule, parse_duration, parse_fractions},
+    secure::{NatsLogin, Security, SecurityArgs},
     slo::{self, Bracket},
     stats::{ratio, round3},
     svg,
@@ -130,6 +131,9 @@ pub struct RunArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// TLS, bearer token and NATS login of a secured deployment.
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// No progress line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -208,6 +212,7 @@ fn estimated_event_bytes(orders: &Orders) -> usize {
 
 async fn nats(
     url: &str,
+    login: &NatsLogin,
     name: &str,
     tracker: Option<Arc<SagaTracker>>,
 ) -> Result<async_nats::Client, String> {
@@ -226,15 +231,17 @@ async fn nats(
             }
         });
     }
-    options
+    login
+        .apply(options)?
         .connect(url)
         .await
-        .map_err(|e| format!("cannot connect to NATS at {url}: {e}; is --nats-url right?"))
+        .map_err(|e| format!("cannot connect to NATS at {url}: {e}; {}", login.hint()))
 }
 
 /// Runs the benchmark and prints the report.
 pub async fn run(args: RunArgs) -> Result<(), String> {
     validate(&args)?;
+    let security = Security::load(&args.security, &args.target)?;
     let monitor = args
         .nats_monitor_url
         .as_deref()
@@ -250,16 +257,18 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let tracker = Arc::new(SagaTracker::new(orders.customer_prefix().to_owned()));
     let observer_client = nats(
         &args.nats_url,
+        &security.nats,
         "orderflow-bench-observer",
         Some(tracker.clone()),
     )
     .await?;
     let mut observer = Some(saga::observe(&observer_client, tracker.clone()).await?);
     let driver = Driver {
-        clients: load::connect(&args.target, args.connections).await?,
+        clients: load::connect(&args.target, args.connections, &security).await?,
         orders: orders.clone(),
         tracker: tracker.clone(),
         follow_sagas: !args.create_only,
+        tls: security.grpc_tls.is_some(),
     };
     driver.probe(PROBE_TIMEOUT).await?;
     let event_bytes = tracker.created_event_bytes();
@@ -271,7 +280,13 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
 
     let baseline = if args.baseline {
         let payload = event_bytes.unwrap_or_else(|| estimated_event_bytes(&orders));
-        let client = nats(&args.nats_url, "orderflow-bench-baseline", None).await?;
+        let client = nats(
+            &args.nats_url,
+            &security.nats,
+            "orderflow-bench-baseline",
+            None,
+        )
+        .await?;
         if !args.quiet {
             eprintln!(
                 "baseline: raw JetStream publishes, {} in flight, {payload} B, {:.1} s...",
@@ -351,6 +366,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         connections: args.connections,
         warmup_s: args.warmup.as_secs_f64(),
         create_only: args.create_only,
+        security: security.mode(),
     };
     let mut report = Report::new(setup, &phase, baseline, event_bytes, tracker.dropped());
     report.bench_cpu_percent = bench_cpu_percent;

@@ -20,12 +20,16 @@ use orderflow_proto::{
     order::v1::{CreateOrderRequest, OrderItem, order_service_client::OrderServiceClient},
 };
 use tokio::{sync::Semaphore, task::JoinSet};
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 
 use crate::{
     cost::{Sampler, WindowCost},
     saga::{SagaResults, SagaTracker, Window},
     schedule::Schedule,
+    secure::{Bearer, Security},
     stats::{ErrorCounts, Latencies, code_name},
 };
 
@@ -39,26 +43,59 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// the services).
 const LATE_AFTER: Duration = Duration::from_millis(5);
 
-/// Opens `connections` separate HTTP/2 connections to the order service.
+/// A client of the order service, every call carrying the run's bearer
+/// token (if any).
+pub type Client = OrderServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Opens `connections` separate HTTP/2 connections to the order service,
+/// with the TLS of `security` (if any).
 ///
 /// One tonic `Channel` is one connection; several spread the load over the
-/// server's connection tasks the way several clients would.
+/// server's connection tasks the way several clients would. With TLS each
+/// makes its own handshake, as separate clients would.
 pub async fn connect(
     addr: &str,
     connections: usize,
-) -> Result<Vec<OrderServiceClient<Channel>>, String> {
-    let endpoint = Endpoint::from_shared(addr.to_owned())
+    security: &Security,
+) -> Result<Vec<Client>, String> {
+    let mut endpoint = Endpoint::from_shared(addr.to_owned())
         .map_err(|e| format!("--target {addr:?} is not a URL like http://127.0.0.1:50051: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
+    if let Some(tls) = &security.grpc_tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| format!("the TLS settings (--tls-*) cannot be used: {e}"))?;
+    }
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
         let channel = endpoint.connect().await.map_err(|e| {
-            format!("cannot connect to the order service at {addr}: {e}; is it running?")
+            let tls = if security.grpc_tls.is_some() {
+                " and the TLS files (--tls-ca-file, --tls-cert-file, --tls-key-file, --tls-domain) right"
+            } else {
+                " running, and does it serve plaintext (for TLS, an https:// --target and --tls-ca-file)"
+            };
+            format!("cannot connect to the order service at {addr}: {}; is it{tls}?", error_chain(&e))
         })?;
-        clients.push(OrderServiceClient::new(channel));
+        clients.push(OrderServiceClient::with_interceptor(
+            channel,
+            security.bearer.clone(),
+        ));
     }
     Ok(clients)
+}
+
+/// An error and its sources, e.g. tonic's "transport error" and the TLS
+/// alert below it, which alone says what went wrong.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The orders of this run: unique customers and request ids, so a repeated
@@ -216,7 +253,7 @@ impl CreateStats {
 /// Everything one phase sends with.
 pub struct Driver {
     /// One client per connection, used round-robin.
-    pub clients: Vec<OrderServiceClient<Channel>>,
+    pub clients: Vec<Client>,
     /// The requests.
     pub orders: Arc<Orders>,
     /// Where answered requests wait for their sagas.
@@ -225,6 +262,8 @@ pub struct Driver {
     /// `--create-only`, where nothing completes them and a phase must not
     /// wait for them.
     pub follow_sagas: bool,
+    /// Whether the clients use TLS, for the hint of a failed first call.
+    pub tls: bool,
 }
 
 /// What one phase measured.
@@ -260,10 +299,7 @@ pub struct PhaseResult {
 }
 
 /// A request's outcome, with the gRPC code of a failure.
-async fn create(
-    client: &mut OrderServiceClient<Channel>,
-    request: CreateOrderRequest,
-) -> Result<(), tonic::Code> {
+async fn create(client: &mut Client, request: CreateOrderRequest) -> Result<(), tonic::Code> {
     let mut request = tonic::Request::new(request);
     request.set_timeout(REQUEST_TIMEOUT);
     client
@@ -536,8 +572,34 @@ impl Driver {
         let mut call = tonic::Request::new(request);
         call.set_timeout(timeout);
         client.create_order(call).await.map_err(|status| {
+            let hint = match status.code() {
+                tonic::Code::Unauthenticated => {
+                    "; the order service authenticates calls: give --token-file, a valid token \
+                     of its issuer and audience"
+                }
+                tonic::Code::PermissionDenied => "; the token's roles do not allow CreateOrder",
+                // A TLS 1.3 server checks the client's certificate after
+                // the client thinks the handshake is done, so a refused
+                // certificate shows here, as a broken connection.
+                tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown
+                    if self.tls =>
+                {
+                    "; the order service may have refused the TLS connection: are --tls-ca-file, \
+                     --tls-cert-file and --tls-key-file right? (a service with mutual TLS refuses \
+                     a client without a certificate of its CA)"
+                }
+                // Plaintext HTTP/2 to a TLS port ends in a protocol error.
+                tonic::Code::Cancelled
+                | tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Internal => {
+                    "; does the order service serve plaintext? (for TLS, give an https:// \
+                     --target and --tls-ca-file)"
+                }
+                _ => "",
+            };
             format!(
-                "the first CreateOrder failed with {}: {}",
+                "the first CreateOrder failed with {}: {}{hint}",
                 code_name(status.code()),
                 status.message()
             )

@@ -25,6 +25,7 @@ mod progress;
 mod report;
 mod saga;
 mod schedule;
+mod secure;
 mod slo;
 mod startup;
 mod stats;

@@ -10,6 +10,7 @@ use crate::{
     cost::{BrokerPerUnit, BrokerWindow, PerProcess, cpu_per},
     load::PhaseResult,
     saga::Outcomes,
+    secure::SecurityMode,
     stats::{ErrorCounts, Summary, ratio, round3},
     svg::{Plot, Series},
 };
@@ -32,6 +33,10 @@ pub struct Report {
     /// `--create-only`: CreateOrder alone; the bench did not follow sagas,
     /// and the `saga_*` figures are empty.
     pub create_only: bool,
+    /// How the bench reached the deployment: `security.mode` is `secure`
+    /// (TLS, a bearer token or a NATS login) or `plaintext`, so that a
+    /// secured run's figures are never mistaken for an unsecured one's.
+    pub security: SecurityMode,
     /// Length of the measured window, seconds.
     pub duration_s: f64,
     /// Warm-up before it, seconds.
@@ -259,6 +264,8 @@ pub struct Setup {
     pub warmup_s: f64,
     /// `--create-only`.
     pub create_only: bool,
+    /// The security flags' mode.
+    pub security: SecurityMode,
 }
 
 impl Report {
@@ -298,6 +305,7 @@ impl Report {
             target_rps: setup.target_rps,
             connections: setup.connections,
             create_only: setup.create_only,
+            security: setup.security,
             duration_s: round3(phase.window_s),
             warmup_s: setup.warmup_s,
             create_rps: round3(phase.create_rps),
@@ -390,6 +398,16 @@ impl Report {
             out,
             "machine: {} CPU(s), {}",
             self.machine.cpus, self.machine.cpu_model
+        );
+        let s = &self.security;
+        let _ = writeln!(
+            out,
+            "security: {} (gRPC {}, bearer token {}, NATS login {}, NATS TLS {})",
+            s.mode,
+            s.grpc,
+            if s.bearer_token { "yes" } else { "no" },
+            s.nats_auth,
+            s.nats_tls
         );
         let _ = writeln!(
             out,
