@@ -56,7 +56,8 @@
 #                   --baseline and --sweep (writes docs/bench-latency.svg;
 #                   the sweep also bisects for the saga p99 goal), the
 #                   create-only run, the same against the bare server
-#                   (--bare), then tracing off and tracing on; JSON results
+#                   (--bare), then tracing off and tracing on, and tracing
+#                   off without the payment deadline (what it adds); JSON results
 #                   go to target/bench/ and a summary table to stdout
 #
 # The services log as deploy/ runs them, LOG_FORMAT=json; set LOG_FORMAT=text
@@ -571,12 +572,14 @@ if ((!FULL)); then
 fi
 
 # The full sequence of docs/benchmarks.md.
+# Every run but 7/7 measures the services with their default payment deadline.
+unset ORDER_PAYMENT_DEADLINE_SECS
 DURATION=${BENCH_DURATION:-10s}
 SWEEP_DURATION=${BENCH_SWEEP_DURATION:-6s}
 
 # Other work on the machine skews every figure; the summary shows the load.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-log "1/6 start to SERVING and idle RSS"
+log "1/7 start to SERVING and idle RSS"
 start_nats
 export NATS_URL
 for name in order-service payment-service; do
@@ -584,7 +587,7 @@ for name in order-service payment-service; do
 done
 stop_stack
 
-log "2/6 main run: closed loop, baseline, sweep and saga p99 bisection (tracing default)"
+log "2/7 main run: closed loop, baseline, sweep and saga p99 bisection (tracing default)"
 TRACING=default
 start_stack
 bench --duration "$DURATION" --baseline --sweep --sweep-duration "$SWEEP_DURATION" \
@@ -592,7 +595,7 @@ bench --duration "$DURATION" --baseline --sweep --sweep-duration "$SWEEP_DURATIO
 CPU_FILE=$OUT/cpu-main.json
 stop_stack
 
-log "3/6 CreateOrder alone: order-service without payment-service (tracing default)"
+log "3/7 CreateOrder alone: order-service without payment-service (tracing default)"
 CREATE_ONLY=1
 start_stack
 bench --duration "$DURATION" --baseline --label create-only --json "${BENCH_ARGS[@]}" >"$OUT/create-only.json"
@@ -600,7 +603,7 @@ CPU_FILE=$OUT/cpu-create-only.json
 stop_stack
 CREATE_ONLY=0
 
-log "4/6 the reference: a bare CreateOrder handler (orderflow-bench bare-order-server) instead of the services"
+log "4/7 the reference: a bare CreateOrder handler (orderflow-bench bare-order-server) instead of the services"
 BARE=1
 start_stack
 bench --duration "$DURATION" --baseline --label bare --json "${BENCH_ARGS[@]}" >"$OUT/bare.json"
@@ -608,14 +611,14 @@ CPU_FILE=$OUT/cpu-bare.json
 stop_stack
 BARE=0
 
-log "5/6 tracing off (OTEL_SDK_DISABLED=true)"
+log "5/7 tracing off (OTEL_SDK_DISABLED=true)"
 TRACING=off
 start_stack
 bench --duration "$DURATION" --baseline --label tracing-off --json "${BENCH_ARGS[@]}" >"$OUT/tracing-off.json"
 CPU_FILE=$OUT/cpu-tracing-off.json
 stop_stack
 
-log "6/6 tracing on (OTLP/gRPC export of every span to otlp-sink)"
+log "6/7 tracing on (OTLP/gRPC export of every span to otlp-sink)"
 TRACING=on
 start_stack
 bench --duration "$DURATION" --baseline --label tracing-on --json "${BENCH_ARGS[@]}" >"$OUT/tracing-on.json"
@@ -625,6 +628,17 @@ stop_sink
 cp "$LOGS/otlp-sink.json" "$OUT/otlp-sink.json"
 CPU_FILE=""
 stop_stack
+
+# What the payment deadline costs: the same run as 5/7 (whose services run
+# with the default deadline), with no deadline set on new orders.
+log "7/7 tracing off, no payment deadline (ORDER_PAYMENT_DEADLINE_SECS=0)"
+TRACING=off
+export ORDER_PAYMENT_DEADLINE_SECS=0
+start_stack
+bench --duration "$DURATION" --baseline --label no-deadline --json "${BENCH_ARGS[@]}" >"$OUT/no-deadline.json"
+CPU_FILE=$OUT/cpu-no-deadline.json
+stop_stack
+unset ORDER_PAYMENT_DEADLINE_SECS
 
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then COMMIT="$COMMIT + uncommitted changes"; fi
@@ -690,6 +704,12 @@ us_off, us_on = per_saga("tracing-off", off), per_saga("tracing-on", on)
 sink_us = 1e6 * (cpu["tracing-on"]["otlp_sink_s"] or 0) / max(1, on["sagas_observed_total"])
 print(f"| tracing on / off, service CPU per saga | {us_on:.0f} / {us_off:.0f} us = {us_off / us_on:.3f} (+ otlp-sink {sink_us:.0f} us) | | >= 0.90 |")
 print(f"| CPU per saga in the window, tracing off / on | {cpu_text(off, 'saga')} / {cpu_text(on, 'saga')} | | <= 60 us each service, tracing off |")
+nod = load("no-deadline.json")
+if off.get("broker_msgs_per_saga") is not None and nod.get("broker_msgs_per_saga") is not None:
+    added = off["broker_msgs_per_saga"] - nod["broker_msgs_per_saga"]
+    print(f"| the payment deadline (tracing off, default deadline / none) | broker messages per saga {off['broker_msgs_per_saga']:.2f} / {nod['broker_msgs_per_saga']:.2f} "
+          f"(the deadline adds {added:+.2f}); sagas/s {off['saga_rps']:.0f} / {nod['saga_rps']:.0f} = {off['saga_rps'] / nod['saga_rps']:.3f}; "
+          f"CPU per saga {cpu_text(off, 'saga')} / {cpu_text(nod, 'saga')} | | |")
 for name, s in startup.items():
     print(f"| {name} start to SERVING (median of {len(s['runs'])}) | {s['median_start_to_serving_ms']:.1f} ms | | <= 20 ms |")
     print(f"| {name} idle RSS (median) | {s['median_idle_rss_mib']:.1f} MiB | | <= 12 MB |")
