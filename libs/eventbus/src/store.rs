@@ -482,16 +482,9 @@ impl EventStore {
         &self.js
     }
 
-    /// Appends `event`, expecting the last event on the subjects matching
-    /// `guard` (the aggregate's subjects) to be at `expected_sequence` (0:
-    /// the aggregate has no event yet), and waits for JetStream's ack.
-    pub async fn append(
-        &self,
-        event: &EventEnvelope,
-        expected_sequence: u64,
-        guard: &str,
-    ) -> Result<Appended, AppendError> {
-        let span = tracing::info_span!(
+    /// The PRODUCER span of publishing `event`.
+    fn producer_span(&self, event: &EventEnvelope) -> tracing::Span {
+        tracing::info_span!(
             "nats.publish",
             otel.name = self.span_name.as_str(),
             otel.kind = "producer",
@@ -501,7 +494,19 @@ impl EventStore {
             messaging.message.id = %event.id,
             cloudevents.event_type = %event.ce_type,
             otel.status_code = tracing::field::Empty,
-        );
+        )
+    }
+
+    /// Appends `event`, expecting the last event on the subjects matching
+    /// `guard` (the aggregate's subjects) to be at `expected_sequence` (0:
+    /// the aggregate has no event yet), and waits for JetStream's ack.
+    pub async fn append(
+        &self,
+        event: &EventEnvelope,
+        expected_sequence: u64,
+        guard: &str,
+    ) -> Result<Appended, AppendError> {
+        let span = self.producer_span(event);
         let started = std::time::Instant::now();
         // Framed inside the PRODUCER span, so the trace context the event
         // carries is that span's.
@@ -579,17 +584,7 @@ impl EventStore {
         target: &str,
         at: std::time::SystemTime,
     ) -> Result<Appended, AppendError> {
-        let span = tracing::info_span!(
-            "nats.publish",
-            otel.name = self.span_name.as_str(),
-            otel.kind = "producer",
-            messaging.system = "nats",
-            messaging.operation.type = "send",
-            messaging.destination.name = %schedule.subject,
-            messaging.message.id = %schedule.id,
-            cloudevents.event_type = %schedule.ce_type,
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = self.producer_span(schedule);
         let mut headers = span.in_scope(|| schedule.headers(&self.source));
         headers.insert(
             crate::envelope::headers::SCHEDULE,

@@ -10,8 +10,6 @@
 //! restarts and with any number of replicas, and the fired message waits in
 //! the stream for a replica that is up.
 
-use std::time::Duration;
-
 use orderflow_eventbus::{
     EventHandler, Outcome, ReceivedEvent, aggregate::Start, identity, subject::fired_filter,
 };
@@ -111,18 +109,7 @@ impl EventHandler for FailAtDeadline {
             // A deadline stored while its order's creation failed (see
             // `OrderApi::create`) belongs to no order: nothing to fail.
             Err(OrderError::NotFound(_)) => Outcome::Done,
-            Err(
-                error @ (OrderError::Corrupt { .. }
-                | OrderError::Store(orderflow_eventbus::aggregate::StoreError::Corrupt {
-                    ..
-                })),
-            ) => Outcome::Reject {
-                reason: error.to_string(),
-            },
-            Err(error) => Outcome::Retry {
-                after: Duration::from_secs(1),
-                reason: error.to_string(),
-            },
+            Err(error) => error.outcome(),
         }
     }
 }

@@ -49,6 +49,25 @@ pub enum OrderError {
     },
 }
 
+impl OrderError {
+    /// What a consumer does with a message whose handling failed with this:
+    /// refuse it (dead letter) when no retry can change the answer, retry it
+    /// in a second otherwise.
+    pub fn outcome(self) -> orderflow_eventbus::Outcome {
+        match self {
+            error @ (Self::NotFound(_)
+            | Self::Corrupt { .. }
+            | Self::Store(StoreError::Corrupt { .. })) => orderflow_eventbus::Outcome::Reject {
+                reason: error.to_string(),
+            },
+            error => orderflow_eventbus::Outcome::Retry {
+                after: std::time::Duration::from_secs(1),
+                reason: error.to_string(),
+            },
+        }
+    }
+}
+
 impl From<AppendError> for OrderError {
     fn from(error: AppendError) -> Self {
         Self::Store(error.into())

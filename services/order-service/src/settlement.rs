@@ -6,8 +6,6 @@
 //! Both are idempotent: the state machine leaves an order that already moved
 //! unchanged, and event ids de-duplicate a repeated commit.
 
-use std::time::Duration;
-
 use orderflow_eventbus::{EventHandler, Outcome, ReceivedEvent, aggregate::Start, identity};
 use orderflow_proto::payment::v1::{
     Payment, PaymentAuthorized, PaymentDeclined, PaymentRefunded, PaymentVoided,
@@ -121,19 +119,7 @@ impl EventHandler for SettleOnPaymentEvents {
         };
         match self.apply(payment, result).await {
             Ok(()) => Outcome::Done,
-            Err(
-                error @ (OrderError::NotFound(_)
-                | OrderError::Corrupt { .. }
-                | OrderError::Store(orderflow_eventbus::aggregate::StoreError::Corrupt {
-                    ..
-                })),
-            ) => Outcome::Reject {
-                reason: error.to_string(),
-            },
-            Err(error) => Outcome::Retry {
-                after: Duration::from_secs(1),
-                reason: error.to_string(),
-            },
+            Err(error) => error.outcome(),
         }
     }
 }

@@ -25,6 +25,41 @@ async fn last_on(
     stream.get_last_raw_message_by_subject(subject).await.ok()
 }
 
+/// Order `order_id` as GetOrder answers it now.
+async fn current(
+    client: &orderflow_proto::order::v1::order_service_client::OrderServiceClient<
+        tonic::transport::Channel,
+    >,
+    order_id: &str,
+) -> orderflow_proto::order::v1::Order {
+    client
+        .clone()
+        .get_order(GetOrderRequest {
+            order_id: order_id.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
+}
+
+/// The payments ListPayments answers for `order_id` now.
+async fn payments_of(
+    payments: &orderflow_e2e::services::RunningService,
+    order_id: &str,
+) -> Vec<orderflow_proto::payment::v1::Payment> {
+    payment_client(payments)
+        .await
+        .list_payments(ListPaymentsRequest {
+            order_id: order_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().payments)
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpaid_order_fails_at_its_deadline_across_restarts_and_is_never_charged() {
     let nats = NatsServer::start();
@@ -92,30 +127,15 @@ async fn an_unpaid_order_fails_at_its_deadline_across_restarts_and_is_never_char
         || consumer_caught_up(&js, "ORDERS", "payment-service-orders"),
     )
     .await;
-    let payment = payment_client(&payments)
-        .await
-        .list_payments(ListPaymentsRequest {
-            order_id: created.order_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .payments;
+    let payment = payments_of(&payments, &created.order_id).await;
     assert_eq!(payment.len(), 1, "{payment:?}");
     assert_eq!(payment[0].status, PaymentStatus::Voided as i32);
     assert_eq!(gateway.stats().charges, 0);
-    let after = order_client(&orders)
-        .await
-        .get_order(GetOrderRequest {
-            order_id: created.order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    assert_eq!(after, failed, "the failed order stays as it failed");
+    assert_eq!(
+        current(&client, &created.order_id).await,
+        failed,
+        "the failed order stays as it failed"
+    );
 
     payments.stop().await.unwrap();
     orders.stop().await.unwrap();
@@ -156,19 +176,10 @@ async fn a_charge_landing_after_the_deadline_is_refunded() {
         "the late charge to be refunded",
         Duration::from_secs(30),
         || async {
-            let mut payments = payment_client(&payments).await;
-            payments
-                .list_payments(ListPaymentsRequest {
-                    order_id: created.order_id.clone(),
-                    ..Default::default()
-                })
+            payments_of(&payments, &created.order_id)
                 .await
-                .is_ok_and(|r| {
-                    r.into_inner()
-                        .payments
-                        .first()
-                        .is_some_and(|p| p.status == PaymentStatus::Refunded as i32)
-                })
+                .first()
+                .is_some_and(|p| p.status == PaymentStatus::Refunded as i32)
         },
     )
     .await;
@@ -180,18 +191,8 @@ async fn a_charge_landing_after_the_deadline_is_refunded() {
         || consumer_caught_up(&js, "PAYMENTS", "order-service-payments"),
     )
     .await;
-    let after = client
-        .clone()
-        .get_order(GetOrderRequest {
-            order_id: created.order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
     assert_eq!(
-        after.status,
+        current(&client, &created.order_id).await.status,
         OrderStatus::PaymentFailed as i32,
         "a late payment does not revive a failed order"
     );
@@ -249,17 +250,7 @@ async fn a_paid_order_never_fails_by_its_deadline() {
         .is_none(),
         "no deadline fired"
     );
-    let after = client
-        .clone()
-        .get_order(GetOrderRequest {
-            order_id: created.order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    assert_eq!(after, confirmed);
+    assert_eq!(current(&client, &created.order_id).await, confirmed);
     assert_eq!(gateway.stats().charges, 1);
 
     payments.stop().await.unwrap();
