@@ -85,7 +85,7 @@ pub mod contract {
     ];
     /// The timer token of an order's payment deadline: scheduled on
     /// `orders.<customer>.<order_id>.payment-deadline.scheduled`, fired on
-    /// `orders.<customer>.<order_id>.payment-deadline.fired`, each carrying
+    /// `orders.~payment-deadline.<customer>.<order_id>.fired`, each carrying
     /// an `OrderPaymentDeadline`.
     pub const ORDER_PAYMENT_DEADLINE: &str = "payment-deadline";
     /// The event tokens of payment subjects (`PaymentAuthorized`, ...).

@@ -129,11 +129,15 @@ impl ConsumerSpec {
     /// seconds (found by the fault tests in `tests/e2e/tests/faults/`).
     ///
     /// Each subject comes with its replay subject, `<subject>.replay`, where
-    /// the admin API republishes a dead letter of it (see `dead_letters`).
+    /// the admin API republishes a dead letter of it (see `dead_letters`),
+    /// but for one ending in `>`, which matches its replays already.
     pub fn durable(stream: &str, durable: &str, subjects: &[&str]) -> Self {
         let filter_subjects = subjects
             .iter()
-            .flat_map(|s| [(*s).to_owned(), format!("{s}.{REPLAY_TOKEN}")])
+            .flat_map(|s| {
+                let replay = (!s.ends_with('>')).then(|| format!("{s}.{REPLAY_TOKEN}"));
+                std::iter::once((*s).to_owned()).chain(replay)
+            })
             .collect();
         Self {
             stream: stream.to_owned(),

@@ -102,14 +102,27 @@ pub fn schedule_subject(prefix: &str, owner: &str, id: &str, timer: &str) -> Str
 }
 
 /// Where timer `timer` of aggregate `id` of `owner` fires:
-/// `<prefix>.<owner>.<id>.<timer>.fired`.
+/// `<prefix>.~<timer>.<owner>.<id>.fired`, under a second token no owner
+/// token can be (an owner token's `~` is always followed by two upper-case
+/// hex digits).
+///
+/// The firings of a timer share a literal prefix so that the consumer
+/// acting on them has one filter subject, `<prefix>.~<timer>.>`, which also
+/// takes their replays: nats-server 2.15.1 matches a consumer with several
+/// filter subjects against the stream's whole subject index each time it
+/// looks for its next message, and an idle consumer filtering
+/// `<prefix>.*.*.<timer>.fired` and its replays cost the server about 6 %
+/// of its CPU under load (`perf`, docs/benchmarks.md). No filter of an
+/// owner's or an aggregate's subjects matches it, nor do the four-token
+/// filters of events.
 pub fn fired_subject(prefix: &str, owner: &str, id: &str, timer: &str) -> String {
-    format!("{prefix}.{}.{id}.{timer}.fired", owner_token(owner))
+    format!("{prefix}.~{timer}.{}.{id}.fired", owner_token(owner))
 }
 
-/// Every firing of timer `timer` of every aggregate: a consumer's filter.
+/// Every firing of timer `timer` of every aggregate, and their replays: a
+/// consumer's one filter subject.
 pub fn fired_filter(prefix: &str, timer: &str) -> String {
-    format!("{prefix}.*.*.{timer}.fired")
+    format!("{prefix}.~{timer}.>")
 }
 
 /// Every subject of aggregate `id`, whatever its owner.
@@ -161,6 +174,35 @@ mod tests {
             }
         }
         String::from_utf8(bytes).ok()
+    }
+
+    #[test]
+    fn a_timer_fires_outside_every_owners_and_aggregates_subjects() {
+        let fired = fired_subject("orders", "c-1", "id", "payment-deadline");
+        assert_eq!(fired, "orders.~payment-deadline.c-1.id.fired");
+        let schedule = schedule_subject("orders", "c-1", "id", "payment-deadline");
+        assert_eq!(schedule, "orders.c-1.id.payment-deadline.scheduled");
+        let matches = |filter: &str, subject: &str| {
+            let (f, s): (Vec<_>, Vec<_>) =
+                (filter.split('.').collect(), subject.split('.').collect());
+            f.iter().enumerate().all(|(i, t)| match *t {
+                ">" => s.len() > i,
+                "*" => i < s.len(),
+                t => s.get(i) == Some(&t),
+            }) && (f.last() == Some(&">") || f.len() == s.len())
+        };
+        let filter = fired_filter("orders", "payment-deadline");
+        assert!(matches(&filter, &fired));
+        assert!(matches(&filter, &format!("{fired}.{REPLAY_TOKEN}")));
+        assert!(!matches(&filter, &schedule));
+        for subject in [&fired, &schedule] {
+            assert!(!matches(&aggregate_filter("orders", "c-1", "id"), subject));
+            assert!(!matches("orders.*.*.*", subject));
+        }
+        // No owner's token is the firings' second token.
+        for owner in ["~payment-deadline", "~pa", "~"] {
+            assert_ne!(owner_token(owner), "~payment-deadline");
+        }
     }
 
     #[test]

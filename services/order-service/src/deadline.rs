@@ -28,7 +28,8 @@ use crate::{
 pub const DURABLE: &str = "order-service-deadlines";
 
 /// What the consumer receives: every order's fired payment deadline,
-/// `orders.*.*.payment-deadline.fired` (and nothing else of ORDERS).
+/// `orders.~payment-deadline.>` (one filter subject, which takes the
+/// replays too; nothing else of ORDERS).
 pub fn subjects() -> Vec<String> {
     vec![fired_filter(ORDERS_PREFIX, ORDER_PAYMENT_DEADLINE)]
 }

@@ -222,7 +222,7 @@ impl OrderEvents {
 
     /// Schedules `order`'s payment deadline at `at`: unless an event that
     /// decides its payment commits first, the deadline fires then on
-    /// `orders.<customer>.<order_id>.payment-deadline.fired`
+    /// `orders.~payment-deadline.<customer>.<order_id>.fired`
     /// ([`crate::deadline`]).
     pub async fn schedule_deadline(
         &self,
