@@ -299,7 +299,8 @@ async fn outstanding(js: &jetstream::Context) -> Result<u64, ReadError> {
 
 /// The payment status an order's final status requires, by the saga's
 /// rules: confirmed means charged, a failed payment means declined (or,
-/// past its payment deadline, voided or refunded like a cancellation), a
+/// past its payment deadline, voided, refunded or declined like a
+/// cancellation: a charge still on its way may be declined after it), a
 /// cancellation means voided, refunded or declined.
 fn payment_matches(order: &Order, payment: Option<i32>) -> bool {
     use orderflow_proto::payment::v1::PaymentStatus as P;
@@ -307,7 +308,7 @@ fn payment_matches(order: &Order, payment: Option<i32>) -> bool {
     match OrderStatus::try_from(order.status) {
         Ok(OrderStatus::Confirmed) => is(P::Authorized),
         Ok(OrderStatus::PaymentFailed) if order.failure_reason.starts_with(DEADLINE_PASSED) => {
-            is(P::Voided) || is(P::Refunded)
+            is(P::Voided) || is(P::Refunded) || is(P::Declined)
         }
         Ok(OrderStatus::PaymentFailed) => is(P::Declined),
         // Cancelled while its charge was being declined: nothing to give back.
