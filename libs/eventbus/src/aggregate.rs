@@ -87,8 +87,7 @@ pub trait Kind: Send + Sync + 'static {
     /// `event` makes pointless, whose pending schedule its commit removes:
     /// an order's payment deadline once its payment is decided. `None` (the
     /// default) for events that end no timer.
-    fn ends_timer(event: Self::Event) -> Option<&'static str> {
-        let _ = event;
+    fn ends_timer(_event: Self::Event) -> Option<&'static str> {
         None
     }
 
