@@ -53,6 +53,16 @@ except ImportError as error:  # pragma: no cover - set-up problem
 STREAMS = ("ORDERS", "PAYMENTS")
 
 
+def env_bool(name: str) -> bool:
+    """A yes/no variable read as the services read it (true/false, 1/0, yes/no); anything else stops the reader."""
+    value = os.environ.get(name, "false").strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    sys.exit(f"error: {name}={value!r}: expected true or false (also 1/0, yes/no)")
+
+
 def build_registry() -> Dict[str, type]:
     """Maps every message's full protobuf name to its class, from all generated *_pb2 modules."""
     registry: Dict[str, type] = {}
@@ -372,7 +382,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--nats-nkey-seed-file", default=env("NATS_NKEY_SEED_FILE"), help="a file holding an NKey seed (SU...)")
     parser.add_argument("--nats-creds-file", default=env("NATS_CREDS_FILE"), help="a .creds file (user JWT and NKey seed)")
     parser.add_argument("--nats-tls-required", action="store_true",
-                        default=env("NATS_TLS_REQUIRED", "false").lower() == "true",
+                        default=env_bool("NATS_TLS_REQUIRED"),
                         help="refuse a server without TLS (implied by a tls:// URL and the TLS files)")
     parser.add_argument("--nats-tls-ca-file", default=env("NATS_TLS_CA_FILE"),
                         help="PEM CA bundle of the server's certificate (default: the system's roots)")

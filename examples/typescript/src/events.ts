@@ -163,6 +163,15 @@ function readFile(path: string, what: string): Uint8Array {
 
 function options(): Options {
   // Every --nats-* flag defaults to the variable of the same name in capitals.
+  // A yes/no variable is read as the services read it; anything else stops
+  // the reader rather than silently meaning "no" (and plaintext).
+  const envBool = (name: string): boolean => {
+    const value = (process.env[name] ?? "false").trim().toLowerCase();
+    if (["true", "1", "yes"].includes(value)) return true;
+    if (["false", "0", "no", ""].includes(value)) return false;
+    console.error(`error: ${name}=${JSON.stringify(value)}: expected true or false (also 1/0, yes/no)`);
+    process.exit(2);
+  };
   const env = process.env;
   const { values: args } = parseArgs({
     options: {
@@ -174,7 +183,7 @@ function options(): Options {
       "nats-token-file": { type: "string", default: env.NATS_TOKEN_FILE },
       "nats-nkey-seed-file": { type: "string", default: env.NATS_NKEY_SEED_FILE },
       "nats-creds-file": { type: "string", default: env.NATS_CREDS_FILE },
-      "nats-tls-required": { type: "boolean", default: (env.NATS_TLS_REQUIRED ?? "false").toLowerCase() === "true" },
+      "nats-tls-required": { type: "boolean", default: envBool("NATS_TLS_REQUIRED") },
       "nats-tls-ca-file": { type: "string", default: env.NATS_TLS_CA_FILE },
       "nats-tls-cert-file": { type: "string", default: env.NATS_TLS_CERT_FILE },
       "nats-tls-key-file": { type: "string", default: env.NATS_TLS_KEY_FILE },

@@ -540,7 +540,19 @@ where
     L: Layer<S>,
 {
     fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        let _current = tracing::Span::current().context().attach();
+        // The SDK marks the context of its own export threads as suppressed,
+        // so that their events never become records (no export feeding
+        // itself); attaching the span's context would drop that mark.
+        if opentelemetry::Context::is_current_telemetry_suppressed() {
+            return self.0.on_event(event, ctx);
+        }
+        // Outside any span there is no trace to put the record in, and
+        // nothing to attach.
+        let span = tracing::Span::current();
+        if span.is_none() {
+            return self.0.on_event(event, ctx);
+        }
+        let _current = span.context().attach();
         self.0.on_event(event, ctx);
     }
 
