@@ -47,7 +47,11 @@ def status_name(status: int) -> str:
 
 
 def money_text(money: money_pb2.Money) -> str:
-    return f"{money.units}.{abs(money.nanos):09d}".rstrip("0").rstrip(".") + money.currency_code
+    # units and nanos share their sign (google.type.Money), and -0.50 has
+    # units 0: the sign is taken from either.
+    sign = "-" if money.units < 0 or money.nanos < 0 else ""
+    amount = f"{abs(money.units)}.{abs(money.nanos):09d}".rstrip("0").rstrip(".")
+    return f"{sign}{amount}{money.currency_code}"
 
 
 def rpc_error(call: str, error: grpc.RpcError) -> NoReturn:

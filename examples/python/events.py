@@ -101,8 +101,11 @@ def trace_id(traceparent: Optional[str]) -> str:
 
 
 def money_text(money: Message) -> str:
-    amount = f"{money.units}.{abs(money.nanos):09d}".rstrip("0").rstrip(".")
-    return f"{amount}{money.currency_code}"
+    # units and nanos share their sign (google.type.Money), and -0.50 has
+    # units 0: the sign is taken from either.
+    sign = "-" if money.units < 0 or money.nanos < 0 else ""
+    amount = f"{abs(money.units)}.{abs(money.nanos):09d}".rstrip("0").rstrip(".")
+    return f"{sign}{amount}{money.currency_code}"
 
 
 def summary(message: Message) -> str:

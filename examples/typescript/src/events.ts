@@ -88,9 +88,13 @@ interface MoneyObject {
 }
 
 function moneyText(money: MoneyObject): string {
+  // units and nanos share their sign (google.type.Money), and -0.50 has
+  // units 0: the sign is taken from either.
+  const units = money.units ?? "0";
+  const negative = units.startsWith("-") || (money.nanos ?? 0) < 0;
   const nanos = String(Math.abs(money.nanos ?? 0)).padStart(9, "0");
-  const amount = `${money.units ?? "0"}.${nanos}`.replace(/0+$/, "").replace(/\.$/, "");
-  return `${amount}${money.currency_code ?? ""}`;
+  const digits = `${units.replace(/^-/, "")}.${nanos}`.replace(/0+$/, "").replace(/\.$/, "");
+  return `${negative ? "-" : ""}${digits}${money.currency_code ?? ""}`;
 }
 
 // A short summary of an event: the ids, status, amount, reason and version
