@@ -326,16 +326,28 @@ async def run(args: argparse.Namespace) -> int:
             print(f"error: NATS: {error}", file=sys.stderr)
 
     try:
+        usable = servers(args.nats_url)
         if "tls" in options:
+            # Only the servers that answered asking for TLS are connected to: one
+            # that is down now is left out (as nats-py would skip it), so it can
+            # never be the one a credential goes to in the clear later.
+            usable = []
             for server in servers(args.nats_url):
-                if not await server_requires_tls(server, min(args.timeout, 5.0)):
+                try:
+                    requires = await server_requires_tls(server, min(args.timeout, 5.0))
+                except (OSError, asyncio.TimeoutError):
+                    continue
+                if not requires:
                     print(
                         f"error: TLS is required (NATS_TLS_* or a tls:// URL), but {server} does not use TLS",
                         file=sys.stderr,
                     )
                     return 1
+                usable.append(server)
+            if not usable:
+                raise OSError("no server answered")
         nc = await nats.connect(
-            servers(args.nats_url),
+            usable,
             connect_timeout=min(args.timeout, 5.0),
             max_reconnect_attempts=1,  # try each server twice, then give up
             reconnect_time_wait=0.5,
