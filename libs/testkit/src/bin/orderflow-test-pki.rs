@@ -13,13 +13,22 @@ use std::{os::unix::fs::PermissionsExt, path::PathBuf, process::ExitCode};
 
 use orderflow_testkit::pki::TestPki;
 
+const USAGE: &str =
+    "usage: orderflow-test-pki DIR (writes a throwaway CA and certificates into DIR)";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [dir] = args.as_slice() else {
-        eprintln!(
-            "usage: orderflow-test-pki DIR (writes a throwaway CA and certificates into DIR)"
-        );
-        return ExitCode::from(2);
+    let dir = match args.as_slice() {
+        [flag] if flag == "-h" || flag == "--help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        // An option is never a directory: `--help` must not become one.
+        [dir] if !dir.starts_with('-') => dir,
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
     };
     match run(&PathBuf::from(dir)) {
         Ok(()) => ExitCode::SUCCESS,
