@@ -21,7 +21,6 @@
 
 use std::{
     convert::Infallible,
-    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -31,6 +30,8 @@ use orderflow_eventbus::Client;
 use tokio::{task::futures::TaskLocalFuture, time::Instant};
 use tonic::{Code, Status, body::Body};
 use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::throttle::LogThrottle;
 
 /// The delay `RetryInfo` advises: about the client's first reconnect
 /// attempts, short enough that a broker back in a moment is used at once.
@@ -50,25 +51,22 @@ pub fn unreachable() -> Status {
     )
 }
 
-/// How often the gate says, at most, that it refuses calls.
-pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
 /// Tower layer answering API calls at once while `client` is not connected.
 #[derive(Clone, Debug)]
 pub struct BrokerGateLayer {
     client: Client,
-    refusals: Arc<Refusals>,
 }
 
 impl BrokerGateLayer {
     /// A gate on the connection of `client`.
     pub fn new(client: Client) -> Self {
-        Self {
-            client,
-            refusals: Arc::new(Refusals::new(REFUSAL_LOG_INTERVAL)),
-        }
+        Self { client }
     }
 }
+
+/// While the broker is down every call is refused: a line per call would
+/// write the log at the request rate (the gRPC metrics count every call).
+static REFUSALS: LogThrottle = LogThrottle::new(crate::throttle::INTERVAL);
 
 impl<S> tower::Layer<S> for BrokerGateLayer {
     type Service = BrokerGate<S>;
@@ -77,7 +75,6 @@ impl<S> tower::Layer<S> for BrokerGateLayer {
         BrokerGate {
             inner,
             client: self.client.clone(),
-            refusals: self.refusals.clone(),
         }
     }
 }
@@ -87,7 +84,6 @@ impl<S> tower::Layer<S> for BrokerGateLayer {
 pub struct BrokerGate<S> {
     inner: S,
     client: Client,
-    refusals: Arc<Refusals>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for BrokerGate<S>
@@ -118,7 +114,7 @@ where
                 self.inner.call(request),
             ))
         } else {
-            if let Some(refused) = self.refusals.note(Instant::now()) {
+            if let Some(refused) = REFUSALS.note() {
                 tracing::warn!(
                     path = request.uri().path(),
                     refused,
@@ -128,50 +124,6 @@ where
             }
             Either::Right(ready(Ok(unreachable().into_http())))
         }
-    }
-}
-
-/// The count of refused calls, said at most once per interval.
-///
-/// While the broker is down every call is refused, so a line per call would
-/// write the log at the request rate; the gRPC metrics count each call's
-/// status already. The first refusal after a quiet interval is said at once,
-/// the others are counted into the next line. No tracing crate the project
-/// uses rate-limits events, hence these few lines.
-#[derive(Debug)]
-struct Refusals {
-    interval: Duration,
-    state: Mutex<RefusalState>,
-}
-
-#[derive(Debug, Default)]
-struct RefusalState {
-    last_said: Option<Instant>,
-    unsaid: u64,
-}
-
-impl Refusals {
-    fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            state: Mutex::new(RefusalState::default()),
-        }
-    }
-
-    /// Counts a refusal at `now`; returns how many refusals to say (this one
-    /// included) when a line is due.
-    fn note(&self, now: Instant) -> Option<u64> {
-        // A poisoned count is still a count.
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.unsaid += 1;
-        let due = state
-            .last_said
-            .is_none_or(|said| now.saturating_duration_since(said) >= self.interval);
-        if !due {
-            return None;
-        }
-        state.last_said = Some(now);
-        Some(std::mem::take(&mut state.unsaid))
     }
 }
 
@@ -199,28 +151,6 @@ fn grpc_timeout(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refusals_are_said_once_per_interval_with_the_count_since_the_last_line() {
-        let refusals = Refusals::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(
-            refusals.note(t0),
-            Some(1),
-            "the first refusal is said at once"
-        );
-        for ms in [1, 500, 9_999] {
-            assert_eq!(refusals.note(t0 + Duration::from_millis(ms)), None);
-        }
-        assert_eq!(
-            refusals.note(t0 + Duration::from_secs(10)),
-            Some(4),
-            "the next line counts every refusal since the last one"
-        );
-        assert_eq!(refusals.note(t0 + Duration::from_secs(11)), None);
-        // After a quiet spell the next refusal is said at once again.
-        assert_eq!(refusals.note(t0 + Duration::from_secs(60)), Some(2));
-    }
 
     #[test]
     fn grpc_timeouts_parse_as_the_protocol_spells_them() {

@@ -16,6 +16,8 @@
 //! - [`overload`]: the concurrency limit that sheds API calls beyond it.
 //! - [`broker_gate`]: API calls answered `UNAVAILABLE` at once, with
 //!   `RetryInfo`, while NATS is known to be unreachable.
+//! - [`throttle`]: warnings that would repeat on every call said at most once
+//!   per interval, with a count.
 //! - [`probe`]: `<service> probe`, the gRPC health check built into each binary.
 //! - [`nats_config`]: the NATS URLs, credentials (user and password, token,
 //!   NKey, `.creds`) and TLS, from the environment.
@@ -28,9 +30,9 @@
 //! Which module uses which, from the leaves up (each line uses only modules
 //! of the lines above it; there is no cycle):
 //!
-//! 1. `config`, `json_log`, `status`, `probe`, `overload`, `broker_gate`:
-//!    use no other module.
-//! 2. `secret` (config), `grpc_tls` (config), `telemetry` (config,
+//! 1. `config`, `json_log`, `status`, `probe`, `overload`, `throttle`: use no
+//!    other module.
+//! 2. `broker_gate` (throttle), `secret` (config), `grpc_tls` (config), `telemetry` (config,
 //!    json_log), `paging` (status).
 //! 3. `auth` (config, secret), `nats_config` (config, secret),
 //!    `admin` (paging, status).
@@ -61,3 +63,4 @@ pub mod service_config;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod throttle;

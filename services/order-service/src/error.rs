@@ -2,8 +2,16 @@
 //! the gRPC status a client sees.
 
 use orderflow_eventbus::{AppendError, WatchError, aggregate::StoreError};
-use orderflow_platform::status::{FieldViolation, invalid_argument};
+use orderflow_platform::{
+    status::{FieldViolation, invalid_argument},
+    throttle::{INTERVAL, LogThrottle},
+};
 use tonic::Status;
+
+/// A failure answered `UNAVAILABLE` (a stream without a leader, a broker that
+/// does not answer) lasts and hits every call meanwhile: said once per
+/// interval, with a count.
+static UNAVAILABLE_LOG: LogThrottle = LogThrottle::new(INTERVAL);
 
 /// Why an order operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +102,13 @@ impl From<OrderError> for Status {
             )
             | OrderError::Watch(_)
             | OrderError::NotReadableYet(_) => {
-                tracing::warn!(%error, "answering UNAVAILABLE");
+                if let Some(answered) = UNAVAILABLE_LOG.note() {
+                    tracing::warn!(
+                        %error,
+                        answered,
+                        "answering UNAVAILABLE ({answered} call(s) since the last such line)"
+                    );
+                }
                 Status::unavailable(format!(
                     "{error}; retry shortly (CreateOrder is safe to retry with the same request_id)"
                 ))

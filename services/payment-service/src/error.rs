@@ -2,8 +2,16 @@
 //! into the gRPC status a client sees.
 
 use orderflow_eventbus::{AppendError, aggregate::StoreError, index::IndexError};
-use orderflow_platform::status::{FieldViolation, invalid_argument};
+use orderflow_platform::{
+    status::{FieldViolation, invalid_argument},
+    throttle::{INTERVAL, LogThrottle},
+};
 use tonic::Status;
+
+/// A failure answered `UNAVAILABLE` (a stream without a leader, a broker that
+/// does not answer) lasts and hits every call meanwhile: said once per
+/// interval, with a count.
+static UNAVAILABLE_LOG: LogThrottle = LogThrottle::new(INTERVAL);
 
 use crate::gateway::GatewayError;
 
@@ -76,7 +84,13 @@ impl From<PaymentError> for Status {
                 StoreError::Load(_) | StoreError::Index(_) | StoreError::Append(_),
             )
             | PaymentError::Vanished(_) => {
-                tracing::warn!(%error, "answering UNAVAILABLE");
+                if let Some(answered) = UNAVAILABLE_LOG.note() {
+                    tracing::warn!(
+                        %error,
+                        answered,
+                        "answering UNAVAILABLE ({answered} call(s) since the last such line)"
+                    );
+                }
                 Status::unavailable(format!("{error}; retry later"))
             }
             PaymentError::Store(StoreError::Corrupt { .. }) | PaymentError::Corrupt { .. } => {
