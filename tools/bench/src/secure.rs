@@ -157,6 +157,15 @@ impl Security {
                 .map_err(|why| format!("--token-file {}: {why}", path.display()))?,
             None => Bearer::default(),
         };
+        if bearer.0.is_some() && grpc_tls.is_none() {
+            // Allowed for a loopback run, but never silently: the token is a
+            // credential of the order service.
+            eprintln!(
+                "warning: --token-file without TLS: the bearer token goes in the clear on every \
+                 call to {target}; give an https:// --target and --tls-ca-file unless the \
+                 target is on this machine"
+            );
+        }
         Ok(Self {
             mutual_tls: grpc_tls.is_some() && args.tls_cert_file.is_some(),
             grpc_tls,
@@ -404,10 +413,12 @@ impl NatsLogin {
         match self.auth {
             NatsAuth::Anonymous => {
                 "is --nats-url right? (a broker that needs a login wants --nats-user and \
-                 --nats-password-file, or --nats-creds-file)"
+                 --nats-password-file, or --nats-creds-file; one that speaks TLS wants \
+                 --nats-tls-ca-file)"
             }
             _ => {
-                "are --nats-url and the NATS login (--nats-user/--nats-password-file or --nats-creds-file) right?"
+                "are --nats-url and the NATS login (--nats-user/--nats-password-file or \
+                 --nats-creds-file) right, and --nats-tls-ca-file given if the broker speaks TLS?"
             }
         }
     }
