@@ -379,8 +379,9 @@ impl AppendError {
 pub struct Appended {
     /// The event's stream sequence.
     pub sequence: u64,
-    /// The event id was already stored within the de-duplication window:
-    /// this append changed nothing, and the stored event is the truth.
+    /// The event id was already stored within the de-duplication window
+    /// (or, for a schedule, its subject already held one): this append
+    /// changed nothing, and the stored message is the truth.
     pub duplicate: bool,
 }
 
@@ -573,8 +574,10 @@ impl EventStore {
     /// schedule headers and with `Nats-Scheduler` naming the schedule, on
     /// `target` in the same stream, then removes the schedule. An event
     /// whose envelope names the schedule in `ends_schedule` removes it
-    /// before that. A schedule replaces the one before it on its subject, and
-    /// its id de-duplicates a retried one, so scheduling is idempotent.
+    /// before that. A schedule is stored only on a subject that holds none
+    /// (expected sequence 0): a retried one, even after the de-duplication
+    /// window, finds the first and keeps it, so a timer never moves once set.
+    /// That answer is a [`Appended::duplicate`] of the stored schedule.
     ///
     /// No timer lives in a process: the schedule is replicated with the
     /// stream and survives restarts of every service and server.
@@ -593,11 +596,19 @@ impl EventStore {
         headers.insert(crate::envelope::headers::SCHEDULE_TARGET, target);
         let publish = jetstream::message::PublishMessage::build()
             .headers(headers)
-            .payload(schedule.payload.clone());
-        let result = self
+            .payload(schedule.payload.clone())
+            .expected_last_subject_sequence(0);
+        let result = match self
             .send_acked(&schedule.subject, publish, 0)
             .instrument(span.clone())
-            .await;
+            .await
+        {
+            Err(AppendError::Conflict { actual, .. }) => Ok(Appended {
+                sequence: actual.unwrap_or(0),
+                duplicate: true,
+            }),
+            other => other,
+        };
         if result.is_err() {
             span.record("otel.status_code", "ERROR");
         }

@@ -103,8 +103,9 @@ impl OrderApi {
                 // answered only when both are stored: every acknowledged
                 // order has its deadline. A deadline stored without its
                 // order (the append failed) fires on no order and is
-                // dropped; a retry with the same request id stores both
-                // again, each de-duplicated by its id.
+                // dropped; a retry with the same request id stores neither
+                // again: the order's append expects no event, the schedule
+                // no schedule, so the first deadline stays.
                 let at = std::time::SystemTime::now() + deadline;
                 let (scheduled, appended) =
                     tokio::join!(self.events.schedule_deadline(&order, at), append);

@@ -256,3 +256,87 @@ async fn a_paid_order_never_fails_by_its_deadline() {
     payments.stop().await.unwrap();
     orders.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_order_retried_after_the_deduplication_window_keeps_the_first_deadline() {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats.url()).await;
+    // No payment service: the order stays pending, its deadline far off.
+    let orders =
+        spawn_order_service_with(&nats.url(), &[("ORDER_PAYMENT_DEADLINE_SECS", "600")]).await;
+    // A one-second de-duplication window stands for the ten minutes after
+    // which a retry is no longer recognised by its id.
+    let mut config = js
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    config.duplicate_window = Duration::from_secs(1);
+    js.update_stream(config).await.unwrap();
+
+    let client = order_client(&orders).await;
+    let request = order_request("c-retry", 1, 10, "r-retry");
+    let created = client
+        .clone()
+        .create_order(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let subject = schedule_subject("c-retry", &created.order_id);
+    let first = last_on(&js, &subject)
+        .await
+        .expect("the deadline is scheduled");
+
+    // Once a publish with a used id is stored again, the order's ids are
+    // forgotten too: they are older.
+    let probe = || async {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", "retry-window-probe");
+        let ack = js
+            .publish_with_headers("orders.~probe.window.x.y", headers, "probe".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        !ack.duplicate
+    };
+    assert!(probe().await, "the first probe is new");
+    wait_until(
+        "the de-duplication window to pass",
+        Duration::from_secs(20),
+        probe,
+    )
+    .await;
+
+    let retried = client
+        .clone()
+        .create_order(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(retried, created, "the retry answers the order as created");
+    let kept = last_on(&js, &subject)
+        .await
+        .expect("the deadline is still scheduled");
+    assert_eq!(
+        kept.sequence, first.sequence,
+        "the retry stored no second schedule"
+    );
+    assert_eq!(
+        kept.headers
+            .get("Nats-Schedule")
+            .map(|v| v.as_str().to_owned()),
+        first
+            .headers
+            .get("Nats-Schedule")
+            .map(|v| v.as_str().to_owned()),
+        "the deadline did not move"
+    );
+    orders.stop().await.unwrap();
+}
