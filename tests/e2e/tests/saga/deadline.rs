@@ -4,6 +4,7 @@
 //! with its confirmation, so it can never fire.
 
 use super::*;
+use orderflow_e2e::services::create_order;
 use orderflow_proto::{contract::ORDER_PAYMENT_DEADLINE, order::v1::OrderPaymentDeadline};
 
 /// The subject an order's deadline is scheduled on.
@@ -276,16 +277,9 @@ async fn a_create_order_retried_after_the_deduplication_window_keeps_the_first_d
     config.duplicate_window = Duration::from_secs(1);
     js.update_stream(config).await.unwrap();
 
-    let client = order_client(&orders).await;
+    let mut client = order_client(&orders).await;
     let request = order_request("c-retry", 1, 10, "r-retry");
-    let created = client
-        .clone()
-        .create_order(request.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let created = create_order(&mut client, request.clone()).await;
     let subject = schedule_subject("c-retry", &created.order_id);
     let first = last_on(&js, &subject)
         .await
@@ -312,14 +306,7 @@ async fn a_create_order_retried_after_the_deduplication_window_keeps_the_first_d
     )
     .await;
 
-    let retried = client
-        .clone()
-        .create_order(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let retried = create_order(&mut client, request).await;
     assert_eq!(retried, created, "the retry answers the order as created");
     let kept = last_on(&js, &subject)
         .await
