@@ -60,6 +60,21 @@ impl LogThrottle {
     }
 }
 
+/// Says, at most once per [`INTERVAL`], that a call was answered
+/// `UNAVAILABLE` because of `error` (a stream without a leader, a broker that
+/// does not answer): such a failure lasts and hits every call meanwhile. The
+/// line carries `answered`, the calls so answered since the last one.
+pub fn warn_unavailable(error: &dyn std::fmt::Display) {
+    static UNAVAILABLE: LogThrottle = LogThrottle::new(INTERVAL);
+    if let Some(answered) = UNAVAILABLE.note() {
+        tracing::warn!(
+            %error,
+            answered,
+            "answering UNAVAILABLE ({answered} call(s) since the last such line)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

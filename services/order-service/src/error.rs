@@ -4,14 +4,9 @@
 use orderflow_eventbus::{AppendError, WatchError, aggregate::StoreError};
 use orderflow_platform::{
     status::{FieldViolation, invalid_argument},
-    throttle::{INTERVAL, LogThrottle},
+    throttle::warn_unavailable,
 };
 use tonic::Status;
-
-/// A failure answered `UNAVAILABLE` (a stream without a leader, a broker that
-/// does not answer) lasts and hits every call meanwhile: said once per
-/// interval, with a count.
-static UNAVAILABLE_LOG: LogThrottle = LogThrottle::new(INTERVAL);
 
 /// Why an order operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +97,7 @@ impl From<OrderError> for Status {
             )
             | OrderError::Watch(_)
             | OrderError::NotReadableYet(_) => {
-                if let Some(answered) = UNAVAILABLE_LOG.note() {
-                    tracing::warn!(
-                        %error,
-                        answered,
-                        "answering UNAVAILABLE ({answered} call(s) since the last such line)"
-                    );
-                }
+                warn_unavailable(&error);
                 Status::unavailable(format!(
                     "{error}; retry shortly (CreateOrder is safe to retry with the same request_id)"
                 ))

@@ -4,14 +4,9 @@
 use orderflow_eventbus::{AppendError, aggregate::StoreError, index::IndexError};
 use orderflow_platform::{
     status::{FieldViolation, invalid_argument},
-    throttle::{INTERVAL, LogThrottle},
+    throttle::warn_unavailable,
 };
 use tonic::Status;
-
-/// A failure answered `UNAVAILABLE` (a stream without a leader, a broker that
-/// does not answer) lasts and hits every call meanwhile: said once per
-/// interval, with a count.
-static UNAVAILABLE_LOG: LogThrottle = LogThrottle::new(INTERVAL);
 
 use crate::gateway::GatewayError;
 
@@ -84,13 +79,7 @@ impl From<PaymentError> for Status {
                 StoreError::Load(_) | StoreError::Index(_) | StoreError::Append(_),
             )
             | PaymentError::Vanished(_) => {
-                if let Some(answered) = UNAVAILABLE_LOG.note() {
-                    tracing::warn!(
-                        %error,
-                        answered,
-                        "answering UNAVAILABLE ({answered} call(s) since the last such line)"
-                    );
-                }
+                warn_unavailable(&error);
                 Status::unavailable(format!("{error}; retry later"))
             }
             PaymentError::Store(StoreError::Corrupt { .. }) | PaymentError::Corrupt { .. } => {
