@@ -36,7 +36,7 @@ use crate::{
     propagation,
     subject::{
         ADVISORY_STREAM, REPLAY_TOKEN, aggregate_key, max_deliveries_durable,
-        max_deliveries_subject,
+        max_deliveries_subject, replays_durable,
     },
 };
 
@@ -81,6 +81,15 @@ pub trait EventHandler: Send + Sync + 'static {
     /// the services' allocations (docs/benchmarks.md).
     fn handle<'a>(&'a self, event: &'a ReceivedEvent) -> impl Future<Output = Outcome> + Send + 'a;
 
+    /// Whether messages of `ce_type` are of a kind this handler receives but
+    /// never acts on (its consumer's one filter subject takes them too, see
+    /// [`ConsumerSpec::durable`]). They are acked as they arrive, without a
+    /// task, a span or a metric.
+    fn skips(&self, ce_type: &str) -> bool {
+        let _ = ce_type;
+        false
+    }
+
     /// Resolves when the handler can take more work.
     ///
     /// The consumer pulls nothing while this is pending, so a handler whose
@@ -113,12 +122,20 @@ pub struct ConsumerSpec {
 }
 
 impl ConsumerSpec {
-    /// orderflow's defaults for a durable consumer of `subjects` on `stream`
-    /// (it receives nothing else, so a handler never sees what it would skip):
+    /// orderflow's defaults for a durable consumer of `subject` on `stream`:
     /// a 30 s ack wait (longer than a gateway call with its retries), 10
     /// deliveries before a dead letter, and 64 messages in flight per
     /// replica. Handler failures are NAKed with their own delay
     /// ([`retry_delay`]) and do not wait for the ack wait.
+    ///
+    /// One filter subject, never several. nats-server (2.15 at least) walks
+    /// the stream's whole per-subject index, holding the store's lock that
+    /// every append waits for, whenever a consumer with several filter
+    /// subjects finds nothing more in a message block that is not the last:
+    /// about once per 8 MB of stream, 150 to 480 ms with 100,000 orders
+    /// stored, and it grows with them. With one wildcard subject it skips
+    /// that walk once the stream has 64 Ki subjects, and with `>` it never
+    /// takes it (docs/benchmarks.md, "What holds the tail back").
     ///
     /// No backoff is set, on purpose. With a backoff, nats-server (2.10 to
     /// 2.15 at least) measures a NAK's delay from the ack wait but expires it
@@ -128,26 +145,36 @@ impl ConsumerSpec {
     /// 94 s. Retries then took minutes where [`retry_delay`] asks for
     /// seconds (found by the fault tests in `tests/e2e/tests/faults/`).
     ///
-    /// Each subject comes with its replay subject, `<subject>.replay`, where
-    /// the admin API republishes a dead letter of it (see `dead_letters`),
-    /// but for one ending in `>`, which matches its replays already.
-    pub fn durable(stream: &str, durable: &str, subjects: &[&str]) -> Self {
-        let filter_subjects = subjects
-            .iter()
-            .flat_map(|s| {
-                let replay = (!s.ends_with('>')).then(|| format!("{s}.{REPLAY_TOKEN}"));
-                std::iter::once((*s).to_owned()).chain(replay)
-            })
-            .collect();
+    /// Replays of dead letters, `<subject>.replay`, go to a durable of their
+    /// own ([`ConsumerSpec::replays`]) unless `subject` ends in `>` and so
+    /// matches them already.
+    pub fn durable(stream: &str, durable: &str, subject: &str) -> Self {
         Self {
             stream: stream.to_owned(),
             durable: durable.to_owned(),
-            filter_subjects,
+            filter_subjects: vec![subject.to_owned()],
             ack_wait: Duration::from_secs(30),
             max_deliver: 10,
             backoff: Vec::new(),
             concurrency: 64,
         }
+    }
+
+    /// The durable consumer of this one's replays: `<durable>-replays`,
+    /// receiving `<subject>.replay`, where the admin API republishes a dead
+    /// letter of `subject` (see `dead_letters`). `None` when the filter ends
+    /// in `>`, which receives its replays itself. Replays are rare and
+    /// handled as repeats, so 4 at a time are enough.
+    pub fn replays(&self) -> Option<Self> {
+        let [subject] = self.filter_subjects.as_slice() else {
+            return None;
+        };
+        (!subject.ends_with('>')).then(|| Self {
+            durable: replays_durable(&self.durable),
+            filter_subjects: vec![format!("{subject}.{REPLAY_TOKEN}")],
+            concurrency: 4,
+            ..self.clone()
+        })
     }
 
     /// The same spec with an ack wait of `ack_wait` (the
@@ -252,14 +279,33 @@ impl DurableConsumer {
     /// Pulls and handles messages until `shutdown` is cancelled, then finishes
     /// and acks every message it holds before returning.
     ///
-    /// Beside it runs the consumer's max-deliveries watch
+    /// Beside it run the consumer's max-deliveries watch
     /// ([`ConsumerSpec::max_deliveries_watch`], handled by
     /// [`MaxDeliveries`]), so that every durable consumer dead-letters what
-    /// it gave up on without a settle, as well as what its handler gave up on.
+    /// it gave up on without a settle, as well as what its handler gave up
+    /// on; and its replays' durable ([`ConsumerSpec::replays`]), with a
+    /// watch of its own, delivering to the same handler.
     ///
     /// Broker outages are waited out: the loop retries with a pause and never
     /// returns an error.
     pub async fn run<H: EventHandler>(self, handler: Arc<H>, shutdown: CancellationToken) {
+        let replays = self
+            .spec
+            .replays()
+            .map(|spec| DurableConsumer::new(self.js.clone(), spec));
+        let replays = {
+            let (handler, shutdown) = (handler.clone(), shutdown.clone());
+            async move {
+                if let Some(replays) = replays {
+                    replays.watched(handler, shutdown).await;
+                }
+            }
+        };
+        tokio::join!(self.watched(handler, shutdown), replays);
+    }
+
+    /// This consumer's pull loop beside its max-deliveries watch.
+    async fn watched<H: EventHandler>(self, handler: Arc<H>, shutdown: CancellationToken) {
         let watch = DurableConsumer::new(self.js.clone(), self.spec.max_deliveries_watch());
         let watcher = Arc::new(MaxDeliveries {
             js: self.js.clone(),
@@ -336,6 +382,17 @@ impl DurableConsumer {
                 let aggregate = aggregate_key(message.subject.as_str());
                 if let Ok(info) = message.info() {
                     lookahead.record(info.consumer_sequence, aggregate, info.delivered == 1);
+                }
+                let skipped = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(headers::CE_TYPE))
+                    .is_some_and(|t| handler.skips(t.as_str()));
+                if skipped {
+                    if let Err(error) = message.ack().await {
+                        tracing::warn!(consumer = %spec.durable, %error, "cannot ack a message of a kind it skips; it will be redelivered");
+                    }
+                    continue;
                 }
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;
@@ -792,5 +849,26 @@ impl EventHandler for MaxDeliveries {
             }
             Err(error) => retry(format!("cannot store the dead letter: {error}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_consumer_has_one_filter_subject_and_its_replays_a_durable_of_their_own() {
+        let live = ConsumerSpec::durable("ORDERS", "payment-service-orders", "orders.*.*.*");
+        assert_eq!(live.filter_subjects, ["orders.*.*.*"]);
+        let Some(replays) = live.replays() else {
+            panic!("a filter without `>` has a replays durable");
+        };
+        assert_eq!(replays.durable, "payment-service-orders-replays");
+        assert_eq!(replays.filter_subjects, ["orders.*.*.*.replay"]);
+        assert_eq!(replays.stream, "ORDERS");
+        assert_eq!(replays.max_deliver, live.max_deliver);
+        // A filter ending in `>` receives its replays itself.
+        let all = ConsumerSpec::durable("PAYMENTS", "order-service-payments", "payments.>");
+        assert!(all.replays().is_none());
     }
 }

@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 use crate::{
     JetStream,
     envelope::headers::{self, MSG_ID},
-    subject::{DEAD_LETTER_STREAM, REPLAY_TOKEN},
+    subject::{DEAD_LETTER_STREAM, replay_subject},
 };
 
 /// Why a dead-letter operation failed.
@@ -206,7 +206,7 @@ impl DeadLetters {
         if original.is_empty() {
             return Err(DeadLetterError::NoOriginalSubject { sequence });
         }
-        let subject = format!("{original}.{REPLAY_TOKEN}");
+        let subject = replay_subject(original);
         let mut replayed = HeaderMap::new();
         for (name, values) in record.headers.iter() {
             let name: &str = name.as_ref();

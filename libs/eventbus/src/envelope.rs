@@ -189,9 +189,7 @@ impl ReceivedEvent {
     /// of orderflow 0.1 copied by `migrate-subjects`. A handler treats it as
     /// a repeat, whatever its delivery count says.
     pub fn is_copy(&self) -> bool {
-        self.subject
-            .strip_suffix(crate::subject::REPLAY_TOKEN)
-            .is_some_and(|rest| rest.ends_with('.'))
+        crate::subject::is_replay(&self.subject)
             || self.headers.get(headers::MIGRATED_FROM).is_some()
     }
 
@@ -229,7 +227,7 @@ impl ReceivedEvent {
 
     /// Whether this event's payload is a `M`.
     pub fn is<M: prost::Name>(&self) -> bool {
-        self.ce_type() == Some(M::full_name().as_str())
+        self.ce_type().is_some_and(names::<M>)
     }
 
     /// Decodes the payload as `M`, checking `ce-type` first.
@@ -238,24 +236,59 @@ impl ReceivedEvent {
     }
 }
 
+/// Whether `ce_type` names `M` (`<package>.<name>`), compared without
+/// building `M::full_name()`, which allocates.
+pub fn names<M: prost::Name>(ce_type: &str) -> bool {
+    ce_type
+        .strip_prefix(M::PACKAGE)
+        .and_then(|rest| rest.strip_prefix('.'))
+        == Some(M::NAME)
+}
+
 /// Decodes a payload as `M` after checking that `ce-type` names `M`.
 pub fn decode_checked<M: prost::Message + prost::Name + Default>(
     headers_map: &HeaderMap,
     payload: &[u8],
 ) -> Result<M, DecodeError> {
-    let expected = M::full_name();
     match headers_map.get(headers::CE_TYPE).map(|v| v.as_str()) {
         None => return Err(DecodeError::MissingType),
-        Some(actual) if actual != expected => {
+        Some(actual) if !names::<M>(actual) => {
             return Err(DecodeError::WrongType {
                 actual: actual.to_owned(),
-                expected,
+                expected: M::full_name(),
             });
         }
         Some(_) => {}
     }
     M::decode(payload).map_err(|source| DecodeError::Body {
-        message: expected,
+        message: M::full_name(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Created {}
+
+    impl prost::Name for Created {
+        const NAME: &'static str = "OrderCreated";
+        const PACKAGE: &'static str = "orderflow.order.v1";
+    }
+
+    #[test]
+    fn a_ce_type_names_a_message_by_its_package_and_name_exactly() {
+        assert!(names::<Created>("orderflow.order.v1.OrderCreated"));
+        for other in [
+            "orderflow.order.v1.OrderCreatedX",
+            "orderflow.order.v1OrderCreated",
+            "orderflow.order.v2.OrderCreated",
+            "OrderCreated",
+            "",
+        ] {
+            assert!(!names::<Created>(other), "{other}");
+        }
+    }
 }

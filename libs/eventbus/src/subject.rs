@@ -52,11 +52,36 @@ pub fn max_deliveries_durable(consumer: &str) -> String {
     format!("{consumer}-max-deliveries")
 }
 
+/// The durable consumer that receives the replays of what durable consumer
+/// `consumer` receives (`ConsumerSpec::replays`).
+pub fn replays_durable(consumer: &str) -> String {
+    format!("{consumer}-replays")
+}
+
 /// The token appended to a dead letter's original subject to replay it.
 /// Durable consumers receive replays of the subjects they receive
-/// (`ConsumerSpec::durable`), and an aggregate's own subjects
+/// (`ConsumerSpec::replays`), and an aggregate's own subjects
 /// (`<prefix>.<owner>.<id>.<event>`) never match a replay's.
 pub const REPLAY_TOKEN: &str = "replay";
+
+/// Where a dead letter first published on `original` is replayed:
+/// `<original>.replay`, or `original` itself when that is a replay already
+/// (a replay that was dead-lettered in turn goes back where replays go, not
+/// to a `.replay.replay` no consumer receives).
+pub fn replay_subject(original: &str) -> String {
+    if is_replay(original) {
+        original.to_owned()
+    } else {
+        format!("{original}.{REPLAY_TOKEN}")
+    }
+}
+
+/// Whether `subject` is a replay's (its last token is [`REPLAY_TOKEN`]).
+pub fn is_replay(subject: &str) -> bool {
+    subject
+        .strip_suffix(REPLAY_TOKEN)
+        .is_some_and(|rest| rest.ends_with('.'))
+}
 
 /// The subject token of an owner id: the id itself where it is made of
 /// ASCII letters, digits, `-` and `_` (`orders.c-1.>` is one customer's
@@ -203,6 +228,20 @@ mod tests {
         for owner in ["~payment-deadline", "~pa", "~"] {
             assert_ne!(owner_token(owner), "~payment-deadline");
         }
+    }
+
+    #[test]
+    fn a_replay_is_replayed_where_replays_go() {
+        let created = "orders.c-1.id.created";
+        assert_eq!(replay_subject(created), "orders.c-1.id.created.replay");
+        assert_eq!(
+            replay_subject("orders.c-1.id.created.replay"),
+            "orders.c-1.id.created.replay"
+        );
+        assert!(is_replay("orders.c-1.id.created.replay"));
+        // A customer or an order id spelled "replay" is no replay.
+        assert!(!is_replay("orders.c-1.replay.created"));
+        assert!(!is_replay("orders.c-1.id.nonreplay"));
     }
 
     #[test]

@@ -72,16 +72,14 @@ impl Program for App {
         .max_decoding_message_size(server::MAX_REQUEST_BYTES);
         // Runs whatever the deadline setting: deadlines scheduled before it
         // was turned off still fire, and are still honoured.
-        let deadlines = deadline::subjects();
-        let deadlines: Vec<&str> = deadlines.iter().map(String::as_str).collect();
         started.spawn_consumer(
-            ConsumerSpec::durable(ORDERS_STREAM, deadline::DURABLE, &deadlines),
+            ConsumerSpec::durable(ORDERS_STREAM, deadline::DURABLE, &deadline::subject()),
             FailAtDeadline::new(events.clone()),
             &shutdown,
         );
         let readiness = events.store().clone();
         let consumer =
-            ConsumerSpec::durable(PAYMENTS_STREAM, settlement::DURABLE, settlement::SUBJECTS);
+            ConsumerSpec::durable(PAYMENTS_STREAM, settlement::DURABLE, settlement::SUBJECT);
         let handler = SettleOnPaymentEvents::new(events);
         started
             .serve(api, consumer, handler, readiness, shutdown)

@@ -30,8 +30,8 @@ pub const DURABLE: &str = "order-service-deadlines";
 /// What the consumer receives: every order's fired payment deadline,
 /// `orders.~payment-deadline.>` (one filter subject, which takes the
 /// replays too; nothing else of ORDERS).
-pub fn subjects() -> Vec<String> {
-    vec![fired_filter(ORDERS_PREFIX, ORDER_PAYMENT_DEADLINE)]
+pub fn subject() -> String {
+    fired_filter(ORDERS_PREFIX, ORDER_PAYMENT_DEADLINE)
 }
 
 /// The reason an order failed by its deadline carries (`failure_reason`).

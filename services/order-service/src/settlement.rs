@@ -6,7 +6,9 @@
 //! Both are idempotent: the state machine leaves an order that already moved
 //! unchanged, and event ids de-duplicate a repeated commit.
 
-use orderflow_eventbus::{EventHandler, Outcome, ReceivedEvent, aggregate::Start, identity};
+use orderflow_eventbus::{
+    EventHandler, Outcome, ReceivedEvent, aggregate::Start, envelope::names, identity,
+};
 use orderflow_proto::payment::v1::{
     Payment, PaymentAuthorized, PaymentDeclined, PaymentRefunded, PaymentVoided,
 };
@@ -19,14 +21,12 @@ use crate::{
 
 /// The durable consumer's name.
 pub const DURABLE: &str = "order-service-payments";
-/// The payment events it receives: those that change an order. A voided
-/// payment (an order cancelled before it was charged) changes nothing, so
-/// it is never delivered here.
-pub const SUBJECTS: &[&str] = &[
-    "payments.*.*.authorized",
-    "payments.*.*.declined",
-    "payments.*.*.refunded",
-];
+/// The payment events it receives: all of them, replays included, so that
+/// the consumer has one filter subject, and `>` at that, which nats-server
+/// matches without its per-subject index (see `ConsumerSpec::durable`).
+/// A voided payment (an order cancelled before it was charged) changes
+/// nothing and is acked at once.
+pub const SUBJECT: &str = "payments.>";
 
 /// The consumer's handler: settles each order by its payment's outcome.
 pub struct SettleOnPaymentEvents {
@@ -71,6 +71,12 @@ impl SettleOnPaymentEvents {
 }
 
 impl EventHandler for SettleOnPaymentEvents {
+    /// A voided payment (an order cancelled before it was charged) changes
+    /// nothing.
+    fn skips(&self, ce_type: &str) -> bool {
+        names::<PaymentVoided>(ce_type)
+    }
+
     async fn handle(&self, event: &ReceivedEvent) -> Outcome {
         let decoded = if event.is::<PaymentAuthorized>() {
             event

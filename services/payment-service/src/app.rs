@@ -113,7 +113,7 @@ impl Program for App {
         let api = PaymentServiceServer::new(PaymentApi::new(payments.clone()))
             .max_decoding_message_size(server::MAX_REQUEST_BYTES);
         let readiness = payments.events().store().clone();
-        let consumer = ConsumerSpec::durable(ORDERS_STREAM, charging::DURABLE, charging::SUBJECTS);
+        let consumer = ConsumerSpec::durable(ORDERS_STREAM, charging::DURABLE, charging::SUBJECT);
         // A message that meets the open breaker waits for it, for half the
         // ack wait at most, instead of burning a delivery per cycle.
         let handler = ChargeOnOrderEvents::new(payments, breaker)

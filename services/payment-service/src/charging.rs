@@ -2,7 +2,7 @@
 //! failed by its payment deadline) refunded or voided.
 //!
 //! The durable consumer `payment-service-orders` on `ORDERS` delivers each
-//! order's creation, cancellation and failure (nothing else: [`SUBJECTS`]) to one
+//! order's creation, cancellation and failure (receiving [`SUBJECT`]) to one
 //! replica, where [`ChargeOnOrderEvents`] handles it. A created order is
 //! charged once: its payment id and gateway idempotency key are derived
 //! from the order id, the first payment event must be the first on its
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use orderflow_eventbus::{
     AppendError, EventHandler, JetStream, Outcome, ReceivedEvent, aggregate::StoreError,
-    consumer::retry_delay, gather::GatheredReads, identity, lookahead::Behind,
+    consumer::retry_delay, envelope::names, gather::GatheredReads, identity, lookahead::Behind,
     subject::event_subject,
 };
 use orderflow_money::Money;
@@ -50,17 +50,16 @@ pub const DURABLE: &str = "payment-service-orders";
 /// their way; when they went to another replica the wait ends at the next
 /// delivery, and when none comes it ends here and the payment service reads.
 const LOOKAHEAD_WAIT: Duration = Duration::from_millis(5);
-/// The order events it receives: the three it acts on. A failed order is
-/// one that will never be paid: declined (the payment service's own
-/// decision, so nothing to do) or past its payment deadline, whose charge,
-/// if one still lands, is refunded as a cancelled order's is.
-/// Confirmations and refunds of orders follow from payment events and are
-/// never delivered here.
-pub const SUBJECTS: &[&str] = &[
-    "orders.*.*.created",
-    "orders.*.*.cancelled",
-    "orders.*.*.payment-failed",
-];
+/// The order events it receives: every order event but the payment
+/// deadlines (five tokens), so that the consumer has one filter subject
+/// (see `ConsumerSpec::durable`). It acts on three: creations,
+/// cancellations and failures. A failed order is one that will never be
+/// paid: declined (the payment service's own decision, so nothing to do) or
+/// past its payment deadline, whose charge, if one still lands, is refunded
+/// as a cancelled order's is. Confirmations and refunds of orders follow
+/// from payment events and are acked at once. Replays come through the
+/// durable `payment-service-orders-replays` (`ConsumerSpec::replays`).
+pub const SUBJECT: &str = "orders.*.*.*";
 
 /// How many times a payment change is re-decided after losing a race.
 const MAX_ATTEMPTS: usize = 8;
@@ -561,6 +560,12 @@ fn check_order_identity(order: &order_pb::Order) -> Result<(), String> {
 }
 
 impl EventHandler for ChargeOnOrderEvents {
+    /// Confirmations and refunds of orders follow from our own payment
+    /// events: nothing to do.
+    fn skips(&self, ce_type: &str) -> bool {
+        names::<OrderConfirmed>(ce_type) || names::<OrderRefunded>(ce_type)
+    }
+
     async fn handle(&self, event: &ReceivedEvent) -> Outcome {
         let delivered = event.delivered;
         // A replayed dead letter is a repeat by definition, and so is a copy

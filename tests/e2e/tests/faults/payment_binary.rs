@@ -142,7 +142,10 @@ async fn the_payment_binary_killed_mid_work_and_restarted_pays_every_order_exact
     wait_until(
         "the restarted binary to handle every order event, the copies too",
         SETTLE,
-        || consumer_caught_up(&js, "ORDERS", "payment-service-orders"),
+        || async {
+            consumer_caught_up(&js, "ORDERS", "payment-service-orders").await
+                && consumer_caught_up(&js, "ORDERS", "payment-service-orders-replays").await
+        },
     )
     .await;
     assert_each_paid_exactly_once(&js, &acked).await;

@@ -5,10 +5,11 @@
 use super::*;
 
 /// The durable consumers of both services, by stream.
-pub(crate) const DURABLES: [(&str, &str); 3] = [
+pub(crate) const DURABLES: [(&str, &str); 4] = [
     ("PAYMENTS", "order-service-payments"),
     ("ORDERS", "order-service-deadlines"),
     ("ORDERS", "payment-service-orders"),
+    ("ORDERS", "payment-service-orders-replays"),
 ];
 
 /// A nats-server running `deploy/nats/auth.conf`, with a fresh password

@@ -352,7 +352,7 @@ async fn a_redelivered_order_created_event_charges_once() {
     .await
     .unwrap();
     wait_until("the copy to be handled", Duration::from_secs(20), || {
-        consumer_caught_up(&js, "ORDERS", "payment-service-orders")
+        consumer_caught_up(&js, "ORDERS", "payment-service-orders-replays")
     })
     .await;
 
