@@ -559,14 +559,20 @@ mod tests {
 
         // An R3 stream has a leader among our nodes.
         let js = crate::streams::jetstream(&cluster.url()).await;
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: String::from("PROBE"),
-            subjects: vec![String::from("probe.>")],
-            num_replicas: 3,
-            ..Default::default()
+        // On a busy machine the first R3 stream can take longer than one
+        // API request waits (its Raft group is formed on three nodes), so
+        // the creation (the same config each time) is retried until stored.
+        crate::wait::wait_until("the R3 stream PROBE", Duration::from_secs(30), || async {
+            js.get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: String::from("PROBE"),
+                subjects: vec![String::from("probe.>")],
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await
+            .is_ok()
         })
-        .await
-        .unwrap();
+        .await;
         let leader = cluster.stream_leader("PROBE").await.unwrap();
         let other = (leader + 1) % NODES;
         cluster.move_stream_leader("PROBE", other).await;
