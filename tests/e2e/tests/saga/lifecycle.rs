@@ -342,18 +342,31 @@ async fn a_redelivered_order_created_event_charges_once() {
     // is not checked again.
     let mut headers = original.redelivery_headers();
     headers.insert("Nats-Msg-Id", "redelivery-copy");
-    js.publish_with_headers(
-        format!("{}.replay", original.subject),
-        headers,
-        original.payload.clone().into(),
+    let copy = js
+        .publish_with_headers(
+            format!("{}.replay", original.subject),
+            headers,
+            original.payload.clone().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Handled, and by the replays' durable: it acked the copy.
+    wait_until(
+        "the copy to be handled",
+        Duration::from_secs(20),
+        || async {
+            let Ok(stream) = js.get_stream("ORDERS").await else {
+                return false;
+            };
+            consumer_caught_up(&js, "ORDERS", "payment-service-orders-replays").await
+                && stream
+                    .consumer_info("payment-service-orders-replays")
+                    .await
+                    .is_ok_and(|info| info.ack_floor.stream_sequence >= copy.sequence)
+        },
     )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    wait_until("the copy to be handled", Duration::from_secs(20), || {
-        consumer_caught_up(&js, "ORDERS", "payment-service-orders-replays")
-    })
     .await;
 
     assert_eq!(gateway.stats().charges, 1, "the redelivery charged nothing");
