@@ -222,7 +222,12 @@ enum BindError {
         source: GetStreamError,
     },
     /// The consumer could not be created or brought to its spec.
-    #[error("cannot create the consumer on stream {stream}: {source}")]
+    #[error(
+        "cannot create the consumer on stream {stream}: {source} (when this times out, \
+         JetStream may be unreachable, or this service's NATS user may lack the permission: \
+         deploy/nats/auth.conf of the same version as the service allows each service its \
+         own durable consumers)"
+    )]
     Create {
         stream: String,
         source: ConsumerError,

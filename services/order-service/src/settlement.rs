@@ -91,10 +91,8 @@ impl EventHandler for SettleOnPaymentEvents {
             event
                 .decode::<PaymentRefunded>()
                 .map(|e| (e.payment, Some(PaymentResult::Refunded)))
-        } else if event.is::<PaymentVoided>() {
-            // The order was cancelled before it was charged: nothing changes.
-            return Outcome::Done;
         } else {
+            // Voided payments never get here (`skips`).
             return Outcome::Reject {
                 reason: format!(
                     "unknown payment event type {:?}",

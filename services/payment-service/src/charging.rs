@@ -583,10 +583,8 @@ impl EventHandler for ChargeOnOrderEvents {
             event
                 .decode::<OrderPaymentFailed>()
                 .map(|e| (e.order, false))
-        } else if event.is::<OrderConfirmed>() || event.is::<OrderRefunded>() {
-            // These follow from our own payment events: nothing to do.
-            return Outcome::Done;
         } else {
+            // Confirmations and refunds never get here (`skips`).
             return Outcome::Reject {
                 reason: format!(
                     "unknown order event type {:?}",

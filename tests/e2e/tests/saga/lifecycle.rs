@@ -352,7 +352,8 @@ async fn a_redelivered_order_created_event_charges_once() {
         .unwrap()
         .await
         .unwrap();
-    // Handled, and by the replays' durable: it acked the copy.
+    // Handled, and by the replays' durable: it acked the copy, and holds
+    // nothing else.
     wait_until(
         "the copy to be handled",
         Duration::from_secs(20),
@@ -360,11 +361,14 @@ async fn a_redelivered_order_created_event_charges_once() {
             let Ok(stream) = js.get_stream("ORDERS").await else {
                 return false;
             };
-            consumer_caught_up(&js, "ORDERS", "payment-service-orders-replays").await
-                && stream
-                    .consumer_info("payment-service-orders-replays")
-                    .await
-                    .is_ok_and(|info| info.ack_floor.stream_sequence >= copy.sequence)
+            stream
+                .consumer_info("payment-service-orders-replays")
+                .await
+                .is_ok_and(|info| {
+                    info.ack_floor.stream_sequence >= copy.sequence
+                        && info.num_pending == 0
+                        && info.num_ack_pending == 0
+                })
         },
     )
     .await;
