@@ -32,7 +32,6 @@ use tracing::Instrument;
 use crate::{
     JetStream,
     envelope::{ReceivedEvent, headers},
-    lookahead::Lookahead,
     propagation,
     subject::{
         ADVISORY_STREAM, REPLAY_TOKEN, aggregate_key, max_deliveries_durable,
@@ -119,6 +118,9 @@ pub struct ConsumerSpec {
     pub backoff: Vec<Duration>,
     /// How many messages one replica handles at once.
     pub concurrency: usize,
+    /// The filter of its replays' durable ([`ConsumerSpec::replays`]), or
+    /// `None` when it has none.
+    pub replays_subject: Option<String>,
 }
 
 impl ConsumerSpec {
@@ -157,22 +159,42 @@ impl ConsumerSpec {
             max_deliver: 10,
             backoff: Vec::new(),
             concurrency: 64,
+            replays_subject: (!subject.ends_with('>')).then(|| format!("{subject}.{REPLAY_TOKEN}")),
         }
     }
 
+    /// The same spec with its replays' durable receiving `subject` instead
+    /// of `<its own subject>.replay`: for a service whose durables split
+    /// one subject space by event kind (`orders.*.*.created`,
+    /// `orders.*.*.cancelled`, ...), one of them takes the replays of all
+    /// (`orders.*.*.*.replay`) and the others none
+    /// ([`ConsumerSpec::without_replays`]), so no replay needs a durable of
+    /// its kind.
+    pub fn with_replays(mut self, subject: &str) -> Self {
+        self.replays_subject = Some(subject.to_owned());
+        self
+    }
+
+    /// The same spec without a replays' durable: another durable of the
+    /// service receives them ([`ConsumerSpec::with_replays`]).
+    pub fn without_replays(mut self) -> Self {
+        self.replays_subject = None;
+        self
+    }
+
     /// The durable consumer of this one's replays: `<durable>-replays`,
-    /// receiving `<subject>.replay`, where the admin API republishes a dead
-    /// letter of `subject` (see `dead_letters`). `None` when the filter ends
-    /// in `>`, which receives its replays itself. Replays are rare and
-    /// handled as repeats, so 4 at a time are enough.
+    /// receiving `<subject>.replay` (or what [`ConsumerSpec::with_replays`]
+    /// named), where the admin API republishes a dead letter of `subject`
+    /// (see `dead_letters`). `None` when the filter ends in `>`, which
+    /// receives its replays itself, or when another durable takes them.
+    /// Replays are rare and handled as repeats, so 4 at a time are enough.
     pub fn replays(&self) -> Option<Self> {
-        let [subject] = self.filter_subjects.as_slice() else {
-            return None;
-        };
-        (!subject.ends_with('>')).then(|| Self {
+        let subject = self.replays_subject.as_ref()?;
+        Some(Self {
             durable: replays_durable(&self.durable),
-            filter_subjects: vec![format!("{subject}.{REPLAY_TOKEN}")],
+            filter_subjects: vec![subject.clone()],
             concurrency: 4,
+            replays_subject: None,
             ..self.clone()
         })
     }
@@ -200,6 +222,7 @@ impl ConsumerSpec {
             max_deliver: 100,
             backoff: Vec::new(),
             concurrency: 4,
+            replays_subject: None,
         }
     }
 }
@@ -330,7 +353,6 @@ impl DurableConsumer {
         let pause = Duration::from_millis(500);
         let mut consumer: Option<PullConsumer> = None;
         let order = Arc::new(SubjectOrder::default());
-        let lookahead = Lookahead::new(spec.concurrency.max(1));
         // The CONSUMER span's name, formatted once rather than per message.
         let span_name: Arc<str> = format!("process {}", spec.durable).into();
         // The backlog gauges are read on their own timer: they matter most
@@ -382,12 +404,7 @@ impl DurableConsumer {
                         break;
                     }
                 };
-                // Recorded before waiting for a permit: handlers in hand may
-                // be waiting to learn what was delivered behind them.
                 let aggregate = aggregate_key(message.subject.as_str());
-                if let Ok(info) = message.info() {
-                    lookahead.record(info.consumer_sequence, aggregate, info.delivered == 1);
-                }
                 let skipped = message
                     .headers
                     .as_ref()
@@ -407,12 +424,11 @@ impl DurableConsumer {
                 let spec = spec.clone();
                 let span_name = span_name.clone();
                 let turn = order.enter(aggregate);
-                let lookahead = lookahead.clone();
                 let order = order.clone();
                 tasks.spawn(async move {
                     // Events of one aggregate are handled in stream order.
                     turn.wait().await;
-                    process(&js, &spec, &span_name, handler.as_ref(), message, lookahead).await;
+                    process(&js, &spec, &span_name, handler.as_ref(), message).await;
                     order.leave(turn);
                     drop(permit);
                 });
@@ -528,18 +544,12 @@ async fn process<H: EventHandler>(
     span_name: &str,
     handler: &H,
     message: jetstream::Message,
-    lookahead: Arc<Lookahead>,
 ) {
-    // Without parseable info, `pending` is unknown: say "more behind it",
-    // the answer that makes handlers check instead of assume.
-    let (stream_sequence, consumer_sequence, delivered, pending) = match message.info() {
-        Ok(info) => (
-            info.stream_sequence,
-            info.consumer_sequence,
-            info.delivered,
-            info.pending,
-        ),
-        Err(_) => (0, 0, 1, u64::MAX),
+    // Without parseable info the time it was stored is unknown, which
+    // makes handlers check instead of assume.
+    let (stream_sequence, delivered, stored) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered, Some(info.published)),
+        Err(_) => (0, 1, None),
     };
     // Moved out, not cloned: nothing reads the message's headers afterwards
     // (acks use its reply subject, dead letters copy from `event`).
@@ -550,10 +560,8 @@ async fn process<H: EventHandler>(
         payload: message.message.payload.clone(),
         headers,
         stream_sequence,
-        consumer_sequence,
         delivered,
-        pending,
-        lookahead: Some(lookahead),
+        stored,
     };
     let span = tracing::info_span!(
         "nats.process",
@@ -872,8 +880,33 @@ mod tests {
         assert_eq!(replays.filter_subjects, ["orders.*.*.*.replay"]);
         assert_eq!(replays.stream, "ORDERS");
         assert_eq!(replays.max_deliver, live.max_deliver);
+        assert!(
+            replays.replays().is_none(),
+            "replays have no replays of their own"
+        );
         // A filter ending in `>` receives its replays itself.
         let all = ConsumerSpec::durable("PAYMENTS", "order-service-payments", "payments.>");
         assert!(all.replays().is_none());
+        assert!(all.max_deliveries_watch().replays().is_none());
+    }
+
+    #[test]
+    fn durables_that_split_a_subject_space_share_one_replays_durable() {
+        let created =
+            ConsumerSpec::durable("ORDERS", "payment-service-orders", "orders.*.*.created")
+                .with_replays("orders.*.*.*.replay");
+        let Some(replays) = created.replays() else {
+            panic!("with_replays names a replays durable");
+        };
+        assert_eq!(replays.durable, "payment-service-orders-replays");
+        assert_eq!(replays.filter_subjects, ["orders.*.*.*.replay"]);
+        let cancelled = ConsumerSpec::durable(
+            "ORDERS",
+            "payment-service-cancellations",
+            "orders.*.*.cancelled",
+        )
+        .without_replays();
+        assert_eq!(cancelled.filter_subjects, ["orders.*.*.cancelled"]);
+        assert!(cancelled.replays().is_none());
     }
 }

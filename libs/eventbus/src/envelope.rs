@@ -171,16 +171,8 @@ pub struct ReceivedEvent {
     pub stream_sequence: u64,
     /// How many times it has been delivered to this consumer, from 1.
     pub delivered: i64,
-    /// Its sequence among this consumer's deliveries.
-    pub consumer_sequence: u64,
-    /// How many messages of the consumer's subjects the stream held after
-    /// this one when it was delivered. JetStream delivers a first delivery
-    /// in stream order, so with 0 nothing the consumer would receive was
-    /// stored behind it yet.
-    pub pending: u64,
-    /// What this replica knows of the deliveries after it (see
-    /// [`ReceivedEvent::behind`]); `None` outside a durable consumer.
-    pub lookahead: Option<std::sync::Arc<crate::lookahead::Lookahead>>,
+    /// When the stream stored it (the server's clock), when known.
+    pub stored: Option<time::OffsetDateTime>,
 }
 
 impl ReceivedEvent {
@@ -193,26 +185,17 @@ impl ReceivedEvent {
             || self.headers.get(headers::MIGRATED_FROM).is_some()
     }
 
-    /// Whether anything on this event's aggregate was stored behind it when
-    /// it was delivered, as far as this replica can tell without asking the
-    /// broker, waiting up to `wait` for deliveries on their way. A
-    /// redelivery is always [`Behind::Unknown`](crate::lookahead::Behind):
-    /// its original delivery may have been followed by anything.
-    pub async fn behind(&self, wait: std::time::Duration) -> crate::lookahead::Behind {
-        use crate::lookahead::Behind;
-        match &self.lookahead {
-            Some(lookahead) if self.delivered == 1 && self.pending != u64::MAX => {
-                lookahead
-                    .behind(
-                        self.consumer_sequence,
-                        self.pending,
-                        crate::subject::aggregate_key(&self.subject),
-                        wait,
-                    )
-                    .await
-            }
-            _ => Behind::Unknown,
-        }
+    /// Whether this is a first delivery, no copy, of an event stored at most
+    /// `within` ago by this machine's clock. Anything stored since on its
+    /// aggregate was stored within `within` of it. Unknown (`false`) when
+    /// the time it was stored is unknown, or lies ahead of this machine's
+    /// clock (the clocks disagree, so the age cannot be told).
+    pub fn is_fresh(&self, within: std::time::Duration) -> bool {
+        let Some(stored) = self.stored else {
+            return false;
+        };
+        let age = time::OffsetDateTime::now_utc() - stored;
+        self.delivered == 1 && !self.is_copy() && !age.is_negative() && age <= within
     }
 
     /// The `ce-type` header, when present.
@@ -276,6 +259,42 @@ mod tests {
     impl prost::Name for Created {
         const NAME: &'static str = "OrderCreated";
         const PACKAGE: &'static str = "orderflow.order.v1";
+    }
+
+    fn delivered(subject: &str, delivered: i64, age_ms: Option<i64>) -> ReceivedEvent {
+        ReceivedEvent {
+            subject: subject.to_owned(),
+            headers: HeaderMap::new(),
+            payload: Bytes::new(),
+            stream_sequence: 1,
+            delivered,
+            stored: age_ms
+                .map(|ms| time::OffsetDateTime::now_utc() - time::Duration::milliseconds(ms)),
+        }
+    }
+
+    #[test]
+    fn only_a_first_delivery_stored_moments_ago_is_fresh() {
+        let within = std::time::Duration::from_secs(5);
+        let subject = "orders.c-1.id.created";
+        assert!(delivered(subject, 1, Some(1)).is_fresh(within));
+        assert!(!delivered(subject, 1, Some(60_000)).is_fresh(within), "old");
+        assert!(
+            !delivered(subject, 2, Some(1)).is_fresh(within),
+            "redelivered"
+        );
+        assert!(
+            !delivered(subject, 1, None).is_fresh(within),
+            "stored when?"
+        );
+        assert!(
+            !delivered(subject, 1, Some(-60_000)).is_fresh(within),
+            "stored ahead of this clock"
+        );
+        assert!(
+            !delivered("orders.c-1.id.created.replay", 1, Some(1)).is_fresh(within),
+            "a replay"
+        );
     }
 
     #[test]

@@ -20,7 +20,6 @@ pub mod deadline;
 pub mod envelope;
 pub mod gather;
 pub mod index;
-pub mod lookahead;
 pub mod metrics;
 pub mod propagation;
 pub mod security;

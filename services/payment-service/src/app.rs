@@ -8,13 +8,10 @@
 
 use std::net::SocketAddr;
 
-use orderflow_eventbus::ConsumerSpec;
 use orderflow_platform::{
     main_loop::Program, server, service_config::ServiceConfig, shutdown::Shutdown,
 };
-use orderflow_proto::{
-    contract::ORDERS_STREAM, payment::v1::payment_service_server::PaymentServiceServer,
-};
+use orderflow_proto::payment::v1::payment_service_server::PaymentServiceServer;
 
 use crate::{
     Config,
@@ -113,11 +110,13 @@ impl Program for App {
         let api = PaymentServiceServer::new(PaymentApi::new(payments.clone()))
             .max_decoding_message_size(server::MAX_REQUEST_BYTES);
         let readiness = payments.events().store().clone();
-        let consumer = ConsumerSpec::durable(ORDERS_STREAM, charging::DURABLE, charging::SUBJECT);
         // A message that meets the open breaker waits for it, for half the
         // ack wait at most, instead of burning a delivery per cycle.
         let handler = ChargeOnOrderEvents::new(payments, breaker)
             .holding(started.ack_wait() / 2, shutdown.requested());
+        let [consumer, cancellations, failures] = charging::consumers();
+        started.spawn_consumer(cancellations, handler.clone(), &shutdown);
+        started.spawn_consumer(failures, handler.clone(), &shutdown);
         started
             .serve(api, consumer, handler, readiness, shutdown)
             .await

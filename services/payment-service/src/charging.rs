@@ -1,9 +1,10 @@
 //! Charging for orders: a created order is charged, a cancelled one (or one
 //! failed by its payment deadline) refunded or voided.
 //!
-//! The durable consumer `payment-service-orders` on `ORDERS` delivers each
-//! order's creation, cancellation and failure (receiving [`SUBJECT`]) to one
-//! replica, where [`ChargeOnOrderEvents`] handles it. A created order is
+//! Three durable consumers on `ORDERS`, one per kind of order event the
+//! payment service acts on ([`consumers`]), deliver each order's creation,
+//! cancellation and failure to one replica, where [`ChargeOnOrderEvents`]
+//! handles it. A created order is
 //! charged once: its payment id and gateway idempotency key are derived
 //! from the order id, the first payment event must be the first on its
 //! subject (expected sequence 0), and the gateway returns the first result
@@ -15,8 +16,8 @@
 use std::time::Duration;
 
 use orderflow_eventbus::{
-    AppendError, EventHandler, JetStream, Outcome, ReceivedEvent, aggregate::StoreError,
-    consumer::retry_delay, envelope::names, gather::GatheredReads, identity, lookahead::Behind,
+    AppendError, ConsumerSpec, EventHandler, JetStream, Outcome, ReceivedEvent,
+    aggregate::StoreError, consumer::retry_delay, envelope::names, gather::GatheredReads, identity,
     subject::event_subject,
 };
 use orderflow_money::Money;
@@ -43,23 +44,55 @@ use crate::{
     gateway::{GatewayClient, GatewayError, GatewayRequest, GatewayResponse},
 };
 
-/// The durable consumer's name.
+/// The durable consumer of order creations, the one that charges.
 pub const DURABLE: &str = "payment-service-orders";
-/// How long a charge waits to learn what was delivered behind its order's
-/// creation (see `ReceivedEvent::behind`). Those deliveries are already on
-/// their way; when they went to another replica the wait ends at the next
-/// delivery, and when none comes it ends here and the payment service reads.
-const LOOKAHEAD_WAIT: Duration = Duration::from_millis(5);
-/// The order events it receives: every order event but the payment
-/// deadlines (five tokens), so that the consumer has one filter subject
-/// (see `ConsumerSpec::durable`). It acts on three: creations,
-/// cancellations and failures. A failed order is one that will never be
-/// paid: declined (the payment service's own decision, so nothing to do) or
-/// past its payment deadline, whose charge, if one still lands, is refunded
-/// as a cancelled order's is. Confirmations and refunds of orders follow
-/// from payment events and are acked at once. Replays come through the
-/// durable `payment-service-orders-replays` (`ConsumerSpec::replays`).
-pub const SUBJECT: &str = "orders.*.*.*";
+/// The durable consumer of cancellations.
+pub const CANCELLATIONS_DURABLE: &str = "payment-service-cancellations";
+/// The durable consumer of payment failures.
+pub const FAILURES_DURABLE: &str = "payment-service-payment-failures";
+/// Where the admin API republishes dead letters of order events; received
+/// by `payment-service-orders-replays` for all three consumers.
+pub const REPLAYS_SUBJECT: &str = "orders.*.*.*.replay";
+
+/// A first delivery of an `OrderCreated` stored at most this long ago is
+/// charged without reading whether the order was cancelled: a cancellation
+/// stored since came within this time of the creation, a race like one
+/// that comes while the gateway is charging, and it ends the same way (the
+/// charge is refunded). An older one (a backlog, the payment service away)
+/// is read first, so a cancelled order is not charged at all.
+const FRESH: Duration = Duration::from_millis(10);
+
+/// The durable consumers of `ORDERS`, one filter subject each, on exactly
+/// the kinds it acts on: creations, cancellations, and failures (declined,
+/// which is its own decision and changes nothing, or past the payment
+/// deadline, whose charge, if one still lands, is refunded as a cancelled
+/// order's is). Confirmations and refunds of orders follow from payment
+/// events and reach none of them.
+///
+/// One durable per kind, not one for `orders.*.*.*` that skips the rest:
+/// that one received every `OrderConfirmed` only to ack it, 2 of a saga's
+/// broker messages; and not one durable with three filter subjects, which
+/// nats-server 2.15 matches by walking the stream's whole per-subject index
+/// under the lock appends wait for (`ConsumerSpec::durable`). What it costs:
+/// the charge no longer sees a cancellation queued behind the creation on
+/// its own consumer, so it reads first unless the creation is fresh
+/// ([`FRESH`]); and two mostly idle durables (a pull a second each, with
+/// their max-deliveries watches). Their replays all go to one durable,
+/// `payment-service-orders-replays` ([`REPLAYS_SUBJECT`]).
+pub fn consumers() -> [ConsumerSpec; 3] {
+    let kind = |durable, event| {
+        ConsumerSpec::durable(
+            ORDERS_STREAM,
+            durable,
+            &format!("{ORDERS_PREFIX}.*.*.{event}"),
+        )
+    };
+    [
+        kind(DURABLE, "created").with_replays(REPLAYS_SUBJECT),
+        kind(CANCELLATIONS_DURABLE, "cancelled").without_replays(),
+        kind(FAILURES_DURABLE, "payment-failed").without_replays(),
+    ]
+}
 
 /// How many times a payment change is re-decided after losing a race.
 const MAX_ATTEMPTS: usize = 8;
@@ -78,11 +111,11 @@ pub struct Payments {
 /// [`Payments::charge_order`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Look {
-    /// Nothing: the first delivery of a creation with nothing on its order
-    /// stored behind it.
+    /// Nothing: the first delivery of a creation stored moments ago
+    /// ([`FRESH`]).
     Nothing,
-    /// Whether the order was cancelled: a first delivery that may have a
-    /// cancellation stored behind it.
+    /// Whether the order was cancelled: a first delivery of an older
+    /// creation, which a cancellation may have followed.
     Cancellation,
     /// The payment and the cancellation: a redelivery or a copy, whose
     /// order may have been handled already.
@@ -126,10 +159,10 @@ impl Payments {
     /// subject (an order is cancelled at most once), gathered with those of
     /// the other charges of the moment.
     ///
-    /// Events of one order are handled in order, so when a cancellation is
-    /// already in the stream behind the `OrderCreated` being handled, the
-    /// charge would be refunded moments later; looking first avoids
-    /// charging at all. That is also why the read need not ask the stream's
+    /// A cancellation already stored when the `OrderCreated` is handled
+    /// would have the charge refunded moments later (its own consumer
+    /// handles it at the same time); looking first avoids charging at
+    /// all. That is also why the read need not ask the stream's
     /// leader: a replica that has not stored the cancellation yet costs a
     /// charge and its refund, never a payment kept for a cancelled order.
     ///
@@ -457,7 +490,9 @@ fn amount_of(order: &order_pb::Order, payment_id: &str) -> Result<Money, Payment
 }
 
 /// The consumer's handler: charges each created order and refunds or voids
-/// each cancelled one, through [`Payments`].
+/// each cancelled one, through [`Payments`]. Each of its consumers
+/// ([`consumers`]) has a copy; they share the payments and the breaker.
+#[derive(Clone)]
 pub struct ChargeOnOrderEvents {
     payments: Payments,
     breaker: Breaker,
@@ -601,13 +636,10 @@ impl EventHandler for ChargeOnOrderEvents {
         }
         match order {
             Ok((Some(order), true)) => {
-                // Only a first delivery with nothing on its order stored
-                // behind it may skip the look; this replica usually knows
-                // that from what it was delivered next (`behind`), without
-                // asking the broker.
+                // Only a fresh first delivery may skip the look (`FRESH`).
                 let look = if repeat || delivered > 1 {
                     Look::PaymentAndCancellation
-                } else if event.behind(LOOKAHEAD_WAIT).await == Behind::NothingOnItsAggregate {
+                } else if event.is_fresh(FRESH) {
                     Look::Nothing
                 } else {
                     Look::Cancellation

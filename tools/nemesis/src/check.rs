@@ -259,8 +259,10 @@ const DEADLINE_PASSED: &str = "payment deadline passed";
 
 /// The services' durable consumers, whose outstanding work must be zero
 /// before a verdict.
-const DURABLES: [(&str, &str); 3] = [
+const DURABLES: [(&str, &str); 5] = [
     ("ORDERS", "payment-service-orders"),
+    ("ORDERS", "payment-service-cancellations"),
+    ("ORDERS", "payment-service-payment-failures"),
     ("ORDERS", "order-service-deadlines"),
     ("PAYMENTS", "order-service-payments"),
 ];

@@ -261,11 +261,27 @@ pub(crate) fn arb_garbage() -> BoxedStrategy<Garbage> {
 }
 
 /// The durable consumers of both services, by stream.
-pub(crate) fn durables() -> [(&'static str, &'static str); 2] {
+pub(crate) fn durables() -> [(&'static str, &'static str); 4] {
+    use payment_service::charging::{CANCELLATIONS_DURABLE, DURABLE, FAILURES_DURABLE};
     [
-        ("ORDERS", payment_service::charging::DURABLE),
+        ("ORDERS", DURABLE),
+        ("ORDERS", CANCELLATIONS_DURABLE),
+        ("ORDERS", FAILURES_DURABLE),
         ("PAYMENTS", order_service::settlement::DURABLE),
     ]
+}
+
+/// Whether durable `durable` receives `subject`: the payment service has one
+/// durable per kind of order event, by the subject's last token.
+pub(crate) fn receives(durable: &str, subject: &str) -> bool {
+    use payment_service::charging::{CANCELLATIONS_DURABLE, DURABLE, FAILURES_DURABLE};
+    let token = subject.rsplit('.').next().unwrap_or_default();
+    match durable {
+        DURABLE => token == "created",
+        CANCELLATIONS_DURABLE => token == "cancelled",
+        FAILURES_DURABLE => token == "payment-failed",
+        _ => true,
+    }
 }
 
 /// The event token of the subject garbage event `i` goes to: one that the
@@ -433,8 +449,9 @@ pub(crate) fn shared_order_ids(published: &[Published]) -> Vec<String> {
 pub(crate) fn fate(durable: &str, garbage: &Garbage, shared: &[String]) -> Fate {
     let ce_type = garbage.ce_type.as_deref();
     let is = |name: String| ce_type == Some(name.as_str());
+    use payment_service::charging::{CANCELLATIONS_DURABLE, DURABLE, FAILURES_DURABLE};
     match durable {
-        payment_service::charging::DURABLE => {
+        DURABLE | CANCELLATIONS_DURABLE | FAILURES_DURABLE => {
             // Confirmations, failures and refunds follow from the payment
             // service's own events: it ignores them, whatever they carry.
             if is(OrderConfirmed::full_name()) || is(OrderRefunded::full_name()) {
@@ -668,7 +685,7 @@ async fn garbage_events_are_dead_lettered_and_both_services_keep_serving() {
     let mut dead_lettered = 0;
     for event in &published {
         for (stream, durable) in durables() {
-            if stream != event.garbage.stream {
+            if stream != event.garbage.stream || !receives(durable, &event.subject) {
                 continue;
             }
             let fate = fate(durable, &event.garbage, &shared);

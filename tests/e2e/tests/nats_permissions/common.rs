@@ -5,10 +5,12 @@
 use super::*;
 
 /// The durable consumers of both services, by stream.
-pub(crate) const DURABLES: [(&str, &str); 4] = [
+pub(crate) const DURABLES: [(&str, &str); 6] = [
     ("PAYMENTS", "order-service-payments"),
     ("ORDERS", "order-service-deadlines"),
     ("ORDERS", "payment-service-orders"),
+    ("ORDERS", "payment-service-cancellations"),
+    ("ORDERS", "payment-service-payment-failures"),
     ("ORDERS", "payment-service-orders-replays"),
 ];
 

@@ -85,6 +85,9 @@ async fn a_payment_event_sent_with_the_order_services_credentials_is_refused_and
         "$JS.API.CONSUMER.CREATE.ORDERS.payment-service-orders-replays",
         "$JS.API.CONSUMER.MSG.NEXT.ORDERS.payment-service-orders-replays",
         "$JS.API.CONSUMER.DELETE.ORDERS.payment-service-orders-replays",
+        "$JS.API.CONSUMER.CREATE.ORDERS.payment-service-cancellations",
+        "$JS.API.CONSUMER.MSG.NEXT.ORDERS.payment-service-cancellations",
+        "$JS.API.CONSUMER.DELETE.ORDERS.payment-service-payment-failures",
     ] {
         let _ = as_orders.client().publish(subject, hijack.into()).await;
         order_errors.wait_for_violation(subject).await;

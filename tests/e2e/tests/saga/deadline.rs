@@ -125,7 +125,10 @@ async fn an_unpaid_order_fails_at_its_deadline_across_restarts_and_is_never_char
     wait_until(
         "the payment service to handle the order's events",
         Duration::from_secs(20),
-        || consumer_caught_up(&js, "ORDERS", "payment-service-orders"),
+        || async {
+            consumer_caught_up(&js, "ORDERS", "payment-service-orders").await
+                && consumer_caught_up(&js, "ORDERS", "payment-service-payment-failures").await
+        },
     )
     .await;
     let payment = payments_of(&payments, &created.order_id).await;

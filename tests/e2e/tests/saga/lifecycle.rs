@@ -211,7 +211,10 @@ async fn an_order_cancelled_before_payment_is_never_charged() {
     wait_until(
         "the payment service to see both order events",
         Duration::from_secs(20),
-        || consumer_caught_up(&js, "ORDERS", "payment-service-orders"),
+        || async {
+            consumer_caught_up(&js, "ORDERS", "payment-service-orders").await
+                && consumer_caught_up(&js, "ORDERS", "payment-service-cancellations").await
+        },
     )
     .await;
     let listed = wait_for_payments(&payment_client(&payments).await, &order.order_id, 1).await;
