@@ -545,11 +545,9 @@ async fn process<H: EventHandler>(
     handler: &H,
     message: jetstream::Message,
 ) {
-    // Without parseable info the time it was stored is unknown, which
-    // makes handlers check instead of assume.
-    let (stream_sequence, delivered, stored) = match message.info() {
-        Ok(info) => (info.stream_sequence, info.delivered, Some(info.published)),
-        Err(_) => (0, 1, None),
+    let (stream_sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(_) => (0, 1),
     };
     // Moved out, not cloned: nothing reads the message's headers afterwards
     // (acks use its reply subject, dead letters copy from `event`).
@@ -561,7 +559,6 @@ async fn process<H: EventHandler>(
         headers,
         stream_sequence,
         delivered,
-        stored,
     };
     let span = tracing::info_span!(
         "nats.process",

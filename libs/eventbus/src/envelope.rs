@@ -171,8 +171,6 @@ pub struct ReceivedEvent {
     pub stream_sequence: u64,
     /// How many times it has been delivered to this consumer, from 1.
     pub delivered: i64,
-    /// When the stream stored it (the server's clock), when known.
-    pub stored: Option<time::OffsetDateTime>,
 }
 
 impl ReceivedEvent {
@@ -183,19 +181,6 @@ impl ReceivedEvent {
     pub fn is_copy(&self) -> bool {
         crate::subject::is_replay(&self.subject)
             || self.headers.get(headers::MIGRATED_FROM).is_some()
-    }
-
-    /// Whether this is a first delivery, no copy, of an event stored at most
-    /// `within` ago by this machine's clock. Anything stored since on its
-    /// aggregate was stored within `within` of it. Unknown (`false`) when
-    /// the time it was stored is unknown, or lies ahead of this machine's
-    /// clock (the clocks disagree, so the age cannot be told).
-    pub fn is_fresh(&self, within: std::time::Duration) -> bool {
-        let Some(stored) = self.stored else {
-            return false;
-        };
-        let age = time::OffsetDateTime::now_utc() - stored;
-        self.delivered == 1 && !self.is_copy() && !age.is_negative() && age <= within
     }
 
     /// The `ce-type` header, when present.
@@ -259,42 +244,6 @@ mod tests {
     impl prost::Name for Created {
         const NAME: &'static str = "OrderCreated";
         const PACKAGE: &'static str = "orderflow.order.v1";
-    }
-
-    fn delivered(subject: &str, delivered: i64, age_ms: Option<i64>) -> ReceivedEvent {
-        ReceivedEvent {
-            subject: subject.to_owned(),
-            headers: HeaderMap::new(),
-            payload: Bytes::new(),
-            stream_sequence: 1,
-            delivered,
-            stored: age_ms
-                .map(|ms| time::OffsetDateTime::now_utc() - time::Duration::milliseconds(ms)),
-        }
-    }
-
-    #[test]
-    fn only_a_first_delivery_stored_moments_ago_is_fresh() {
-        let within = std::time::Duration::from_secs(5);
-        let subject = "orders.c-1.id.created";
-        assert!(delivered(subject, 1, Some(1)).is_fresh(within));
-        assert!(!delivered(subject, 1, Some(60_000)).is_fresh(within), "old");
-        assert!(
-            !delivered(subject, 2, Some(1)).is_fresh(within),
-            "redelivered"
-        );
-        assert!(
-            !delivered(subject, 1, None).is_fresh(within),
-            "stored when?"
-        );
-        assert!(
-            !delivered(subject, 1, Some(-60_000)).is_fresh(within),
-            "stored ahead of this clock"
-        );
-        assert!(
-            !delivered("orders.c-1.id.created.replay", 1, Some(1)).is_fresh(within),
-            "a replay"
-        );
     }
 
     #[test]

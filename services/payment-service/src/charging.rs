@@ -54,17 +54,6 @@ pub const FAILURES_DURABLE: &str = "payment-service-payment-failures";
 /// by `payment-service-orders-replays` for all three consumers.
 pub const REPLAYS_SUBJECT: &str = "orders.*.*.*.replay";
 
-/// A first delivery of an `OrderCreated` stored at most this long ago is
-/// charged without reading whether the order was cancelled: a cancellation
-/// stored since came within this time of the creation, a race like one
-/// that comes while the gateway is charging, and it ends the same way (the
-/// charge is refunded). An older one (a backlog, the payment service away)
-/// is read first, so a cancelled order is not charged at all. 100 ms is
-/// above the whole saga's p99 at every rate its latency goal covers
-/// (25 ms), so no charge reads there, and it leaves room for clocks a few
-/// milliseconds apart; a card gateway's own call takes longer.
-const FRESH: Duration = Duration::from_millis(100);
-
 /// The durable consumers of `ORDERS`, one filter subject each, on exactly
 /// the kinds it acts on: creations, cancellations, and failures (declined,
 /// which is its own decision and changes nothing, or past the payment
@@ -78,9 +67,10 @@ const FRESH: Duration = Duration::from_millis(100);
 /// nats-server 2.15 matches by walking the stream's whole per-subject index
 /// under the lock appends wait for (`ConsumerSpec::durable`). What it costs:
 /// the charge no longer sees a cancellation queued behind the creation on
-/// its own consumer, so it reads first unless the creation is fresh
-/// ([`FRESH`]); and two mostly idle durables (a pull a second each, with
-/// their max-deliveries watches). Their replays all go to one durable,
+/// its own consumer, so every charge reads whether the order was cancelled
+/// ([`Look::Cancellation`], gathered with the reads of the charges of the
+/// moment); and two mostly idle durables (a pull a second each, with their
+/// max-deliveries watches). Their replays all go to one durable,
 /// `payment-service-orders-replays` ([`REPLAYS_SUBJECT`]).
 pub fn consumers() -> [ConsumerSpec; 3] {
     let kind = |durable, event| {
@@ -114,11 +104,8 @@ pub struct Payments {
 /// [`Payments::charge_order`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Look {
-    /// Nothing: the first delivery of a creation stored moments ago
-    /// ([`FRESH`]).
-    Nothing,
-    /// Whether the order was cancelled: a first delivery of an older
-    /// creation, which a cancellation may have followed.
+    /// Whether the order was cancelled or failed: a first delivery, whose
+    /// cancellation, if any, another consumer receives.
     Cancellation,
     /// The payment and the cancellation: a redelivery or a copy, whose
     /// order may have been handled already.
@@ -256,7 +243,6 @@ impl Payments {
     ) -> Result<(), PaymentError> {
         let payment_id = payment_id_for(&order.order_id).to_string();
         let cancelled = match look {
-            Look::Nothing => false,
             Look::Cancellation => {
                 tracing::debug!(order_id = %order.order_id, "looking at the cancellation before charging");
                 self.already_cancelled(order).await?
@@ -290,7 +276,7 @@ impl Payments {
             // nemesis with a paused gateway answering queued charges late).
             return match look {
                 Look::PaymentAndCancellation => self.refund_any_unrecorded_charge(order).await,
-                Look::Nothing | Look::Cancellation => Ok(()),
+                Look::Cancellation => Ok(()),
             };
         }
         let amount = amount_of(order, &payment_id)?;
@@ -639,11 +625,8 @@ impl EventHandler for ChargeOnOrderEvents {
         }
         match order {
             Ok((Some(order), true)) => {
-                // Only a fresh first delivery may skip the look (`FRESH`).
                 let look = if repeat || delivered > 1 {
                     Look::PaymentAndCancellation
-                } else if event.is_fresh(FRESH) {
-                    Look::Nothing
                 } else {
                     Look::Cancellation
                 };
