@@ -654,3 +654,32 @@ impl EventHandler for ChargeOnOrderEvents {
         self.breaker.wait_closed().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_consumer_receives_one_kind_it_acts_on_and_no_confirmation() {
+        let specs = consumers();
+        let filters: Vec<&[String]> = specs.iter().map(|s| s.filter_subjects.as_slice()).collect();
+        assert_eq!(
+            filters,
+            [
+                ["orders.*.*.created"],
+                ["orders.*.*.cancelled"],
+                ["orders.*.*.payment-failed"]
+            ]
+        );
+        let names: Vec<&str> = specs.iter().map(|s| s.durable.as_str()).collect();
+        assert_eq!(names, [DURABLE, CANCELLATIONS_DURABLE, FAILURES_DURABLE]);
+        // One durable takes the replays of all three; the others have none.
+        let replays: Vec<Option<ConsumerSpec>> = specs.iter().map(ConsumerSpec::replays).collect();
+        let Some(all) = &replays[0] else {
+            panic!("the creations' consumer has the replays' durable");
+        };
+        assert_eq!(all.durable, "payment-service-orders-replays");
+        assert_eq!(all.filter_subjects, [REPLAYS_SUBJECT]);
+        assert!(replays[1].is_none() && replays[2].is_none());
+    }
+}
