@@ -272,16 +272,18 @@ pub(crate) fn durables() -> [(&'static str, &'static str); 4] {
 }
 
 /// Whether durable `durable` receives `subject`: the payment service has one
-/// durable per kind of order event, by the subject's last token.
+/// durable per kind of order event (`charging::consumers`), each filtering
+/// `orders.*.*.<event>`, so the subject's last token says which.
 pub(crate) fn receives(durable: &str, subject: &str) -> bool {
-    use payment_service::charging::{CANCELLATIONS_DURABLE, DURABLE, FAILURES_DURABLE};
-    let token = subject.rsplit('.').next().unwrap_or_default();
-    match durable {
-        DURABLE => token == "created",
-        CANCELLATIONS_DURABLE => token == "cancelled",
-        FAILURES_DURABLE => token == "payment-failed",
-        _ => true,
-    }
+    let last = |s: &str| s.rsplit('.').next().map(str::to_owned);
+    payment_service::charging::consumers()
+        .iter()
+        .find(|spec| spec.durable == durable)
+        .is_none_or(|spec| {
+            spec.filter_subjects
+                .iter()
+                .any(|f| last(f) == last(subject))
+        })
 }
 
 /// The event token of the subject garbage event `i` goes to: one that the
