@@ -103,7 +103,7 @@ impl EventHandler for FailAtDeadline {
             // A deadline stored while its order's creation failed (see
             // `OrderApi::create`) belongs to no order: nothing to fail.
             Err(OrderError::NotFound(_)) => Outcome::Done,
-            Err(error) => error.outcome(),
+            Err(error) => error.outcome(event.delivered),
         }
     }
 }

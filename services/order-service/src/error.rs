@@ -53,20 +53,17 @@ pub enum OrderError {
 }
 
 impl OrderError {
-    /// What a consumer does with a message whose handling failed with this:
-    /// refuse it (dead letter) when no retry can change the answer, retry it
-    /// in a second otherwise.
-    pub fn outcome(self) -> orderflow_eventbus::Outcome {
+    /// What a consumer does with a message whose handling failed with this
+    /// on its `delivered`-th delivery: refuse it (dead letter) when no retry
+    /// can change the answer, retry it backing off otherwise.
+    pub fn outcome(self, delivered: i64) -> orderflow_eventbus::Outcome {
         match self {
             error @ (Self::NotFound(_)
             | Self::Corrupt { .. }
             | Self::Store(StoreError::Corrupt { .. })) => orderflow_eventbus::Outcome::Reject {
                 reason: error.to_string(),
             },
-            error => orderflow_eventbus::Outcome::Retry {
-                after: std::time::Duration::from_secs(1),
-                reason: error.to_string(),
-            },
+            error => orderflow_eventbus::Outcome::backing_off(delivered, error.to_string()),
         }
     }
 }
@@ -107,5 +104,34 @@ impl From<OrderError> for Status {
                 Status::internal(error.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use orderflow_eventbus::Outcome;
+
+    use super::OrderError;
+
+    /// A payment result or deadline that fails while the broker is away
+    /// waits longer with each delivery: its ten deliveries outlast an
+    /// outage of minutes instead of seconds.
+    #[test]
+    fn a_passing_failure_backs_off_and_a_missing_order_is_refused() {
+        let delay =
+            |delivered| match OrderError::NotReadableYet(String::from("o")).outcome(delivered) {
+                Outcome::Retry { after, .. } => after,
+                other => panic!("a store that lags is retried, not {other:?}"),
+            };
+        assert_eq!(delay(1), Duration::from_secs(1));
+        assert_eq!(delay(4), Duration::from_secs(8));
+        let all: Duration = (1..10).map(delay).sum();
+        assert!(all >= Duration::from_secs(180), "nine retries wait {all:?}");
+        assert!(matches!(
+            OrderError::NotFound(String::from("o")).outcome(1),
+            Outcome::Reject { .. }
+        ));
     }
 }

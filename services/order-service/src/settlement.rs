@@ -123,7 +123,7 @@ impl EventHandler for SettleOnPaymentEvents {
         };
         match self.apply(payment, result).await {
             Ok(()) => Outcome::Done,
-            Err(error) => error.outcome(),
+            Err(error) => error.outcome(event.delivered),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use orderflow_eventbus::{
     AppendError, ConsumerSpec, EventHandler, JetStream, Outcome, ReceivedEvent,
-    aggregate::StoreError, consumer::retry_delay, envelope::names, gather::GatheredReads, identity,
+    aggregate::StoreError, envelope::names, gather::GatheredReads, identity,
     subject::event_subject,
 };
 use orderflow_money::Money;
@@ -566,10 +566,7 @@ fn outcome(result: Result<(), PaymentError>, delivered: i64) -> Outcome {
             )
             | PaymentError::Vanished(_)
             | PaymentError::Contended(_)),
-        ) => Outcome::Retry {
-            after: retry_delay(delivered),
-            reason: error.to_string(),
-        },
+        ) => Outcome::backing_off(delivered, error.to_string()),
         Err(error) => Outcome::Reject {
             reason: error.to_string(),
         },
