@@ -121,6 +121,9 @@ pub struct Findings {
     pub events: usize,
     /// Messages in DEADLETTERS.
     pub dead_letters: usize,
+    /// Each dead letter: its sequence, the subject of its original and the
+    /// reason listed, so that a run's output says what was given up on.
+    pub dead_letter_reasons: Vec<String>,
     /// Each invariant.
     pub invariants: Vec<Invariant>,
     /// What the check saw.
@@ -694,6 +697,16 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
         });
     }
 
+    let dead_letter_reasons = dead
+        .iter()
+        .map(|letter| {
+            let reason = listed
+                .get(&letter.sequence)
+                .map_or("(not listed)", String::as_str);
+            format!("#{} {}: {reason}", letter.sequence, letter.subject)
+        })
+        .collect();
+
     let mut orders_by_status: BTreeMap<String, usize> = BTreeMap::new();
     for order in last.values() {
         *orders_by_status
@@ -725,6 +738,7 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
         refunds,
         events: order_events.len() + payment_events.len(),
         dead_letters: dead.len(),
+        dead_letter_reasons,
         invariants: vec![
             exists,
             one_per_request,

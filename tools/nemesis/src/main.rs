@@ -878,6 +878,9 @@ fn print_table(report: &Report<'_>) {
         "ledger: {} charges, {} declines, {} refunds; {} events; {} dead letters",
         f.charges, f.declines, f.refunds, f.events, f.dead_letters
     );
+    for letter in &f.dead_letter_reasons {
+        println!("  dead letter {letter}");
+    }
     println!("settled after {:.1} s", report.settled_after_secs);
     let p99s: Vec<String> = report
         .create_p99_by_minute
