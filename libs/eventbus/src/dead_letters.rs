@@ -8,25 +8,20 @@
 //! state and must not be overwritten by an old copy. Then the dead letter is
 //! deleted, so a replay happens once.
 
-use std::time::Duration;
-
 use async_nats::{
     HeaderMap,
     jetstream::{
-        consumer::{
-            DeliverPolicy, StreamError,
-            pull::{self, OrderedError},
-        },
         context::{GetStreamError, PublishError, PublishErrorKind},
-        stream::{ConsumerError, DeleteMessageError, DirectGetError, DirectGetErrorKind},
+        stream::{DeleteMessageError, DirectGetError, DirectGetErrorKind},
     },
 };
 use bytes::Bytes;
-use futures_util::StreamExt;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     JetStream,
     envelope::headers::{self, MSG_ID},
+    index::{self, IndexError},
     subject::{DEAD_LETTER_STREAM, replay_subject},
 };
 
@@ -36,18 +31,9 @@ pub enum DeadLetterError {
     /// The DEADLETTERS stream could not be looked up.
     #[error("dead letters: {0}")]
     Stream(#[from] GetStreamError),
-    /// The listing's consumer could not be created.
+    /// The listing's read failed.
     #[error("dead letters: {0}")]
-    List(#[from] ConsumerError),
-    /// The listing's messages could not be subscribed to.
-    #[error("dead letters: {0}")]
-    Subscribe(#[from] StreamError),
-    /// The listing broke while reading.
-    #[error("dead letters: {0}")]
-    Read(#[from] OrderedError),
-    /// A listed message came without its JetStream metadata.
-    #[error("dead letters: {0}")]
-    Metadata(#[source] async_nats::Error),
+    List(#[from] IndexError),
     /// Reading one dead letter failed.
     #[error("dead letters: {0}")]
     Get(#[from] DirectGetError),
@@ -110,6 +96,21 @@ impl DeadLetterRecord {
     }
 }
 
+/// When a message read by a direct get was stored, as seconds and nanos of
+/// the Unix epoch: its `Nats-Time-Stamp` header (RFC 3339), or the epoch
+/// when the server sent none that parses.
+fn stored_time(headers: &HeaderMap) -> (i64, i32) {
+    headers
+        .get("Nats-Time-Stamp")
+        .and_then(|value| OffsetDateTime::parse(value.as_str(), &Rfc3339).ok())
+        .map_or((0, 0), |at| {
+            (
+                at.unix_timestamp(),
+                i32::try_from(at.nanosecond()).unwrap_or(0),
+            )
+        })
+}
+
 /// The DEADLETTERS stream.
 #[derive(Clone)]
 pub struct DeadLetters {
@@ -124,53 +125,38 @@ impl DeadLetters {
 
     /// Up to `limit` dead letters after sequence `after`, of `consumer` when
     /// given, oldest first, and whether more follow.
+    ///
+    /// One batched direct get (`next_by_subj`), answered from the stream
+    /// without a consumer: an ordered consumer per page cost its creation,
+    /// a pull and its deletion, and stayed on the server until its
+    /// inactivity threshold whenever the listing ended early.
     pub async fn list(
         &self,
         consumer: Option<&str>,
         after: u64,
         limit: usize,
     ) -> Result<(Vec<DeadLetterRecord>, bool), DeadLetterError> {
-        let stream = self.js.get_stream(DEAD_LETTER_STREAM).await?;
         let filter = crate::subject::dead_letter_filter(consumer);
-        let ordered = stream
-            .create_consumer(pull::OrderedConfig {
-                name: Some(crate::security::ordered_consumer_name()),
-                filter_subject: filter,
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: after.saturating_add(1),
-                },
-                ..Default::default()
+        let batch = index::next_batch(
+            &self.js,
+            DEAD_LETTER_STREAM,
+            &filter,
+            after.saturating_add(1),
+            limit,
+        )
+        .await?;
+        let more = batch.pending > 0;
+        let records = batch
+            .events
+            .into_iter()
+            .map(|event| DeadLetterRecord {
+                sequence: event.sequence,
+                time: stored_time(&event.headers),
+                headers: event.headers,
+                payload: event.payload,
             })
-            .await?;
-        let mut out = Vec::new();
-        if ordered.cached_info().num_pending == 0 {
-            return Ok((out, false));
-        }
-        let mut messages = ordered.messages().await?;
-        while let Ok(Some(message)) =
-            tokio::time::timeout(Duration::from_secs(5), messages.next()).await
-        {
-            let message = message?;
-            let info = message.info().map_err(DeadLetterError::Metadata)?;
-            let (sequence, pending) = (info.stream_sequence, info.pending);
-            let time = (
-                info.published.unix_timestamp(),
-                i32::try_from(info.published.nanosecond()).unwrap_or(0),
-            );
-            if out.len() == limit {
-                return Ok((out, true));
-            }
-            out.push(DeadLetterRecord {
-                sequence,
-                headers: message.headers.clone().unwrap_or_default(),
-                payload: message.payload.clone(),
-                time,
-            });
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok((out, false))
+            .collect();
+        Ok((records, more))
     }
 
     /// The dead letter at `sequence`, if there is one.
@@ -239,5 +225,18 @@ impl DeadLetters {
         let stream = self.js.get_stream(DEAD_LETTER_STREAM).await?;
         stream.delete_message(sequence).await?;
         Ok(Some((record, subject)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::HeaderMap;
+
+    #[test]
+    fn the_stored_time_is_read_from_the_direct_get_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Time-Stamp", "2026-12-02T07:30:01.123456789Z");
+        assert_eq!(super::stored_time(&headers), (1_796_196_601, 123_456_789));
+        assert_eq!(super::stored_time(&HeaderMap::new()), (0, 0));
     }
 }

@@ -92,6 +92,15 @@ async fn a_payment_event_sent_with_the_order_services_credentials_is_refused_and
         let _ = as_orders.client().publish(subject, hijack.into()).await;
         order_errors.wait_for_violation(subject).await;
     }
+    // Dead letters are listed with direct gets: neither service may create
+    // a consumer on DEADLETTERS, ordered or not.
+    let reader =
+        r#"{"stream_name":"DEADLETTERS","config":{"name":"ordered-x","ack_policy":"none"}}"#;
+    let subject = "$JS.API.CONSUMER.CREATE.DEADLETTERS.ordered-x";
+    let _ = as_orders.client().publish(subject, reader.into()).await;
+    order_errors.wait_for_violation(subject).await;
+    let _ = as_payments.client().publish(subject, reader.into()).await;
+    payment_errors.wait_for_violation(subject).await;
     let _ = as_orders
         .client()
         .subscribe("_INBOX.payment-service.>")
