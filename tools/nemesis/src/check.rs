@@ -257,6 +257,12 @@ fn status_name(status: i32) -> String {
         .unwrap_or_else(|_| format!("status {status}"))
 }
 
+fn payment_status_name(status: i32) -> String {
+    orderflow_proto::payment::v1::PaymentStatus::try_from(status)
+        .map(|s| format!("payment {}", s.as_str_name()))
+        .unwrap_or_else(|_| format!("payment status {status}"))
+}
+
 /// How the reason of an order failed by its payment deadline begins.
 const DEADLINE_PASSED: &str = "payment deadline passed";
 
@@ -449,7 +455,17 @@ pub async fn check(sources: Sources<'_>, history: &History) -> Result<Findings, 
     }
     for order in last.values() {
         settled.check(is_final(order.status), || {
-            format!("order {} is {}", order.order_id, status_name(order.status))
+            // Which side stopped: no payment is the payment service's
+            // (its event never handled), a payment the order service's.
+            let payment = last_payment.get(order.order_id.as_str()).map_or_else(
+                || String::from("no payment"),
+                |p| payment_status_name(p.status),
+            );
+            format!(
+                "order {} is {} ({payment})",
+                order.order_id,
+                status_name(order.status)
+            )
         });
     }
     for cancel in history.cancels.iter().filter(|c| c.acked) {
