@@ -52,27 +52,12 @@ pub enum OrderError {
     },
 }
 
-/// The delivery at which a consumer believes that an order does not exist
-/// (see [`OrderError::outcome`]): after three retries, 1, 2 and 4 s apart.
-pub const NOT_FOUND_DELIVERIES: i64 = 4;
-
 impl OrderError {
     /// What a consumer does with a message whose handling failed with this
     /// on its `delivered`-th delivery: refuse it (dead letter) when no retry
     /// can change the answer, retry it backing off otherwise.
-    ///
-    /// An order not found is believed only at the
-    /// [`NOT_FOUND_DELIVERIES`]th delivery, a few seconds after the first:
-    /// a payment names an order the payment service received from `ORDERS`,
-    /// so the miss is most likely a replica answering from behind (perhaps
-    /// a leader resumed after a pause, before it hears of its successor),
-    /// and a payment result dead-lettered for it would leave a charged order
-    /// pending.
     pub fn outcome(self, delivered: i64) -> orderflow_eventbus::Outcome {
         match self {
-            error @ Self::NotFound(_) if delivered < NOT_FOUND_DELIVERIES => {
-                orderflow_eventbus::Outcome::backing_off(delivered, error.to_string())
-            }
             error @ (Self::NotFound(_)
             | Self::Corrupt { .. }
             | Self::Store(StoreError::Corrupt { .. })) => orderflow_eventbus::Outcome::Reject {
@@ -134,7 +119,7 @@ mod tests {
     /// waits longer with each delivery: its ten deliveries outlast an
     /// outage of minutes instead of seconds.
     #[test]
-    fn a_passing_failure_backs_off_and_a_missing_order_is_refused_after_retries() {
+    fn a_passing_failure_backs_off_and_a_missing_order_is_refused() {
         let delay =
             |delivered| match OrderError::NotReadableYet(String::from("o")).outcome(delivered) {
                 Outcome::Retry { after, .. } => after,
@@ -144,13 +129,8 @@ mod tests {
         assert_eq!(delay(4), Duration::from_secs(8));
         let all: Duration = (1..10).map(delay).sum();
         assert!(all >= Duration::from_secs(180), "nine retries wait {all:?}");
-        // A missing order is retried, then believed.
-        let missing = |delivered| OrderError::NotFound(String::from("o")).outcome(delivered);
-        for delivered in 1..super::NOT_FOUND_DELIVERIES {
-            assert!(matches!(missing(delivered), Outcome::Retry { .. }));
-        }
         assert!(matches!(
-            missing(super::NOT_FOUND_DELIVERIES),
+            OrderError::NotFound(String::from("o")).outcome(1),
             Outcome::Reject { .. }
         ));
     }
