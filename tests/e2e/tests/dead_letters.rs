@@ -1,7 +1,8 @@
 //! The dead-letter admin API: a message that can never succeed is listed with
 //! its reason, and once its cause is fixed a replay delivers it again; a
 //! message whose last delivery is never settled is dead-lettered too, once,
-//! even when no replica of its owner was up when JetStream gave up on it.
+//! even when no replica of its owner was up when JetStream gave up on it;
+//! the listing pages by the size asked, for one consumer or all.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
@@ -362,4 +363,86 @@ async fn a_message_never_settled_at_its_last_delivery_is_dead_lettered_once_afte
 
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+}
+
+/// Every page of `ListDeadLetters` for `consumer` (all when empty), `size`
+/// at a time: the sequences of each page, and the time of each letter.
+async fn pages(
+    admin: &DeadLetterServiceClient<tonic::transport::Channel>,
+    consumer: &str,
+    size: i32,
+) -> (Vec<Vec<u64>>, Vec<i64>) {
+    let (mut pages, mut times, mut token) = (Vec::new(), Vec::new(), String::new());
+    loop {
+        let page = admin
+            .clone()
+            .list_dead_letters(ListDeadLettersRequest {
+                consumer: consumer.into(),
+                page_size: size,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(page.dead_letters.iter().map(|d| d.sequence).collect());
+        times.extend(
+            page.dead_letters
+                .iter()
+                .map(|d| d.dead_letter_time.as_ref().map_or(0, |t| t.seconds)),
+        );
+        if page.next_page_token.is_empty() {
+            return (pages, times);
+        }
+        token = page.next_page_token;
+        assert!(pages.len() < 10, "the pages never end: {pages:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_in_pages_of_the_size_asked_and_by_consumer() {
+    use orderflow_eventbus::envelope::headers;
+    let nats = NatsServer::start();
+    let orders = spawn_order_service(&nats.url()).await;
+    let admin = DeadLetterServiceClient::connect(orders.endpoint())
+        .await
+        .unwrap();
+    let js = jetstream(&nats.url()).await;
+    // Five dead letters as the consumers store them, of two consumers in
+    // turn: sequences 1 to 5, the order service's at 1, 3 and 5.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for i in 1..=5 {
+        let (stream, consumer) = if i % 2 == 1 {
+            ("PAYMENTS", "order-service-payments")
+        } else {
+            ("ORDERS", "payment-service-orders")
+        };
+        let mut letter = async_nats::HeaderMap::new();
+        letter.insert(headers::DEAD_LETTER_REASON, format!("reason {i}").as_str());
+        letter.insert(headers::ORIGINAL_CONSUMER, consumer);
+        js.publish_with_headers(
+            format!("deadletter.{stream}.{consumer}"),
+            letter,
+            vec![u8::try_from(i).unwrap()].into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+
+    let (all, times) = pages(&admin, "", 2).await;
+    assert_eq!(all, [vec![1, 2], vec![3, 4], vec![5]]);
+    // The time each was stored, read back from the stream.
+    assert!(
+        times.iter().all(|t| u64::try_from(*t).unwrap() >= before),
+        "{times:?} (stored after {before})"
+    );
+    let (own, _) = pages(&admin, "order-service-payments", 2).await;
+    assert_eq!(own, [vec![1, 3], vec![5]]);
+    // A page exactly as long as what is left ends the listing.
+    let (whole, _) = pages(&admin, "payment-service-orders", 2).await;
+    assert_eq!(whole, [vec![2, 4]]);
 }
