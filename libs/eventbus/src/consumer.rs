@@ -43,8 +43,8 @@ use crate::{
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The redelivery delay after `delivered` failed deliveries: 1 s doubling
-/// up to one minute.
-pub fn retry_delay(delivered: i64) -> Duration {
+/// up to one minute. Handlers take it through [`Outcome::backing_off`].
+fn retry_delay(delivered: i64) -> Duration {
     let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
     Duration::from_secs(2u64.pow(exponent)).min(Duration::from_secs(60))
 }
@@ -70,12 +70,12 @@ pub enum Outcome {
 
 impl Outcome {
     /// A retry of a message that failed on its `delivered`-th delivery,
-    /// after [`retry_delay`]: the one backoff every handler's passing
-    /// failures take. A fixed short delay burned a message's `max_deliver`
-    /// deliveries within seconds of a broker outage (ten in about fifteen
-    /// seconds at 1 s), so orders whose payments landed stayed pending with
-    /// their payment results dead-lettered (found by the nemesis); doubling,
-    /// the same deliveries last about four minutes.
+    /// after 1 s doubling per delivery up to a minute: the one backoff
+    /// every handler's passing failures take. A fixed short delay would use up a message's
+    /// `max_deliver` deliveries within seconds of a broker outage (ten in
+    /// about fifteen seconds at 1 s) and dead-letter, say, the payment
+    /// result of an order already charged; doubling, the same deliveries
+    /// last about four minutes.
     pub fn backing_off(delivered: i64, reason: impl Into<String>) -> Self {
         Self::Retry {
             after: retry_delay(delivered),
@@ -144,7 +144,7 @@ impl ConsumerSpec {
     /// a 30 s ack wait (longer than a gateway call with its retries), 10
     /// deliveries before a dead letter, and 64 messages in flight per
     /// replica. Handler failures are NAKed with their own delay
-    /// ([`retry_delay`]) and do not wait for the ack wait.
+    /// ([`Outcome::backing_off`]) and do not wait for the ack wait.
     ///
     /// One filter subject, never several. nats-server (2.15 at least) walks
     /// the stream's whole per-subject index, holding the store's lock that
@@ -160,7 +160,7 @@ impl ConsumerSpec {
     /// by the backoff step of the delivery count, so each NAK delay grows by
     /// `backoff[n] - ack_wait`: with 30/60/120 s, a 2 s retry of a second
     /// delivery came back after 32 s, and one of a third delivery after
-    /// 94 s. Retries then took minutes where [`retry_delay`] asks for
+    /// 94 s. Retries then took minutes where [`Outcome::backing_off`] asks for
     /// seconds (found by the fault tests in `tests/e2e/tests/faults/`).
     ///
     /// Replays of dead letters, `<subject>.replay`, go to a durable of their
