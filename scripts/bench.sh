@@ -48,6 +48,12 @@
 #                   arguments (default `--duration 10s --baseline`) get
 #                   --json added; the reports go to target/bench/secure-ratio/
 #   --repeat N      how many pairs --secure-ratio runs (default 3)
+#   --workers N     worker threads of each service and of the bare server
+#                   (TOKIO_WORKER_THREADS), default 1: what deploy/k8s's CPU
+#                   limit of 500m gives them, where this machine's CPU count
+#                   would give each one worker per CPU; `auto` leaves the
+#                   variable unset (one per CPU). The report's label says
+#                   nothing of it; the --full summary does
 #   --debug         use the debug binaries (cargo build, no --release): for
 #                   the smoke test, never for figures
 #   --no-build      use the binaries as they are
@@ -82,6 +88,7 @@ SECURE=0
 NATS_TLS=0
 SECURE_RATIO=0
 REPEAT=3
+WORKERS=1
 BENCH_ARGS=()
 while (($#)); do
   case "$1" in
@@ -97,6 +104,10 @@ while (($#)); do
     --repeat)
       REPEAT=${2:-}
       shift 2 || { echo "error: --repeat needs a number of pairs" >&2; exit 2; }
+      ;;
+    --workers)
+      WORKERS=${2:-}
+      shift 2 || { echo "error: --workers needs a number of threads or auto" >&2; exit 2; }
       ;;
     --debug) PROFILE=debug; shift ;;
     --no-build) BUILD=0; shift ;;
@@ -120,6 +131,7 @@ case "$TRACING" in
   default | off | on) ;;
   *) echo "error: --tracing must be default, off or on (got '$TRACING')" >&2; exit 2 ;;
 esac
+[[ "$WORKERS" == auto || "$WORKERS" =~ ^[1-9][0-9]*$ ]] || { echo "error: --workers must be a positive whole number or auto (got '$WORKERS')" >&2; exit 2; }
 [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "error: --repeat must be a positive whole number (got '$REPEAT')" >&2; exit 2; }
 if ((NATS_TLS && !SECURE && !SECURE_RATIO)); then
   echo "error: --nats-tls secures NATS of a --secure (or --secure-ratio) run; add --secure" >&2
@@ -307,6 +319,12 @@ tracing_env() {
   esac
 }
 
+# The worker threads of what this script starts as a service: none when
+# --workers auto.
+workers_env() {
+  if [[ "$WORKERS" != auto ]]; then echo "TOKIO_WORKER_THREADS=$WORKERS"; fi
+}
+
 # Waits until what runs as $1 (pid $2) answers SERVING on port $3, asked
 # with the order service's probe (any gRPC health server answers it); exits
 # with the end of its log when it dies first or takes over a minute.
@@ -348,8 +366,8 @@ start_service() {
   # Logs as deploy/ configures them (LOG_FORMAT=json) unless the caller
   # says otherwise: the format changes what a span costs the log layer.
   # shellcheck disable=SC2046 # tracing_env gives separate NAME=value words
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_SDK_DISABLED $(tracing_env "$TRACING") \
-    LOG_FORMAT="${LOG_FORMAT:-json}" NATS_URL="$NATS_URL" GRPC_ADDR="127.0.0.1:$port" "${security[@]}" \
+  env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_SDK_DISABLED -u TOKIO_WORKER_THREADS \
+    $(tracing_env "$TRACING") $(workers_env) LOG_FORMAT="${LOG_FORMAT:-json}" NATS_URL="$NATS_URL" GRPC_ADDR="127.0.0.1:$port" "${security[@]}" \
     "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
   pid=$!
   wait_serving "$name" "$pid" "$health_port"
@@ -366,7 +384,8 @@ start_service() {
 start_bare() {
   local port pid
   port=$(free_port)
-  "$BIN/orderflow-bench" bare-order-server --nats-url "$NATS_URL" --listen "127.0.0.1:$port" \
+  # shellcheck disable=SC2046 # workers_env gives one NAME=value word or none
+  env -u TOKIO_WORKER_THREADS $(workers_env) "$BIN/orderflow-bench" bare-order-server --nats-url "$NATS_URL" --listen "127.0.0.1:$port" \
     >"$LOGS/bare-order-server.log" 2>&1 &
   pid=$!
   # Known at once, so the EXIT trap stops it also when it never serves.
@@ -584,7 +603,9 @@ log "1/8 start to SERVING and idle RSS"
 start_nats
 export NATS_URL
 for name in order-service payment-service; do
-  "$BIN/orderflow-bench" startup --bin "$BIN/$name" --runs 5 --json >"$OUT/startup-$name.json"
+  # The services inherit the worker count; the startup mode generates no load.
+  # shellcheck disable=SC2046 # workers_env gives one NAME=value word or none
+  env -u TOKIO_WORKER_THREADS $(workers_env) "$BIN/orderflow-bench" startup --bin "$BIN/$name" --runs 5 --json >"$OUT/startup-$name.json"
 done
 stop_stack
 
@@ -655,7 +676,7 @@ stop_stack
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then COMMIT="$COMMIT + uncommitted changes"; fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$OUT" "$COMMIT" "$LOAD_BEFORE" "$LOAD_AFTER" <<'EOF'
+python3 - "$OUT" "$COMMIT" "$LOAD_BEFORE" "$LOAD_AFTER" "$WORKERS" <<'EOF'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 load = lambda name: json.loads((out / name).read_text())
@@ -665,7 +686,7 @@ sink = load("otlp-sink.json")
 startup = {n: load(f"startup-{n}.json") for n in ("order-service", "payment-service")}
 r = main["ratios"]
 print(f"machine: {main['machine']['cpus']} CPU(s), {main['machine']['cpu_model']}; commit {sys.argv[2]}; "
-      f"load average before {sys.argv[3]}, after {sys.argv[4]}")
+      f"load average before {sys.argv[3]}, after {sys.argv[4]}; worker threads per service: {sys.argv[5]}")
 print()
 print("| figure | value | ratio to raw publish | goal |")
 print("| --- | --- | --- | --- |")

@@ -8,9 +8,9 @@
 use std::{future::Future, process::ExitCode};
 
 use crate::{
-    config,
+    config::{self, Lookup},
     server::{self, ServeError},
-    service_config::{CommonConfig, ServiceConfig},
+    service_config::{CommonConfig, ServiceConfig, TOKIO_WORKER_THREADS, parse_worker_threads},
     shutdown::{self, Shutdown},
     telemetry,
 };
@@ -49,9 +49,17 @@ enum Mode {
     MigrateSubjects,
 }
 
-/// Runs service `S` from its arguments and environment to its exit code:
-/// serving until a signal, or migrating its stored events once.
-pub async fn main<S: Program>() -> ExitCode {
+/// The binaries' `main`: reads `.env`, builds the async runtime and runs
+/// [`main`] on it.
+///
+/// The runtime is built here rather than by `#[tokio::main]` so that
+/// `TOKIO_WORKER_THREADS` is read like every other variable: tokio panics
+/// on a value it cannot parse, where here a bad value starts the runtime
+/// with its default and [`main`] reports it with the rest of the
+/// configuration (exit code 2). The worker count matters: on a host with
+/// more CPUs than the service needs, each extra worker adds cross-thread
+/// wake-ups and stolen tasks to every call (docs/benchmarks.md).
+pub fn run<S: Program>() -> ExitCode {
     let name = S::Config::NAME;
     // A missing .env is normal; only a malformed one is worth reporting.
     if let Err(error) = dotenvy::dotenv()
@@ -60,6 +68,30 @@ pub async fn main<S: Program>() -> ExitCode {
         eprintln!("{name}: cannot read .env: {error}");
         return ExitCode::from(2);
     }
+    // Always set explicitly: left unset, tokio would read the variable
+    // itself, and panic on a bad value.
+    let workers = config::ProcessEnv
+        .get(TOKIO_WORKER_THREADS.name)
+        .and_then(|v| parse_worker_threads(v.trim()).ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(main::<S>()),
+        Err(error) => {
+            eprintln!("{name}: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs service `S` from its arguments and environment (`.env` already
+/// loaded by [`run`]) to its exit code: serving until a signal, or
+/// migrating its stored events once.
+pub async fn main<S: Program>() -> ExitCode {
+    let name = S::Config::NAME;
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("probe") {
         // Where the service itself serves health in plaintext: its health

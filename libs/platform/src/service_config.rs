@@ -59,9 +59,30 @@ pub const CONSUMER_ACK_WAIT_SECS: Var = Var {
     help: "how long a message handed to a replica may stay unacknowledged before JetStream redelivers it (after a crash); keep it above a gateway call with its retries",
 };
 
+/// `TOKIO_WORKER_THREADS`: tokio's own variable, read here first so that a
+/// bad value is reported like any other instead of panicking inside tokio.
+pub const TOKIO_WORKER_THREADS: Var = Var {
+    name: "TOKIO_WORKER_THREADS",
+    default: None,
+    help: "threads running the service's async work; unset: one per CPU the process may use, its cgroup CPU limit included (the 500m limit of deploy/k8s gives one)",
+};
+
+/// A `TOKIO_WORKER_THREADS` value, checked.
+pub fn parse_worker_threads(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(String::from("expected a whole number from 1 to 1024")),
+    }
+}
+
 /// The variables every service reads, given its `GRPC_ADDR` variable.
 pub fn common_vars(grpc_addr: Var) -> Vec<Var> {
-    let mut vars = vec![NATS_URL, grpc_addr, GRPC_MAX_CONCURRENT_CALLS];
+    let mut vars = vec![
+        NATS_URL,
+        grpc_addr,
+        GRPC_MAX_CONCURRENT_CALLS,
+        TOKIO_WORKER_THREADS,
+    ];
     vars.extend(telemetry::vars());
     vars.extend([
         SHUTDOWN_TIMEOUT_SECS,
@@ -84,6 +105,11 @@ pub struct CommonConfig {
     pub grpc_addr: SocketAddr,
     /// API calls worked on at once before new ones are shed.
     pub max_concurrent_calls: usize,
+    /// The async runtime's worker threads when `TOKIO_WORKER_THREADS` sets
+    /// them (the runtime is built before this is read: see
+    /// `main_loop::run`; reading it here puts a bad value in the
+    /// configuration's one error message).
+    pub worker_threads: Option<usize>,
     /// Telemetry settings.
     pub telemetry: TelemetryConfig,
     /// Longest drain after SIGTERM.
@@ -122,6 +148,7 @@ impl CommonConfig {
                 Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
                 _ => Err(String::from("expected a whole number from 1 to 1000000")),
             });
+        let worker_threads = r.parse_with(&TOKIO_WORKER_THREADS, parse_worker_threads);
         let telemetry = TelemetryConfig::read(r, service_name, service_version);
         let shutdown_timeout = r.parse_with(&SHUTDOWN_TIMEOUT_SECS, |v| match v.parse::<u64>() {
             Ok(s) if (1..=3600).contains(&s) => Ok(Duration::from_secs(s)),
@@ -147,6 +174,7 @@ impl CommonConfig {
             grpc: grpc?,
             auth: auth?,
             max_concurrent_calls: max_concurrent_calls?,
+            worker_threads,
             telemetry: telemetry?,
             shutdown_timeout: shutdown_timeout?,
             shutdown_delay: shutdown_delay?,

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    orderflow_platform::main_loop::main::<payment_service::App>().await
+fn main() -> ExitCode {
+    orderflow_platform::main_loop::run::<payment_service::App>()
 }

@@ -128,11 +128,19 @@ fn bad_configuration_names_every_bad_variable_and_exits_2() {
         .env("GRPC_ADDR", "not-an-address")
         .env("LOG_FORMAT", "xml")
         .env("OTEL_TRACES_SAMPLER", "sometimes")
+        // tokio itself would panic on it.
+        .env("TOKIO_WORKER_THREADS", "many")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let text = String::from_utf8(output.stderr).unwrap();
-    for name in ["NATS_URL", "GRPC_ADDR", "LOG_FORMAT", "OTEL_TRACES_SAMPLER"] {
+    for name in [
+        "NATS_URL",
+        "GRPC_ADDR",
+        "LOG_FORMAT",
+        "OTEL_TRACES_SAMPLER",
+        "TOKIO_WORKER_THREADS",
+    ] {
         assert!(
             text.contains(name),
             "the error does not name {name}:\n{text}"
@@ -147,6 +155,41 @@ fn bad_configuration_names_every_bad_variable_and_exits_2() {
             .code(),
         Some(2)
     );
+}
+
+/// The threads of process `pid` that run tokio's workers (tokio names them
+/// `tokio-rt-worker`).
+fn runtime_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == "tokio-rt-worker")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_worker_threads_sets_how_many_workers_the_runtime_starts() {
+    let nats = NatsServer::start();
+    for workers in [1, 3] {
+        let service = ServiceProcess::start(
+            &BINARY,
+            &nats.url(),
+            &[("TOKIO_WORKER_THREADS", &workers.to_string())],
+        )
+        .await;
+        // A worker thread exists from the runtime's start, before SERVING.
+        assert_eq!(
+            runtime_workers(service.pid()),
+            workers,
+            "TOKIO_WORKER_THREADS={workers}"
+        );
+        let mut client = order_client_at(service.endpoint()).await;
+        create_order(
+            &mut client,
+            order_request("c-workers", 1, 1, &format!("r-{workers}")),
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
