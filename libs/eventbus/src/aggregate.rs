@@ -425,6 +425,47 @@ impl<K: Kind> AggregateStore<K> {
         state: &K::State,
         expected: u64,
     ) -> Result<Appended, AppendError> {
+        let (envelope, guard) = Self::framed(event, state);
+        let appended = self.store.append(&envelope, expected, &guard).await?;
+        self.remember(state, &appended);
+        Ok(appended)
+    }
+
+    /// [`AggregateStore::append`], together with scheduling the aggregate's
+    /// timer `timer` to fire at `at` (see [`EventStore::append_scheduling`]):
+    /// `body` is what the firing carries, on
+    /// `<prefix>.~<timer>.<owner>.<id>.fired`, for the kind's service to act
+    /// on. An event whose [`Kind::ends_timer`] names the timer removes the
+    /// schedule when it commits, so a decided aggregate's timer never fires.
+    pub async fn append_scheduling<M: prost::Message + prost::Name>(
+        &self,
+        event: K::Event,
+        state: &K::State,
+        expected: u64,
+        timer: &str,
+        at: std::time::SystemTime,
+        body: &M,
+    ) -> Result<Appended, AppendError> {
+        let (envelope, guard) = Self::framed(event, state);
+        let (owner, id) = (K::owner(state), K::id(state));
+        let schedule = EventEnvelope::new(
+            schedule_subject(K::PREFIX, owner, id, timer),
+            format!("{id}.{timer}"),
+            id.to_owned(),
+            body,
+        );
+        let target = fired_subject(K::PREFIX, owner, id, timer);
+        let appended = self
+            .store
+            .append_scheduling(&envelope, expected, &guard, &schedule, &target, at)
+            .await?;
+        self.remember(state, &appended);
+        Ok(appended)
+    }
+
+    /// `event` of `state` framed for the stream, and the filter of the
+    /// aggregate's subjects its append is guarded on.
+    fn framed(event: K::Event, state: &K::State) -> (EventEnvelope, String) {
         let token = K::token(event);
         let (ce_type, payload) = K::encode(event, state);
         let envelope = EventEnvelope {
@@ -436,8 +477,14 @@ impl<K: Kind> AggregateStore<K> {
             ends_schedule: K::ends_timer(event)
                 .map(|timer| schedule_subject(K::PREFIX, K::owner(state), K::id(state), timer)),
         };
-        let guard = aggregate_filter(K::PREFIX, K::owner(state), K::id(state));
-        let appended = self.store.append(&envelope, expected, &guard).await?;
+        (
+            envelope,
+            aggregate_filter(K::PREFIX, K::owner(state), K::id(state)),
+        )
+    }
+
+    /// Remembers `state` as this replica's last append of its aggregate.
+    fn remember(&self, state: &K::State, appended: &Appended) {
         if !appended.duplicate {
             self.recent.put(
                 K::id(state),
@@ -447,30 +494,6 @@ impl<K: Kind> AggregateStore<K> {
                 },
             );
         }
-        Ok(appended)
-    }
-
-    /// Schedules timer `timer` of aggregate `id` of `owner` to fire at `at`
-    /// (see [`EventStore::schedule`]): `body` is what the firing carries, on
-    /// `<prefix>.<owner>.<id>.<timer>.fired`, for the kind's service to act
-    /// on. An event whose [`Kind::ends_timer`] names the timer removes the
-    /// schedule when it commits, so a decided aggregate's timer never fires.
-    pub async fn schedule<M: prost::Message + prost::Name>(
-        &self,
-        owner: &str,
-        id: &str,
-        timer: &str,
-        at: std::time::SystemTime,
-        body: &M,
-    ) -> Result<Appended, AppendError> {
-        let schedule = EventEnvelope::new(
-            schedule_subject(K::PREFIX, owner, id, timer),
-            format!("{id}.{timer}"),
-            id.to_owned(),
-            body,
-        );
-        let target = fired_subject(K::PREFIX, owner, id, timer);
-        self.store.schedule(&schedule, &target, at).await
     }
 
     /// Lets `decide` choose the next event and state of aggregate `id` from

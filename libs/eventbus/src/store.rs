@@ -236,7 +236,7 @@ pub async fn ensure_streams(
         ),
     ];
     let deadline = std::time::Instant::now() + crate::setup::SETUP_BUDGET;
-    // Event streams keep their aggregates' timers (`EventStore::schedule`).
+    // Event streams keep their aggregates' timers (`EventStore::append_scheduling`).
     let all = streams
         .iter()
         .map(|(name, subjects)| (*name, *subjects, RetentionPolicy::Limits, true))
@@ -494,6 +494,7 @@ impl EventStore {
             messaging.destination.name = %event.subject,
             messaging.message.id = %event.id,
             cloudevents.event_type = %event.ce_type,
+            messaging.batch.message_count = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         )
     }
@@ -508,6 +509,57 @@ impl EventStore {
         guard: &str,
     ) -> Result<Appended, AppendError> {
         let span = self.producer_span(event);
+        self.append_in(&span, event, expected_sequence, guard).await
+    }
+
+    /// [`EventStore::append`] of `event` together with storing `schedule`
+    /// as a message schedule on its subject: at `at`, unless an event whose
+    /// envelope names it in `ends_schedule` removes it first, JetStream
+    /// publishes a copy of it, without the schedule headers and with
+    /// `Nats-Scheduler` naming the schedule, on `target` in the same stream,
+    /// then removes the schedule.
+    ///
+    /// Both messages are sent before either ack is awaited (one round
+    /// trip), and the answer is the event's append once both are stored: an
+    /// error of either is an error. One send of two messages, so one
+    /// PRODUCER span, with `messaging.batch.message_count` 2, whose context
+    /// both carry (a fired schedule's CONSUMER span hangs under it): a span
+    /// of its own per schedule cost export work on every order for a
+    /// message whose send is already traced.
+    ///
+    /// A schedule is stored only on a subject that holds none (expected
+    /// sequence 0): a retried one, even after the de-duplication window,
+    /// finds the first and keeps it, so a timer never moves once set; a
+    /// schedule stored without its event (the append failed) fires for
+    /// nothing. No timer lives in a process: the schedule is replicated
+    /// with the stream and survives restarts of every service and server.
+    pub async fn append_scheduling(
+        &self,
+        event: &EventEnvelope,
+        expected_sequence: u64,
+        guard: &str,
+        schedule: &EventEnvelope,
+        target: &str,
+        at: std::time::SystemTime,
+    ) -> Result<Appended, AppendError> {
+        let span = self.producer_span(event);
+        span.record("messaging.batch.message_count", 2);
+        let (scheduled, appended) = tokio::join!(
+            self.schedule_in(&span, schedule, target, at),
+            self.append_in(&span, event, expected_sequence, guard)
+        );
+        scheduled?;
+        appended
+    }
+
+    /// [`EventStore::append`] inside `span`, its PRODUCER span.
+    async fn append_in(
+        &self,
+        span: &tracing::Span,
+        event: &EventEnvelope,
+        expected_sequence: u64,
+        guard: &str,
+    ) -> Result<Appended, AppendError> {
         let started = std::time::Instant::now();
         // Framed inside the PRODUCER span, so the trace context the event
         // carries is that span's.
@@ -569,25 +621,17 @@ impl EventStore {
         self.send_acked(subject, publish, expected_sequence).await
     }
 
-    /// Stores `schedule` (framed like an event) on its subject as a message
-    /// schedule: at `at`, JetStream publishes a copy of it, without the
-    /// schedule headers and with `Nats-Scheduler` naming the schedule, on
-    /// `target` in the same stream, then removes the schedule. An event
-    /// whose envelope names the schedule in `ends_schedule` removes it
-    /// before that. A schedule is stored only on a subject that holds none
-    /// (expected sequence 0): a retried one, even after the de-duplication
-    /// window, finds the first and keeps it, so a timer never moves once set.
-    /// That answer is a [`Appended::duplicate`] of the stored schedule.
-    ///
-    /// No timer lives in a process: the schedule is replicated with the
-    /// stream and survives restarts of every service and server.
-    pub async fn schedule(
+    /// Stores `schedule` (framed like an event, inside `span`) on its
+    /// subject as a message schedule firing at `at` on `target`; an existing
+    /// schedule on that subject is [`Appended::duplicate`] of it (see
+    /// [`EventStore::append_scheduling`]).
+    async fn schedule_in(
         &self,
+        span: &tracing::Span,
         schedule: &EventEnvelope,
         target: &str,
         at: std::time::SystemTime,
     ) -> Result<Appended, AppendError> {
-        let span = self.producer_span(schedule);
         let mut headers = span.in_scope(|| schedule.headers(&self.source));
         headers.insert(
             crate::envelope::headers::SCHEDULE,

@@ -1,10 +1,10 @@
 //! Failing orders whose payment was not decided by their deadline.
 //!
 //! Creating an order schedules its payment deadline as a JetStream message
-//! schedule (`OrderEvents::schedule_deadline`); the event that decides the
-//! payment or cancels the order removes it (`Orders::ends_timer`). A
-//! deadline that fires is delivered by the durable consumer
-//! `order-service-deadlines` to one replica, where [`FailAtDeadline`] fails
+//! schedule, sent with `OrderCreated` (`OrderEvents::append_with_deadline`);
+//! the event that decides the payment or cancels the order removes it
+//! (`Orders::ends_timer`). A deadline that fires is delivered by the durable
+//! consumer `order-service-deadlines` to one replica, where [`FailAtDeadline`] fails
 //! the order if it is still waiting. No timer lives in a process: the
 //! schedule is kept, replicated, by the stream, so the deadline holds across
 //! restarts and with any number of replicas, and the fired message waits in

@@ -220,13 +220,16 @@ impl OrderEvents {
         Ok(appended)
     }
 
-    /// Schedules `order`'s payment deadline at `at`: unless an event that
-    /// decides its payment commits first, the deadline fires then on
+    /// [`OrderEvents::append`], with `order`'s payment deadline at `at`
+    /// sent in the same round trip: unless an event that decides its
+    /// payment commits first, the deadline fires then on
     /// `orders.~payment-deadline.<customer>.<order_id>.fired`
-    /// ([`crate::deadline`]).
-    pub async fn schedule_deadline(
+    /// ([`crate::deadline`]). Answered once both are stored.
+    pub async fn append_with_deadline(
         &self,
+        event: OrderEvent,
         order: &pb::Order,
+        expected_sequence: u64,
         at: std::time::SystemTime,
     ) -> Result<Appended, AppendError> {
         let body = pb::OrderPaymentDeadline {
@@ -234,15 +237,21 @@ impl OrderEvents {
             customer_id: order.customer_id.clone(),
             deadline_time: Some(prost_types::Timestamp::from(at)),
         };
-        self.store
-            .schedule(
-                &order.customer_id,
-                &order.order_id,
+        let appended = self
+            .store
+            .append_scheduling(
+                event,
+                order,
+                expected_sequence,
                 ORDER_PAYMENT_DEADLINE,
                 at,
                 &body,
             )
-            .await
+            .await?;
+        if !appended.duplicate {
+            counted(order);
+        }
+        Ok(appended)
     }
 
     /// Lets `decide` choose the next event and state from the order's

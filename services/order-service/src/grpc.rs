@@ -94,23 +94,20 @@ impl OrderApi {
         };
         // Expecting sequence 0 on the order's subject makes the append fail
         // when the order exists: an idempotent replay or a reused request id.
-        let append = self.events.append(OrderEvent::Created, &order, 0);
         let appended = match self.payment_deadline {
-            None => append.await,
+            None => self.events.append(OrderEvent::Created, &order, 0).await,
             Some(deadline) => {
-                // The deadline is scheduled with the order, both sent before
-                // either ack is awaited (one round trip), and the order is
-                // answered only when both are stored: every acknowledged
-                // order has its deadline. A deadline stored without its
-                // order (the append failed) fires on no order and is
-                // dropped; a retry with the same request id stores neither
-                // again: the order's append expects no event, the schedule
-                // no schedule, so the first deadline stays.
+                // The order is answered only when its deadline is stored
+                // too: every acknowledged order has its deadline. A
+                // deadline stored without its order (the append failed)
+                // fires on no order and is dropped; a retry with the same
+                // request id stores neither again: the order's append
+                // expects no event, the schedule no schedule, so the first
+                // deadline stays.
                 let at = std::time::SystemTime::now() + deadline;
-                let (scheduled, appended) =
-                    tokio::join!(self.events.schedule_deadline(&order, at), append);
-                scheduled?;
-                appended
+                self.events
+                    .append_with_deadline(OrderEvent::Created, &order, 0, at)
+                    .await
             }
         };
         match appended {

@@ -189,6 +189,20 @@ async fn one_trace_spans_both_services_and_metrics_arrive() {
         created.attributes["messaging.message.id"],
         format!("{}.created", order.order_id)
     );
+    // The payment deadline's schedule goes out in the same send, traced by
+    // this span: the order service's PRODUCER spans are OrderCreated's and
+    // OrderConfirmed's, and no third one for the schedule.
+    assert_eq!(created.attributes["messaging.batch.message_count"], "2");
+    let producers: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.service == "order-service" && s.kind == PRODUCER)
+        .map(|s| s.attributes["cloudevents.event_type"].as_str())
+        .collect();
+    assert_eq!(
+        producers.len(),
+        2,
+        "one PRODUCER span per send: {producers:?}"
+    );
 
     let consumed = find(
         &spans,

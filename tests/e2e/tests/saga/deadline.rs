@@ -97,6 +97,21 @@ async fn an_unpaid_order_fails_at_its_deadline_across_restarts_and_is_never_char
         )
     );
     assert_eq!(header("ce-type"), Some(OrderPaymentDeadline::full_name()));
+    // Sent with OrderCreated in one traced send: both carry the context of
+    // that send's one PRODUCER span.
+    let order_created = last_on(
+        &js,
+        &format!("orders.c-deadline.{}.created", created.order_id),
+    )
+    .await
+    .expect("the order is stored");
+    let traceparent = header("traceparent");
+    assert!(traceparent.is_some(), "the schedule carries a traceparent");
+    assert_eq!(
+        traceparent.as_deref(),
+        order_created.headers.get("traceparent").map(|v| v.as_str()),
+        "the schedule and its order are traced by one span"
+    );
 
     // A restart of the order service in between changes nothing: the
     // deadline lives in the stream, not in the process.
