@@ -83,7 +83,7 @@ pub trait Kind: Send + Sync + 'static {
     /// The event message that records `event` (see [`crate::event_type!`]).
     fn event_type(event: Self::Event) -> EventType<Self::State>;
 
-    /// The timer (a subject token, see [`AggregateStore::schedule`]) that
+    /// The timer (a subject token, see [`AggregateStore::append_scheduling`]) that
     /// `event` makes pointless, whose pending schedule its commit removes:
     /// an order's payment deadline once its payment is decided. `None` (the
     /// default) for events that end no timer.

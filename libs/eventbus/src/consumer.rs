@@ -776,7 +776,7 @@ struct MaxDeliveriesAdvisory {
 /// The dead letter is the original message, read by its sequence from the
 /// consumer's stream, with a reason saying its last delivery was never
 /// settled; it has the `Nats-Msg-Id` of the handler's dead letter of it
-/// ([`store_dead_letter`]), so two replicas, or a handler that dead-lettered
+/// (`store_dead_letter`), so two replicas, or a handler that dead-lettered
 /// it but lost its term, still make one.
 pub struct MaxDeliveries {
     js: JetStream,
