@@ -105,11 +105,6 @@ pub struct CommonConfig {
     pub grpc_addr: SocketAddr,
     /// API calls worked on at once before new ones are shed.
     pub max_concurrent_calls: usize,
-    /// The async runtime's worker threads when `TOKIO_WORKER_THREADS` sets
-    /// them (the runtime is built before this is read: see
-    /// `main_loop::run`; reading it here puts a bad value in the
-    /// configuration's one error message).
-    pub worker_threads: Option<usize>,
     /// Telemetry settings.
     pub telemetry: TelemetryConfig,
     /// Longest drain after SIGTERM.
@@ -148,7 +143,9 @@ impl CommonConfig {
                 Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
                 _ => Err(String::from("expected a whole number from 1 to 1000000")),
             });
-        let worker_threads = r.parse_with(&TOKIO_WORKER_THREADS, parse_worker_threads);
+        // Only checked: `main_loop::run` built the runtime from it before
+        // this reading, which puts a bad value in the one error message.
+        let _ = r.parse_with(&TOKIO_WORKER_THREADS, parse_worker_threads);
         let telemetry = TelemetryConfig::read(r, service_name, service_version);
         let shutdown_timeout = r.parse_with(&SHUTDOWN_TIMEOUT_SECS, |v| match v.parse::<u64>() {
             Ok(s) if (1..=3600).contains(&s) => Ok(Duration::from_secs(s)),
@@ -174,7 +171,6 @@ impl CommonConfig {
             grpc: grpc?,
             auth: auth?,
             max_concurrent_calls: max_concurrent_calls?,
-            worker_threads,
             telemetry: telemetry?,
             shutdown_timeout: shutdown_timeout?,
             shutdown_delay: shutdown_delay?,
