@@ -66,6 +66,18 @@ started=$SECONDS
 echo "==> scripts/examples.sh"
 bash scripts/examples.sh 2>&1 | tee -a "$log" || examples_status=$?
 echo "==> done in $((SECONDS - started)) s: scripts/examples.sh (exit status $examples_status)"
+# libtest prints why each test failed (its panic message) once its whole
+# binary has finished, far from the test's FAILED line and from the end of
+# a long log; the same lines again at the end, 40 at most per failed test,
+# keep a report that shows only the end of the log self-explaining.
+if [[ $tests_status -ne 0 ]]; then
+  echo "==> why the failed tests failed (libtest's failure reports, repeated)"
+  awk '
+    /^---- .* stdout ----$/ { on = 1; n = 0 }
+    /^failures:$/ { on = 0 }
+    on && n < 40 { print; n++ }
+  ' "$log"
+fi
 # The closing line says FAILED whenever either step failed: a test binary
 # that crashed or did not build prints no "test result:" line, so the counts
 # alone could read "0 failed" after a failure. No test counted at all is a

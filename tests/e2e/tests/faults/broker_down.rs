@@ -2,7 +2,11 @@
 //! the broker named and retry advice, and succeed again once it is back;
 //! while it is only stalled, a call waits for it until its own deadline.
 
-use orderflow_proto::order::v1::CancelOrderRequest;
+use orderflow_eventbus::subject;
+use orderflow_proto::{
+    contract::{ORDERS_STREAM, PAYMENTS_STREAM},
+    order::v1::CancelOrderRequest,
+};
 use tonic_types::StatusExt;
 
 use super::*;
@@ -97,12 +101,44 @@ async fn with_the_broker_known_down_calls_are_refused_with_retry_advice_and_succ
 async fn a_stalled_broker_keeps_a_create_waiting_until_the_callers_deadline_not_5_s() {
     let mut nats = NatsServer::start_own();
     let orders = spawn_order_service_with(&nats.url(), &[]).await;
+    // The service binds its durable consumers after it starts serving; once
+    // they exist, the stall below meets only the calls this test makes, not
+    // requests of the start-up still in flight.
+    let js = jetstream(&nats.url()).await;
+    let durables = [
+        (ORDERS_STREAM, order_service::deadline::DURABLE.to_owned()),
+        (
+            PAYMENTS_STREAM,
+            order_service::settlement::DURABLE.to_owned(),
+        ),
+        (
+            subject::ADVISORY_STREAM,
+            subject::max_deliveries_durable(order_service::deadline::DURABLE),
+        ),
+        (
+            subject::ADVISORY_STREAM,
+            subject::max_deliveries_durable(order_service::settlement::DURABLE),
+        ),
+    ];
+    wait_until(
+        "the order service to bind its durable consumers",
+        Duration::from_secs(30),
+        || async {
+            for (stream, durable) in &durables {
+                if !consumer_caught_up(&js, stream, durable).await {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
     let client = OrderServiceClient::new(channel(&orders.endpoint()));
     client
         .clone()
         .create_order(order_request("c-stall", 1, 2, "r-stall-0"))
         .await
-        .unwrap();
+        .expect("CreateOrder before the stall");
 
     // Stalled, not gone: the connection stays up, so nothing is refused at
     // the gate and each append waits for an ack that does not come.
