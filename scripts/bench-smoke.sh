@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A short run of the benchmark that checks it works end to end, against the
 # debug binaries (CI has just built them; figures from them mean nothing):
-# 3 s closed loop at 8 in flight with the raw-publish baseline, a one-point
-# sweep with one bisection step for the saga p99 goal, then 2 s of
+# 3 s closed loop at 8 in flight with the raw-publish baseline and the
+# broker's messages counted by kind, a one-point sweep with one bisection
+# step for the saga p99 goal, then 2 s of
 # CreateOrder alone (bench.sh --create-only: no payment service), then 2 s
 # of the secured deployment (bench.sh --secure: mutual TLS, a bearer token,
 # the NATS users of deploy/nats/auth.conf, the bench's observer and baseline
@@ -21,7 +22,7 @@ trap 'rm -rf "$work"' EXIT
 echo "==> scripts/bench.sh --debug (smoke)"
 bash scripts/bench.sh --debug -- --duration 3s --warmup 1s --concurrency 8 \
   --baseline --baseline-duration 1s --sweep --sweep-fractions 0.5 --sweep-duration 1s \
-  --slo-steps 1 --svg "$work/sweep.svg" --json --quiet >"$work/main.json"
+  --slo-steps 1 --svg "$work/sweep.svg" --by-kind --json --quiet >"$work/main.json"
 
 echo "==> scripts/bench.sh --debug --create-only (smoke)"
 bash scripts/bench.sh --debug --no-build --create-only -- --duration 2s --warmup 1s \
@@ -75,6 +76,16 @@ cpu = report.get("cpu_us_per_saga") or {}
 for k in ("order_service", "payment_service", "nats_server"):
     if k not in cpu:
         problems.append(f"cpu_us_per_saga has no {k}: {cpu}")
+# By kind (--by-kind): a saga is four appends (the order, its deadline's
+# schedule, the payment, the confirmation) with their acks, and two
+# deliveries with theirs; the window's edges move these by a few sagas'
+# worth, and what the tap did not see is about nothing.
+kinds = report.get("broker_msgs_by_kind_per_saga") or {}
+for k, low in (("appends", 3.5), ("append_acks", 3.5), ("deliveries", 1.5), ("delivery_acks", 1.5)):
+    if not kinds.get(k, 0) >= low:
+        problems.append(f"broker_msgs_by_kind_per_saga has {k} {kinds.get(k)!r}, not at least {low}: {kinds}")
+if not kinds.get("unclassified", 1) <= 0.2:
+    problems.append(f"the tap did not see {kinds.get('unclassified')!r} messages per saga: {kinds}")
 # The sweep had one point and the bisection at most one step; whether they
 # passed depends on timing, which this never checks.
 if len(report.get("sweep", [])) != 1 or len(report.get("slo_search", [])) > 1:

@@ -63,8 +63,12 @@
 #                   the sweep also bisects for the saga p99 goal), the
 #                   create-only run, the same against the bare server
 #                   (--bare), then tracing off and tracing on, and tracing
-#                   off without the payment deadline (what it adds); JSON results
-#                   go to target/bench/ and a summary table to stdout
+#                   off without the payment deadline (what it adds), then
+#                   every saga counted, by kind (--by-kind), of a closed loop
+#                   (BENCH_COUNT orders, 40,000) and of a steady rate
+#                   (BENCH_STEADY_COUNT orders, 8,000, at BENCH_STEADY_RATE
+#                   per second, 800); JSON results go to target/bench/ and a
+#                   summary table to stdout
 #
 # The services log as deploy/ runs them, LOG_FORMAT=json; set LOG_FORMAT=text
 # in the environment to measure the text format instead.
@@ -591,15 +595,17 @@ if ((!FULL)); then
 fi
 
 # The full sequence of docs/benchmarks.md.
-# Every run but 7/8 measures the services with their default payment deadline.
+# Every run but 7/9 measures the services with their default payment deadline.
 unset ORDER_PAYMENT_DEADLINE_SECS
 DURATION=${BENCH_DURATION:-10s}
 SWEEP_DURATION=${BENCH_SWEEP_DURATION:-6s}
 COUNT_ORDERS=${BENCH_COUNT:-40000}
+STEADY_RATE=${BENCH_STEADY_RATE:-800}
+STEADY_ORDERS=${BENCH_STEADY_COUNT:-8000}
 
 # Other work on the machine skews every figure; the summary shows the load.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-log "1/8 start to SERVING and idle RSS"
+log "1/9 start to SERVING and idle RSS"
 start_nats
 export NATS_URL
 for name in order-service payment-service; do
@@ -609,7 +615,7 @@ for name in order-service payment-service; do
 done
 stop_stack
 
-log "2/8 main run: closed loop, baseline, sweep and saga p99 bisection (tracing default)"
+log "2/9 main run: closed loop, baseline, sweep and saga p99 bisection (tracing default)"
 TRACING=default
 start_stack
 bench --duration "$DURATION" --baseline --sweep --sweep-duration "$SWEEP_DURATION" \
@@ -617,7 +623,7 @@ bench --duration "$DURATION" --baseline --sweep --sweep-duration "$SWEEP_DURATIO
 CPU_FILE=$OUT/cpu-main.json
 stop_stack
 
-log "3/8 CreateOrder alone: order-service without payment-service (tracing default)"
+log "3/9 CreateOrder alone: order-service without payment-service (tracing default)"
 CREATE_ONLY=1
 start_stack
 bench --duration "$DURATION" --baseline --label create-only --json "${BENCH_ARGS[@]}" >"$OUT/create-only.json"
@@ -625,7 +631,7 @@ CPU_FILE=$OUT/cpu-create-only.json
 stop_stack
 CREATE_ONLY=0
 
-log "4/8 the reference: a bare CreateOrder handler (orderflow-bench bare-order-server) instead of the services"
+log "4/9 the reference: a bare CreateOrder handler (orderflow-bench bare-order-server) instead of the services"
 BARE=1
 start_stack
 bench --duration "$DURATION" --baseline --label bare --json "${BENCH_ARGS[@]}" >"$OUT/bare.json"
@@ -633,14 +639,14 @@ CPU_FILE=$OUT/cpu-bare.json
 stop_stack
 BARE=0
 
-log "5/8 tracing off (OTEL_SDK_DISABLED=true)"
+log "5/9 tracing off (OTEL_SDK_DISABLED=true)"
 TRACING=off
 start_stack
 bench --duration "$DURATION" --baseline --label tracing-off --json "${BENCH_ARGS[@]}" >"$OUT/tracing-off.json"
 CPU_FILE=$OUT/cpu-tracing-off.json
 stop_stack
 
-log "6/8 tracing on (OTLP/gRPC export of every span to otlp-sink)"
+log "6/9 tracing on (OTLP/gRPC export of every span to otlp-sink)"
 TRACING=on
 start_stack
 bench --duration "$DURATION" --baseline --label tracing-on --json "${BENCH_ARGS[@]}" >"$OUT/tracing-on.json"
@@ -651,9 +657,9 @@ cp "$LOGS/otlp-sink.json" "$OUT/otlp-sink.json"
 CPU_FILE=""
 stop_stack
 
-# What the payment deadline costs: the same run as 5/8 (whose services run
+# What the payment deadline costs: the same run as 5/9 (whose services run
 # with the default deadline), with no deadline set on new orders.
-log "7/8 tracing off, no payment deadline (ORDER_PAYMENT_DEADLINE_SECS=0)"
+log "7/9 tracing off, no payment deadline (ORDER_PAYMENT_DEADLINE_SECS=0)"
 TRACING=off
 export ORDER_PAYMENT_DEADLINE_SECS=0
 start_stack
@@ -666,11 +672,22 @@ unset ORDER_PAYMENT_DEADLINE_SECS
 # from an empty stack to the last saga's end (no warm-up, so nothing is in
 # flight at either reading), where the windows above count the sagas that
 # end in them while a closed loop keeps more in flight than it finishes.
-log "8/8 every saga counted: $COUNT_ORDERS orders, closed loop, from an empty stack (tracing off)"
+log "8/9 every saga counted: $COUNT_ORDERS orders, closed loop, from an empty stack (tracing off)"
 TRACING=off
 start_stack
-bench --count "$COUNT_ORDERS" --warmup 0s --label count --json "${BENCH_ARGS[@]}" >"$OUT/count.json"
+# --by-kind taps the traffic to count the messages by kind; its copies are
+# left out of the counts but cost the broker CPU, and this stage's CPU and
+# rates are not among the goals.
+bench --count "$COUNT_ORDERS" --warmup 0s --by-kind --label count --json "${BENCH_ARGS[@]}" >"$OUT/count.json"
 CPU_FILE=$OUT/cpu-count.json
+stop_stack
+
+# The same count at a steady rate far below the peak, where few charges run
+# at once: every saga counted, by kind.
+log "9/9 every saga counted at a steady $STEADY_RATE orders/s: $STEADY_ORDERS orders, open loop (tracing off)"
+start_stack
+bench --rate "$STEADY_RATE" --count "$STEADY_ORDERS" --warmup 0s --by-kind --label steady --json "${BENCH_ARGS[@]}" >"$OUT/steady.json"
+CPU_FILE=$OUT/cpu-steady.json
 stop_stack
 
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -723,6 +740,12 @@ def cpu_text(report, unit, names={}):
 print(f"| broker messages per saga (main run, observer left out) | {broker(main, 'saga')} | | <= 12 msgs, <= 2.5 KB out |")
 count = load("count.json")
 print(f"| broker messages per saga, every saga of a run counted ({count['sagas_completed']} orders at {count['concurrency']} in flight from an empty stack, tracing off) | {broker(count, 'saga')} | | <= 12 msgs, <= 2.5 KB out |")
+steady = load("steady.json")
+print(f"| broker messages per saga, every saga of a run counted ({steady['sagas_completed']} orders at {steady['target_rps']:.0f}/s, tracing off) | {broker(steady, 'saga')} | | <= 12 msgs, <= 2.5 KB out |")
+def kinds(report):
+    k = report.get("broker_msgs_by_kind_per_saga") or {}
+    return ", ".join(f"{name.replace('_', ' ')} {v:.3f}" for name, v in k.items() if v) or "-"
+print(f"| the same by kind: closed loop / steady | {kinds(count)} / {kinds(steady)} | | |")
 print(f"| broker messages per CreateOrder (create-only run) | {broker(create_only, 'create')} | | |")
 print(f"| CPU per saga in the window (main run) | {cpu_text(main, 'saga')} | | |")
 print(f"| CPU per CreateOrder in the window (create-only run) | {cpu_text(create_only, 'create')} | | |")

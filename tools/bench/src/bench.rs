@@ -24,6 +24,7 @@ use prost::Message as _;
 use crate::{
     baseline,
     cost::{Pids, Sampler},
+    kinds::Tap,
     load::{self, CreateStats, Driver, Length, Mode, Orders},
     monitor::MonitorUrl,
     progress::Progress,
@@ -125,6 +126,14 @@ pub struct RunArgs {
     /// consumes its events). The probe checks CreateOrder only.
     #[arg(long)]
     pub create_only: bool,
+    /// Also count the broker's messages by kind (appends, acks, deliveries,
+    /// pulls, reads; `broker_msgs_by_kind_per_saga`) by tapping the traffic
+    /// with plain subscriptions: their copies are left out of every figure,
+    /// but they cost the broker CPU, so a run with it measures counts only.
+    /// Its NATS user must be allowed to subscribe to `orders.>`,
+    /// `payments.>`, `$JS.ACK.>`, `$JS.API.>` and `_INBOX.>`.
+    #[arg(long)]
+    pub by_kind: bool,
     /// A label copied into the report, e.g. tracing-on.
     #[arg(long)]
     pub label: Option<String>,
@@ -263,6 +272,11 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     )
     .await?;
     let mut observer = Some(saga::observe(&observer_client, tracker.clone()).await?);
+    let tap = if args.by_kind {
+        Some(Tap::start(&observer_client, tracker.clone()).await?)
+    } else {
+        None
+    };
     let driver = Driver {
         clients: load::connect(&args.target, args.connections, &security).await?,
         orders: orders.clone(),
@@ -378,6 +392,9 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     report.sagas_observed_total = tracker.completed_total();
     if let Some(observer) = &observer {
         observer.abort();
+    }
+    if let Some(tap) = &tap {
+        tap.stop();
     }
 
     if args.json {

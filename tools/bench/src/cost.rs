@@ -25,6 +25,7 @@
 //! at both ends of the window, so it cancels out of the difference.
 
 use std::{
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -32,6 +33,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    kinds::Kind,
     monitor::{MonitorUrl, Varz},
     saga::{Observed, SagaTracker},
     stats::round3,
@@ -203,6 +205,11 @@ pub struct BrokerWindow {
     pub sagas: u64,
     /// CreateOrders answered in the window.
     pub creates: u64,
+    /// The messages of the window by kind, as the tap saw them
+    /// (`--by-kind`), the tap's and the observer's own deliveries not among
+    /// them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_kind: Option<BTreeMap<&'static str, u64>>,
 }
 
 /// Broker traffic per unit of work (saga or CreateOrder), the bench's own
@@ -235,7 +242,25 @@ impl BrokerWindow {
             observer_bytes: after.observer.bytes.saturating_sub(before.observer.bytes),
             sagas,
             creates,
+            by_kind: by_kind(before, after),
         })
+    }
+
+    /// [`Self::by_kind`] per one of `units`, with `unclassified`: what
+    /// nats-server counted beyond the kinds the tap saw (messages on
+    /// subjects it does not subscribe to); `None` without a tap or units.
+    pub fn by_kind_per(&self, units: u64) -> Option<BTreeMap<&'static str, f64>> {
+        let kinds = self.by_kind.as_ref()?;
+        if units == 0 {
+            return None;
+        }
+        let per = |n: u64| round3(n as f64 / units as f64);
+        let seen: u64 = kinds.values().sum();
+        let counted = self.in_msgs + self.out_msgs.saturating_sub(self.observer_msgs);
+        let mut out: BTreeMap<&'static str, f64> =
+            kinds.iter().map(|(name, n)| (*name, per(*n))).collect();
+        out.insert("unclassified", per(counted.saturating_sub(seen)));
+        Some(out)
     }
 
     /// The traffic per one of `units`; `None` for no units.
@@ -253,6 +278,19 @@ impl BrokerWindow {
             out_bytes: per(self.out_bytes.saturating_sub(self.observer_bytes)),
         })
     }
+}
+
+/// The tap's counts by kind between two samples, by name; `None` unless it
+/// counted at both.
+fn by_kind(before: &Sample, after: &Sample) -> Option<BTreeMap<&'static str, u64>> {
+    let delta = after.observer.kinds?.since(&before.observer.kinds?);
+    Some(
+        Kind::ALL
+            .iter()
+            .zip(delta.0)
+            .map(|(kind, n)| (kind.name(), n))
+            .collect(),
+    )
 }
 
 /// CPU time each known process used between two samples; a role is `None`
@@ -312,6 +350,7 @@ mod tests {
             observer: Observed {
                 msgs: observer.0,
                 bytes: observer.1,
+                kinds: None,
             },
             cpu: PerProcess {
                 order_service: ms(cpu_ms[0]),
@@ -370,6 +409,49 @@ mod tests {
         );
         assert_eq!(window.per(window.creates).map(|p| p.msgs), Some(28.8));
         assert_eq!(window.per(0), None);
+    }
+
+    #[test]
+    fn by_kind_shares_add_up_to_the_servers_count() {
+        let t0 = Instant::now();
+        let varz = |in_msgs, out_msgs| {
+            Some(Varz {
+                in_msgs,
+                out_msgs,
+                in_bytes: 0,
+                out_bytes: 0,
+            })
+        };
+        let mut before = sample(t0, varz(0, 0), (0, 0), [0; 3]);
+        let mut after = sample(
+            t0 + Duration::from_secs(1),
+            varz(1_100, 3_000),
+            (2_000, 0),
+            [0; 3],
+        );
+        // 100 sagas: the tap saw 1,000 appends and 1,000 acks of them (its
+        // 2,000 copies are the observer's share); nats-server also counted
+        // 100 messages in that the tap did not see.
+        let mut kinds = crate::kinds::Counts::default();
+        before.observer.kinds = Some(kinds);
+        kinds.0[0] = 1_000;
+        kinds.0[1] = 1_000;
+        after.observer.kinds = Some(kinds);
+        let Some(window) = BrokerWindow::between(&before, &after, 100, 100) else {
+            panic!("both samples read the broker, yet there is no window");
+        };
+        let Some(per_saga) = window.by_kind_per(window.sagas) else {
+            panic!("both samples had counts by kind, yet there are none per saga");
+        };
+        assert_eq!(per_saga.get("appends"), Some(&10.0));
+        assert_eq!(per_saga.get("append_acks"), Some(&10.0));
+        assert_eq!(per_saga.get("deliveries"), Some(&0.0));
+        assert_eq!(per_saga.get("unclassified"), Some(&1.0));
+        let total: f64 = per_saga.values().sum();
+        assert_eq!(Some(total), window.per(window.sagas).map(|p| p.msgs));
+        after.observer.kinds = None;
+        let untapped = BrokerWindow::between(&before, &after, 100, 100);
+        assert_eq!(untapped.and_then(|w| w.by_kind_per(w.sagas)), None);
     }
 
     #[test]

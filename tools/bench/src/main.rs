@@ -18,6 +18,7 @@ mod bare_server;
 mod baseline;
 mod bench;
 mod cost;
+mod kinds;
 mod load;
 mod monitor;
 mod otlp_sink;

@@ -125,6 +125,15 @@ pub struct Report {
     pub broker_in_bytes_per_create: Option<f64>,
     /// Header and payload bytes delivered per CreateOrder.
     pub broker_out_bytes_per_create: Option<f64>,
+    /// Broker messages per saga by kind (`--by-kind`): appends, their acks,
+    /// deliveries, their acks, pull requests and statuses, direct gets and
+    /// their replies, other API requests and replies, and `unclassified`
+    /// (counted by nats-server, not seen by the tap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_msgs_by_kind_per_saga: Option<std::collections::BTreeMap<&'static str, f64>>,
+    /// The same per CreateOrder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_msgs_by_kind_per_create: Option<std::collections::BTreeMap<&'static str, f64>>,
     /// CPU microseconds per saga completed in the window, of each process
     /// whose pid was given (`--order-pid`, `--payment-pid`, `--nats-pid`).
     pub cpu_us_per_saga: Option<PerProcess<f64>>,
@@ -344,6 +353,12 @@ impl Report {
             broker_out_msgs_per_create: per_create(|p| p.out_msgs),
             broker_in_bytes_per_create: per_create(|p| p.in_bytes),
             broker_out_bytes_per_create: per_create(|p| p.out_bytes),
+            broker_msgs_by_kind_per_saga: broker_window
+                .as_ref()
+                .and_then(|w| w.by_kind_per(w.sagas)),
+            broker_msgs_by_kind_per_create: broker_window
+                .as_ref()
+                .and_then(|w| w.by_kind_per(w.creates)),
             cpu_us_per_saga: phase.cost.as_ref().and_then(|c| cpu_per(&c.cpu, c.sagas)),
             cpu_us_per_create: phase.cost.as_ref().and_then(|c| cpu_per(&c.cpu, c.creates)),
             broker_window,
@@ -615,6 +630,19 @@ impl Report {
                 w.sagas,
                 w.creates
             );
+            for (unit, kinds) in [
+                ("saga", &self.broker_msgs_by_kind_per_saga),
+                ("CreateOrder", &self.broker_msgs_by_kind_per_create),
+            ] {
+                if let Some(kinds) = kinds {
+                    let parts: Vec<String> = kinds
+                        .iter()
+                        .filter(|(_, n)| **n > 0.0)
+                        .map(|(name, n)| format!("{name} {n:.3}"))
+                        .collect();
+                    let _ = writeln!(out, "broker per {unit} by kind: {}", parts.join(", "));
+                }
+            }
         }
         let cpu = |out: &mut String, unit: &str, per: &Option<PerProcess<f64>>| {
             let Some(per) = per else { return };

@@ -158,16 +158,23 @@ pub struct SagaTracker {
     received_msgs: AtomicU64,
     /// Their header and payload bytes.
     received_bytes: AtomicU64,
+    /// What the tap saw, by kind (`--by-kind`; all zero without it).
+    kinds: crate::kinds::Counters,
+    /// Whether a tap is counting kinds.
+    tapped: std::sync::atomic::AtomicBool,
 }
 
-/// What the observer has received so far: messages, and their bytes as
-/// nats-server's `out_bytes` counts them (headers and payload).
+/// What the observer and the tap have received so far: messages, and their
+/// bytes as nats-server's `out_bytes` counts them (headers and payload), and
+/// what the tap saw by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
     /// Messages.
     pub msgs: u64,
     /// Header and payload bytes.
     pub bytes: u64,
+    /// The tap's counts by kind, when a tap runs.
+    pub kinds: Option<crate::kinds::Counts>,
 }
 
 /// The bytes of `message` that nats-server counts in `out_bytes`: headers
@@ -194,6 +201,8 @@ impl SagaTracker {
             dropped: AtomicU64::new(0),
             received_msgs: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
+            kinds: crate::kinds::Counters::default(),
+            tapped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -202,6 +211,10 @@ impl SagaTracker {
         Observed {
             msgs: self.received_msgs.load(Ordering::Relaxed),
             bytes: self.received_bytes.load(Ordering::Relaxed),
+            kinds: self
+                .tapped
+                .load(Ordering::Relaxed)
+                .then(|| self.kinds.read()),
         }
     }
 
@@ -209,6 +222,22 @@ impl SagaTracker {
     fn note_received(&self, bytes: u64) {
         self.received_msgs.fetch_add(1, Ordering::Relaxed);
         self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts one message the tap received: a delivery made only for the
+    /// bench, like the observer's.
+    pub fn note_tapped(&self, message: &async_nats::Message) {
+        self.note_received(server_counted_bytes(message));
+    }
+
+    /// From now on [`Self::observed`] reports the tap's counts by kind.
+    pub fn start_tapping(&self) {
+        self.tapped.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts one message of `kind` the tap saw.
+    pub fn note_kind(&self, kind: crate::kinds::Kind) {
+        self.kinds.note(kind);
     }
 
     fn state(&self) -> MutexGuard<'_, PhaseState> {
@@ -502,8 +531,17 @@ mod tests {
             tracker.observed(),
             Observed {
                 msgs: 2,
-                bytes: 373
+                bytes: 373,
+                kinds: None,
             }
+        );
+        tracker.start_tapping();
+        tracker.note_kind(crate::kinds::Kind::Delivery);
+        let kinds = tracker.observed().kinds.map(|k| k.0.iter().sum::<u64>());
+        assert_eq!(
+            kinds,
+            Some(1),
+            "once tapping, the counts by kind are reported"
         );
     }
 
