@@ -24,12 +24,11 @@ use prost::Message as _;
 use crate::{
     baseline,
     cost::{Pids, Sampler},
-    kinds::Tap,
     load::{self, CreateStats, Driver, Length, Mode, Orders},
     monitor::MonitorUrl,
     progress::Progress,
     report::{self, Report, Setup, SweepPoint},
-    saga::{self, SagaTracker},
+    saga::{self, SagaTracker, Tap},
     schedule::{Schedule, parse_duration, parse_fractions},
     secure::{NatsLogin, Security, SecurityArgs},
     slo::{self, Bracket},

@@ -10,23 +10,16 @@
 //! direct-get replies, status messages). Core NATS gives each matching
 //! subscription a copy, so the tap sees what the services see. Each copy is
 //! one more delivery by the broker, counted with the observer's
-//! ([`SagaTracker::note_received`]) and so taken out of every figure; but
+//! ([`crate::saga::Tap`]) and so taken out of every figure; but
 //! the copies cost the broker CPU, so a run with the tap measures counts,
 //! not CPU or speed.
 //!
 //! Classifying needs only the subject, the reply subject, the status and the
 //! first bytes of the payload, never a decode.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_util::{StreamExt as _, stream::select_all};
 use serde::Serialize;
-use tokio::task::JoinHandle;
-
-use crate::saga::SagaTracker;
 
 /// What a message the broker handled was for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,68 +168,6 @@ pub fn classify(
         None if payload.starts_with(b"{") => Kind::AppendAck,
         // A direct get's message: a stored body, protobuf in orderflow.
         None => Kind::DirectGetReply,
-    }
-}
-
-/// The subjects the tap subscribes to: the two streams', and JetStream's and
-/// the inboxes' (see the module's documentation).
-const SUBJECTS: [&str; 5] = [
-    "orders.>",
-    "payments.>",
-    "$JS.ACK.>",
-    "$JS.API.>",
-    "_INBOX.>",
-];
-
-/// A running tap.
-#[derive(Debug)]
-pub struct Tap {
-    task: JoinHandle<()>,
-}
-
-impl Tap {
-    /// Subscribes on `client` and counts every message into `tracker` until
-    /// [`Tap::stop`] or the connection closes; the subscriptions are
-    /// registered on the server (flushed) before this returns.
-    pub async fn start(
-        client: &async_nats::Client,
-        tracker: Arc<SagaTracker>,
-    ) -> Result<Tap, String> {
-        let mut subscribers = Vec::with_capacity(SUBJECTS.len());
-        for subject in SUBJECTS {
-            subscribers.push(
-                client
-                    .subscribe(subject)
-                    .await
-                    .map_err(|e| format!("cannot tap {subject}: {e}"))?,
-            );
-        }
-        client
-            .flush()
-            .await
-            .map_err(|e| format!("cannot tap the broker's traffic: {e}"))?;
-        tracker.start_tapping();
-        let mut messages = select_all(subscribers);
-        let task = tokio::spawn(async move {
-            while let Some(message) = messages.next().await {
-                let kind = classify(
-                    message.subject.as_str(),
-                    message.reply.as_ref().map(|r| r.as_str()),
-                    message
-                        .status
-                        .map(|s| (s.as_u16(), message.description.as_deref())),
-                    &message.payload,
-                );
-                tracker.note_kind(kind);
-                tracker.note_tapped(&message);
-            }
-        });
-        Ok(Tap { task })
-    }
-
-    /// Stops counting.
-    pub fn stop(&self) {
-        self.task.abort();
     }
 }
 

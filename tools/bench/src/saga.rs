@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::StreamExt as _;
+use futures_util::{StreamExt as _, stream::select_all};
 use orderflow_proto::{
     Name as _,
     order::v1::{OrderCancelled, OrderConfirmed, OrderCreated, OrderPaymentFailed, OrderRefunded},
@@ -428,6 +428,68 @@ pub async fn observe(
         task,
         stop: Some(stop),
     })
+}
+
+/// The subjects the tap subscribes to: the two streams', and JetStream's and
+/// the inboxes' (see the module's documentation).
+const TAP_SUBJECTS: [&str; 5] = [
+    "orders.>",
+    "payments.>",
+    "$JS.ACK.>",
+    "$JS.API.>",
+    "_INBOX.>",
+];
+
+/// A running tap of the broker's traffic (`--by-kind`, see [`crate::kinds`]).
+#[derive(Debug)]
+pub struct Tap {
+    task: JoinHandle<()>,
+}
+
+impl Tap {
+    /// Subscribes on `client` and counts every message into `tracker` until
+    /// [`Tap::stop`] or the connection closes; the subscriptions are
+    /// registered on the server (flushed) before this returns.
+    pub async fn start(
+        client: &async_nats::Client,
+        tracker: Arc<SagaTracker>,
+    ) -> Result<Tap, String> {
+        let mut subscribers = Vec::with_capacity(TAP_SUBJECTS.len());
+        for subject in TAP_SUBJECTS {
+            subscribers.push(
+                client
+                    .subscribe(subject)
+                    .await
+                    .map_err(|e| format!("cannot tap {subject}: {e}"))?,
+            );
+        }
+        client
+            .flush()
+            .await
+            .map_err(|e| format!("cannot tap the broker's traffic: {e}"))?;
+        tracker.start_tapping();
+        let mut messages = select_all(subscribers);
+        let task = tokio::spawn(async move {
+            while let Some(message) = messages.next().await {
+                let kind = crate::kinds::classify(
+                    message.subject.as_str(),
+                    message.reply.as_ref().map(|r| r.as_str()),
+                    message
+                        .status
+                        .map(|s| (s.as_u16(), message.description.as_deref())),
+                    &message.payload,
+                );
+                tracker.note_kind(kind);
+                tracker.note_tapped(&message);
+            }
+        });
+        Ok(Tap { task })
+    }
+
+    /// Stops counting.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
 }
 
 impl Observer {
