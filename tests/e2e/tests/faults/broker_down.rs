@@ -102,8 +102,9 @@ async fn a_stalled_broker_keeps_a_create_waiting_until_the_callers_deadline_not_
     let mut nats = NatsServer::start_own();
     let orders = spawn_order_service_with(&nats.url(), &[]).await;
     // The service binds its durable consumers after it starts serving; once
-    // they exist, the stall below meets only the calls this test makes, not
-    // requests of the start-up still in flight.
+    // they exist, the stall below meets the test's calls and the service's
+    // periodic readiness and backlog reads, not start-up requests still in
+    // flight.
     let js = jetstream(&nats.url()).await;
     let durables = [
         (ORDERS_STREAM, order_service::deadline::DURABLE.to_owned()),
