@@ -210,13 +210,19 @@ pub async fn last_for(
     get_one(js, stream, body.into()).await
 }
 
+/// nats-server's error code for "no message found" (`JSNoMessageFoundErr`).
+const NO_MESSAGE_FOUND: u16 = 10037;
+
 /// The last message of `stream` on the subjects matching `filter`, asked of
 /// the stream's leader (`$JS.API.STREAM.MSG.GET`), or `None` when none
 /// matches there.
 ///
 /// A direct get may be answered by a follower that has not stored the
 /// latest messages yet, so its "none" is not the truth on a replicated
-/// stream; the leader's is. Used to confirm a miss, not for every read.
+/// stream; the leader's is, once it is sure it still leads. A leader that
+/// was paused or cut off answers from what it has until it learns that
+/// another was elected (nats-server notices a lost quorum within about
+/// 20 s). Used to confirm a miss, not for every read.
 pub async fn last_for_on_leader(
     js: &JetStream,
     stream: &str,
@@ -239,6 +245,8 @@ pub async fn last_for_on_leader(
     #[derive(serde::Deserialize)]
     struct ApiError {
         code: u16,
+        #[serde(default)]
+        err_code: Option<u16>,
         #[serde(default)]
         description: String,
     }
@@ -269,7 +277,13 @@ pub async fn last_for_on_leader(
                 payload: decode(stored.data)?.into(),
             }))
         }
-        (None, Some(error)) if error.code == 404 => Ok(None),
+        // "No message found" only: a 404 "stream not found" (10059) says
+        // nothing about the message.
+        (None, Some(error))
+            if error.code == 404 && error.err_code.is_none_or(|c| c == NO_MESSAGE_FOUND) =>
+        {
+            Ok(None)
+        }
         (None, Some(error)) => Err(IndexError::Refused {
             stream: stream.to_owned(),
             status: error.code,

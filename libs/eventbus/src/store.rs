@@ -708,8 +708,10 @@ impl EventStore {
             .map_err(err)?;
         if found.is_none() {
             // A follower's "none" may be one that has not caught up; the
-            // leader's is the truth (an event the other service already
-            // acted on is never "not found").
+            // leader's is the truth, but for a leader that was paused or
+            // cut off and has not learned yet that another was elected.
+            // So a caller that knows the aggregate exists (an event names
+            // it) retries a "none" for a while before it believes it.
             found = crate::index::last_for_on_leader(&self.js, &self.stream_name, filter)
                 .await
                 .map_err(err)?;

@@ -20,7 +20,7 @@ use orderflow_proto::{
 
 use crate::{
     domain::Transition,
-    error::OrderError,
+    error::{MISSING_ORDER_BELIEVED_AT, OrderError},
     events::{OrderEvent, OrderEvents, advance, status_of},
 };
 
@@ -101,8 +101,12 @@ impl EventHandler for FailAtDeadline {
         match self.apply(&deadline).await {
             Ok(()) => Outcome::Done,
             // A deadline stored while its order's creation failed (see
-            // `OrderApi::create`) belongs to no order: nothing to fail.
-            Err(OrderError::NotFound(_)) => Outcome::Done,
+            // `OrderApi::create`) belongs to no order: nothing to fail,
+            // once the order's absence is believed (before, it is retried:
+            // it may be a replica's or a replaced leader's view).
+            Err(OrderError::NotFound(_)) if event.delivered >= MISSING_ORDER_BELIEVED_AT => {
+                Outcome::Done
+            }
             Err(error) => error.outcome(event.delivered),
         }
     }

@@ -52,12 +52,29 @@ pub enum OrderError {
     },
 }
 
+/// The delivery of an event on which its handler first believes that the
+/// order it names does not exist; the deliveries before it retry, backing
+/// off (1 + 2 + 4 + 8 + 16 = 31 s in all).
+///
+/// A "none" is not the truth at once, not even the stream leader's: a
+/// leader that was paused or cut off keeps answering from what it had
+/// stored until it learns that another was elected, which nats-server
+/// notices within about 20 s (it checks for a lost quorum every 10 s, over
+/// the last 10 s). An event names an order that existed when it was
+/// written (the payment service charged for it; the order scheduled its
+/// own deadline), so its absence has to outlast that before it is believed.
+pub const MISSING_ORDER_BELIEVED_AT: i64 = 6;
+
 impl OrderError {
     /// What a consumer does with a message whose handling failed with this
     /// on its `delivered`-th delivery: refuse it (dead letter) when no retry
-    /// can change the answer, retry it backing off otherwise.
+    /// can change the answer, retry it backing off otherwise. A missing
+    /// order is retried until [`MISSING_ORDER_BELIEVED_AT`].
     pub fn outcome(self, delivered: i64) -> orderflow_eventbus::Outcome {
         match self {
+            error @ Self::NotFound(_) if delivered < MISSING_ORDER_BELIEVED_AT => {
+                orderflow_eventbus::Outcome::backing_off(delivered, error.to_string())
+            }
             error @ (Self::NotFound(_)
             | Self::Corrupt { .. }
             | Self::Store(StoreError::Corrupt { .. })) => orderflow_eventbus::Outcome::Reject {
@@ -119,7 +136,7 @@ mod tests {
     /// waits longer with each delivery: its ten deliveries outlast an
     /// outage of minutes instead of seconds.
     #[test]
-    fn a_passing_failure_backs_off_and_a_missing_order_is_refused() {
+    fn a_passing_failure_backs_off() {
         let delay =
             |delivered| match OrderError::NotReadableYet(String::from("o")).outcome(delivered) {
                 Outcome::Retry { after, .. } => after,
@@ -129,9 +146,27 @@ mod tests {
         assert_eq!(delay(4), Duration::from_secs(8));
         let all: Duration = (1..10).map(delay).sum();
         assert!(all >= Duration::from_secs(180), "nine retries wait {all:?}");
+    }
+
+    /// A missing order may be one a replica has not stored yet, or one a
+    /// replaced leader never got: it is retried for half a minute, and
+    /// refused (dead-lettered) only then.
+    #[test]
+    fn a_missing_order_is_retried_for_half_a_minute_and_then_refused() {
+        let missing = |delivered| OrderError::NotFound(String::from("o")).outcome(delivered);
+        let waited: Duration = (1..super::MISSING_ORDER_BELIEVED_AT)
+            .map(|delivered| match missing(delivered) {
+                Outcome::Retry { after, reason } => {
+                    assert_eq!(reason, "order o not found");
+                    after
+                }
+                other => panic!("delivery {delivered} of a missing order: {other:?}"),
+            })
+            .sum();
+        assert_eq!(waited, Duration::from_secs(31));
         assert!(matches!(
-            OrderError::NotFound(String::from("o")).outcome(1),
-            Outcome::Reject { .. }
+            missing(super::MISSING_ORDER_BELIEVED_AT),
+            Outcome::Reject { reason } if reason == "order o not found"
         ));
     }
 }

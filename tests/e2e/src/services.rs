@@ -285,6 +285,28 @@ pub fn order_request(
     }
 }
 
+/// The id CreateOrder gives the order `request` asks for (it is derived
+/// from the request), so a test can name an order before it exists.
+#[allow(clippy::expect_used)]
+pub fn order_id_of(request: &CreateOrderRequest) -> String {
+    let lines: Vec<_> = request
+        .items
+        .iter()
+        .map(|item| order_service::domain::RawLine {
+            sku: &item.sku,
+            quantity: item.quantity,
+            unit_price: item
+                .unit_price
+                .as_ref()
+                .map(|p| (p.currency_code.as_str(), p.units, p.nanos)),
+        })
+        .collect();
+    order_service::domain::NewOrder::parse(&request.customer_id, &lines, &request.request_id)
+        .expect("a valid order request")
+        .order_id()
+        .to_string()
+}
+
 /// Waits until the order has `status` and returns it.
 #[allow(clippy::expect_used)]
 pub async fn wait_for_status(

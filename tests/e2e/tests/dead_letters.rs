@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use order_service::domain::{NewOrder, RawLine};
+use order_service::error::MISSING_ORDER_BELIEVED_AT;
 use orderflow_e2e::services::{
-    create_order, order_client, order_request, spawn_order_service, spawn_order_service_with,
-    wait_for_status,
+    create_order, order_client, order_id_of, order_request, spawn_order_service,
+    spawn_order_service_with, wait_for_status,
 };
 use orderflow_eventbus::subject::{
     ADVISORY_STREAM, DEAD_LETTER_STREAM, max_deliveries_durable, max_deliveries_subject,
@@ -42,21 +42,10 @@ async fn a_dead_letter_is_listed_and_replayed_once_its_cause_is_fixed() {
         .unwrap();
 
     // A payment result for an order that does not exist yet: the order
-    // service cannot apply it and dead-letters it.
+    // service retries it for half a minute (a replica may not have stored
+    // the order yet), then believes it and dead-letters it.
     let request = order_request("c-dl", 1, 3, "r-dl");
-    let price = request.items[0].unit_price.clone().unwrap();
-    let order_id = NewOrder::parse(
-        "c-dl",
-        &[RawLine {
-            sku: "SKU-1",
-            quantity: 1,
-            unit_price: Some((&price.currency_code, price.units, price.nanos)),
-        }],
-        "r-dl",
-    )
-    .unwrap()
-    .order_id()
-    .to_string();
+    let order_id = order_id_of(&request);
     let payment_id = "6f1c5a52-4a1c-5b2b-9d7e-0d1f2e3a4b5c";
     let event = PaymentAuthorized {
         payment: Some(Payment {
@@ -82,8 +71,8 @@ async fn a_dead_letter_is_listed_and_replayed_once_its_cause_is_fixed() {
 
     let listed = std::sync::Mutex::new(Vec::new());
     wait_until(
-        "the dead letter to be listed",
-        Duration::from_secs(20),
+        "the dead letter to be listed, after half a minute of retries",
+        Duration::from_secs(90),
         || async {
             let found = admin
                 .clone()
@@ -107,7 +96,7 @@ async fn a_dead_letter_is_listed_and_replayed_once_its_cause_is_fixed() {
     assert_eq!(letter.original_stream, "PAYMENTS");
     assert_eq!(letter.consumer, "order-service-payments");
     assert_eq!(letter.ce_type, PaymentAuthorized::full_name());
-    assert_eq!(letter.delivery_count, 1);
+    assert_eq!(letter.delivery_count, MISSING_ORDER_BELIEVED_AT);
 
     // Fix the cause: the order now exists. Replay: it is confirmed.
     let mut client = order_client(&orders).await;

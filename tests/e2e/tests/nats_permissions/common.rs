@@ -233,22 +233,6 @@ pub(crate) fn event_headers(ce_type: &str, id: &str) -> async_nats::HeaderMap {
     headers
 }
 
-/// The id the order service gives `request`.
-pub(crate) fn order_id_of(customer: &str, quantity: i32, units: i64, request_id: &str) -> String {
-    NewOrder::parse(
-        customer,
-        &[RawLine {
-            sku: "SKU-1",
-            quantity,
-            unit_price: Some(("EUR", units, 0)),
-        }],
-        request_id,
-    )
-    .unwrap()
-    .order_id()
-    .to_string()
-}
-
 /// Publishes `payload` on `subject` through JetStream and reports whether
 /// the stream acknowledged it.
 pub(crate) async fn publish_acked(

@@ -35,8 +35,7 @@ use std::{
 
 use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use futures_util::StreamExt;
-use order_service::domain::{NewOrder, RawLine};
-use orderflow_e2e::services::{order_request, wait_for_status};
+use orderflow_e2e::services::{order_id_of, order_request, wait_for_status};
 use orderflow_proto::{
     Name,
     admin::v1::{

@@ -125,9 +125,10 @@ async fn both_services_do_all_their_work_with_only_their_own_nats_permissions() 
     .await;
 
     // Dead letters: a payment result for an order that does not exist
-    // (published by ops, who may) is dead-lettered by the order service.
+    // (published by ops, who may) is dead-lettered by the order service,
+    // once half a minute of retries has not found the order.
     let ops = nats.ops().await;
-    let order_id = order_id_of("c-dl", 1, 3, "r-dl");
+    let order_id = order_id_of(&order_request("c-dl", 1, 3, "r-dl"));
     let payment_id = "6f1c5a52-4a1c-5b2b-9d7e-0d1f2e3a4b5d";
     let event = PaymentAuthorized {
         payment: Some(Payment {
@@ -153,7 +154,7 @@ async fn both_services_do_all_their_work_with_only_their_own_nats_permissions() 
         .await
     );
     let letter = Arc::new(Mutex::new(None));
-    wait_until("the dead letter", Duration::from_secs(20), || {
+    wait_until("the dead letter", Duration::from_secs(90), || {
         let mut admin = order_admin.clone();
         let letter = letter.clone();
         async move {
@@ -208,10 +209,11 @@ async fn both_services_do_all_their_work_with_only_their_own_nats_permissions() 
         .into_inner();
     assert_eq!(replayed.replay_subject, format!("{subject}.replay"));
     // Delivered again to the order service, which still finds no such
-    // order and dead-letters the replay: the original is gone.
+    // order and, after its half minute of retries, dead-letters the
+    // replay: the original is gone.
     wait_until(
         "the replay to be dead-lettered",
-        Duration::from_secs(20),
+        Duration::from_secs(90),
         || {
             let mut admin = order_admin.clone();
             let replay_subject = replayed.replay_subject.clone();

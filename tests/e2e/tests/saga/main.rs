@@ -3,14 +3,16 @@
 //!
 //! One test binary (each end-to-end binary links both services):
 //! `lifecycle.rs`, `listing.rs`, `watching.rs`, `deadline.rs` (the payment
-//! deadline) and `external_gateway.rs` (the payment service charging through
-//! a gateway-sim over HTTP).
+//! deadline), `unreadable.rs` (events naming an order that cannot be read
+//! yet) and `external_gateway.rs` (the payment service charging through a
+//! gateway-sim over HTTP).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod deadline;
 mod external_gateway;
 mod lifecycle;
 mod listing;
+mod unreadable;
 mod watching;
 
 use std::time::Duration;
